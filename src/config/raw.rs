@@ -1,0 +1,148 @@
+//! The configuration file as written by people: every field optional, every field documented.
+//! These doc comments are the reference; `botpipe.example.toml` and `docs/config.md` mirror them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The whole file. Unknown fields are errors so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Directory for embedded state (SQLite store, embedded queue, spool). Default `./botpipe-data`.
+    pub data_dir: Option<PathBuf>,
+    /// The HTTP server of `botpipe run`.
+    pub http: HttpConfig,
+    /// Which botnet types are accepted.
+    pub botnet: BotnetConfig,
+    /// The platform database.
+    pub store: StoreConfig,
+    /// The durable queue between pullers and workers.
+    pub queue: QueueConfig,
+    /// Geolocation and ASN databases.
+    pub geo: GeoConfig,
+    /// Worker pool.
+    pub worker: WorkerConfig,
+    /// Collector endpoints to pull, keyed by name (`[endpoints.east]`).
+    pub endpoints: BTreeMap<String, EndpointConfig>,
+}
+
+/// `[http]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address for `/health`, `/ready`, `/metrics`, `/api/status`. Default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+}
+
+/// `[botnet]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BotnetConfig {
+    /// Allowed botnet types; records of other types are dead-lettered. Default: the nine legacy
+    /// types `asruex, mozi, andromeda, moobot, ramnit, leethozer, utg_q_008, autoupdate, fodcha`.
+    pub allowed_types: Option<Vec<String>>,
+}
+
+/// `[store]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://path`, `postgres://…` or `mysql://…`. Default `sqlite://<data_dir>/botpipe.sqlite`.
+    pub url: Option<String>,
+    /// Database password, if not in the URL (prefer `password_env` or `password_file`).
+    pub password: Option<SecretString>,
+    /// Name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// Run migrations when `botpipe run` starts. Default `true`.
+    pub migrate_on_start: Option<bool>,
+    /// Maximum connections in the pool (PostgreSQL/MySQL). Default 4.
+    pub max_connections: Option<u32>,
+}
+
+/// `[queue]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// `embedded` (a SQLite file, the default) or `redis`.
+    pub backend: Option<String>,
+    /// File of the embedded queue. Default `<data_dir>/queue.sqlite`.
+    pub path: Option<PathBuf>,
+    /// File of the local spool used when Redis does not answer. Default `<data_dir>/spool.sqlite`.
+    pub spool_path: Option<PathBuf>,
+    /// Redis URL, required for `backend = "redis"`, e.g. `redis://127.0.0.1:6379/0`.
+    pub redis_url: Option<String>,
+    /// Key prefix for every Redis key botpipe uses. Default `botpipe`.
+    pub redis_prefix: Option<String>,
+    /// Consumer group name. Default `botpipe`.
+    pub group: Option<String>,
+    /// Longest a puller waits for the queue to accept a batch before spooling it. Default `500ms`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub handoff_deadline: Option<Duration>,
+    /// How long a worker may hold a batch before it is redelivered. Default `60s`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub lease_timeout: Option<Duration>,
+    /// Deliveries after which a batch is moved to the dead-letter stream. Default 5.
+    pub max_deliveries: Option<u32>,
+    /// Queue + spool depth (batches) above which pullers skip ticks. Default 1000.
+    pub high_watermark: Option<u64>,
+    /// Depth below which pullers resume after hitting the high mark. Default 500.
+    pub low_watermark: Option<u64>,
+    /// Spool size cap in batches; at the cap pulls stop. Default 10000.
+    pub spool_max_batches: Option<u64>,
+}
+
+/// `[geo]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoConfig {
+    /// City databases (`.mmdb`/`.awdb`), consulted in order; the first that knows an IP wins.
+    /// Default: none, unless `<data_dir>/geo/` holds files from `scripts/fetch-geodata.sh`.
+    pub city: Option<Vec<PathBuf>>,
+    /// ASN database: a GeoLite2-ASN `.mmdb` or the `@ip-location-db/asn` CSV.
+    pub asn: Option<PathBuf>,
+}
+
+/// `[worker]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Workers in this process. Default 2.
+    pub count: Option<u32>,
+}
+
+/// `[endpoints.<name>]`: one collector to pull.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointConfig {
+    /// Base URL of the collector, e.g. `http://10.0.0.5:8888`.
+    pub url: Option<String>,
+    /// API key inline (prefer `api_key_env` or `api_key_file`).
+    pub api_key: Option<SecretString>,
+    /// Name of an environment variable holding the key.
+    pub api_key_env: Option<String>,
+    /// File holding the key (trailing newline ignored).
+    pub api_key_file: Option<PathBuf>,
+    /// Pull interval (fixed rate). Default `30s`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub interval: Option<Duration>,
+    /// Records per pull, 1..=5000. Default 1000.
+    pub batch_size: Option<u32>,
+    /// TCP connect timeout. Default `5s`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub connect_timeout: Option<Duration>,
+    /// Total timeout of one HTTP request. Default `30s`, and below `interval`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout: Option<Duration>,
+    /// IANA zone of the collector's naive timestamps. Default `Asia/Shanghai` (the legacy fleet).
+    pub timezone: Option<String>,
+    /// Largest response body accepted, in bytes. Default 16 MiB.
+    pub max_body_bytes: Option<u64>,
+    /// Set `false` to keep the endpoint configured but not pulled. Default `true`.
+    pub enabled: Option<bool>,
+}

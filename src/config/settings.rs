@@ -1,0 +1,667 @@
+//! [`Settings`]: the validated configuration. `TryFrom<RawConfig>` is pure: no files are opened,
+//! no hosts contacted; it applies defaults, checks every field and cross-field rule, and returns
+//! all problems at once with their field paths.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use super::raw::{EndpointConfig, RawConfig};
+use super::Problem;
+use crate::record::BotnetType;
+
+/// The nine botnet types of the legacy deployment, allowed by default.
+pub const LEGACY_BOTNET_TYPES: [&str; 9] = [
+    "asruex",
+    "mozi",
+    "andromeda",
+    "moobot",
+    "ramnit",
+    "leethozer",
+    "utg_q_008",
+    "autoupdate",
+    "fodcha",
+];
+/// Largest `limit` a collector honours.
+pub const MAX_BATCH_SIZE: u32 = 5000;
+
+/// Where a secret comes from; resolved only when a component is built.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// Given inline in the file or environment.
+    Inline(SecretString),
+    /// Read from this environment variable.
+    Env(String),
+    /// Read from this file; a trailing newline is ignored.
+    File(PathBuf),
+}
+
+/// Why a secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The named variable is not set.
+    #[error("environment variable {0} is not set")]
+    MissingEnv(String),
+    /// The file could not be read.
+    #[error("reading secret file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl SecretSource {
+    /// Reads the secret.
+    ///
+    /// # Errors
+    /// When the variable is unset or the file unreadable.
+    pub fn resolve(&self) -> Result<SecretString, SecretError> {
+        match self {
+            Self::Inline(s) => Ok(s.clone()),
+            Self::Env(name) => std::env::var(name)
+                .map(SecretString::from)
+                .map_err(|_| SecretError::MissingEnv(name.clone())),
+            Self::File(path) => std::fs::read_to_string(path)
+                .map(|s| SecretString::from(s.trim_end_matches(['\r', '\n']).to_owned()))
+                .map_err(|source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                }),
+        }
+    }
+
+    fn from_parts(
+        path: &str,
+        inline: Option<&SecretString>,
+        env: Option<&String>,
+        file: Option<&PathBuf>,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Self> {
+        let given = [inline.is_some(), env.is_some(), file.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if given > 1 {
+            problems.push(Problem {
+                path: path.to_owned(),
+                message: "give only one of the inline value, `_env` or `_file`".into(),
+            });
+        }
+        if let Some(s) = inline {
+            Some(Self::Inline(s.clone()))
+        } else if let Some(e) = env {
+            Some(Self::Env(e.clone()))
+        } else {
+            file.map(|f| Self::File(f.clone()))
+        }
+    }
+}
+
+/// Validated configuration of the whole process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Embedded state directory.
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Allowed botnet types.
+    pub allowed_types: Arc<BTreeSet<BotnetType>>,
+    /// The store.
+    pub store: StoreSettings,
+    /// The queue.
+    pub queue: QueueSettings,
+    /// Geo databases.
+    pub geo: GeoSettings,
+    /// Workers in this process.
+    pub worker_count: u32,
+    /// Enabled and disabled endpoints, sorted by name.
+    pub endpoints: Vec<EndpointSettings>,
+}
+
+/// The database backend and its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL.
+    Postgres(String),
+    /// A MySQL or MariaDB URL.
+    Mysql(String),
+}
+
+/// `[store]`, validated.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Backend and address.
+    pub kind: StoreKind,
+    /// Password to add to the URL, if any.
+    pub password: Option<SecretSource>,
+    /// Migrate at start.
+    pub migrate_on_start: bool,
+    /// Pool size for network databases.
+    pub max_connections: u32,
+}
+
+/// Which queue backend.
+#[derive(Debug, Clone)]
+pub enum QueueBackend {
+    /// The embedded SQLite queue.
+    Embedded {
+        /// Its file.
+        path: PathBuf,
+    },
+    /// Redis Streams, with the embedded spool as fallback.
+    Redis(RedisSettings),
+}
+
+/// Redis connection and naming.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// The server URL.
+    pub url: String,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// Consumer group.
+    pub group: String,
+}
+
+/// `[queue]`, validated.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Backend.
+    pub backend: QueueBackend,
+    /// Spool file.
+    pub spool_path: PathBuf,
+    /// Hand-off deadline.
+    pub handoff_deadline: Duration,
+    /// Lease timeout before redelivery.
+    pub lease_timeout: Duration,
+    /// Deliveries before dead-lettering a batch.
+    pub max_deliveries: u32,
+    /// Backpressure high mark (batches).
+    pub high_watermark: u64,
+    /// Backpressure low mark (batches).
+    pub low_watermark: u64,
+    /// Spool cap (batches).
+    pub spool_max_batches: u64,
+}
+
+/// `[geo]`, validated (paths are checked when opened).
+#[derive(Debug, Clone, Default)]
+pub struct GeoSettings {
+    /// City databases in order.
+    pub city: Vec<PathBuf>,
+    /// ASN database.
+    pub asn: Option<PathBuf>,
+    /// True when the paths were discovered under `<data_dir>/geo` rather than configured.
+    pub discovered: bool,
+}
+
+/// One collector endpoint, validated.
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    /// Unique name (metric label, cursor key).
+    pub name: String,
+    /// Base URL.
+    pub url: Url,
+    /// API key source, if the collector needs one.
+    pub api_key: Option<SecretSource>,
+    /// Pull interval.
+    pub interval: Duration,
+    /// Records per pull.
+    pub batch_size: u32,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Total request timeout.
+    pub timeout: Duration,
+    /// Zone of naive timestamps.
+    pub timezone: Tz,
+    /// Response body cap in bytes.
+    pub max_body_bytes: u64,
+    /// Pulled or not.
+    pub enabled: bool,
+}
+
+struct Collect {
+    problems: Vec<Problem>,
+}
+
+impl Collect {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+impl Settings {
+    /// The embedded default: no file, no environment.
+    pub fn embedded_default() -> Self {
+        // The default RawConfig is valid by construction; a failure here is a programming error
+        // caught by `default_config_is_valid`.
+        match Self::try_from(RawConfig::default()) {
+            Ok(s) => s,
+            Err(problems) => panic!("default configuration is invalid: {problems:?}"),
+        }
+    }
+
+    /// Enabled endpoints only.
+    pub fn enabled_endpoints(&self) -> impl Iterator<Item = &EndpointSettings> {
+        self.endpoints.iter().filter(|e| e.enabled)
+    }
+
+    /// Settings for running everything under `dir` (tests, demo): data dir, store, queue and
+    /// spool all move there.
+    pub fn with_data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = dir.to_path_buf();
+        if let StoreKind::Sqlite(_) = self.store.kind {
+            self.store.kind = StoreKind::Sqlite(dir.join("botpipe.sqlite"));
+        }
+        if let QueueBackend::Embedded { .. } = self.queue.backend {
+            self.queue.backend = QueueBackend::Embedded {
+                path: dir.join("queue.sqlite"),
+            };
+        }
+        self.queue.spool_path = dir.join("spool.sqlite");
+        self
+    }
+}
+
+impl TryFrom<RawConfig> for Settings {
+    type Error = Vec<Problem>;
+
+    fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
+        let mut c = Collect {
+            problems: Vec::new(),
+        };
+        let data_dir = raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("botpipe-data"));
+
+        let listen = raw.http.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let http_listen = listen.parse().unwrap_or_else(|e| {
+            c.push("http.listen", format!("{listen:?} is not host:port: {e}"));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+
+        let mut allowed = BTreeSet::new();
+        let types = raw.botnet.allowed_types.unwrap_or_else(|| {
+            LEGACY_BOTNET_TYPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        });
+        if types.is_empty() {
+            c.push("botnet.allowed_types", "at least one botnet type is needed");
+        }
+        for (i, t) in types.iter().enumerate() {
+            match BotnetType::parse(t) {
+                Ok(t) => {
+                    allowed.insert(t);
+                }
+                Err(e) => c.push(format!("botnet.allowed_types[{i}]"), e.to_string()),
+            }
+        }
+
+        let store = validate_store(&raw.store, &data_dir, &mut c);
+        let queue = validate_queue(&raw.queue, &data_dir, &mut c);
+
+        let geo = match (raw.geo.city, raw.geo.asn) {
+            (None, None) => GeoSettings {
+                city: Vec::new(),
+                asn: None,
+                discovered: true,
+            },
+            (city, asn) => GeoSettings {
+                city: city.unwrap_or_default(),
+                asn,
+                discovered: false,
+            },
+        };
+
+        let worker_count = raw.worker.count.unwrap_or(2);
+        if !(1..=64).contains(&worker_count) {
+            c.push("worker.count", "must be between 1 and 64");
+        }
+
+        let endpoints = raw
+            .endpoints
+            .iter()
+            .filter_map(|(name, e)| validate_endpoint(name, e, &mut c))
+            .collect();
+
+        if c.problems.is_empty() {
+            Ok(Self {
+                data_dir,
+                http_listen,
+                allowed_types: Arc::new(allowed),
+                store,
+                queue,
+                geo,
+                worker_count,
+                endpoints,
+            })
+        } else {
+            Err(c.problems)
+        }
+    }
+}
+
+fn validate_store(
+    raw: &super::raw::StoreConfig,
+    data_dir: &Path,
+    c: &mut Collect,
+) -> StoreSettings {
+    let kind = match raw.url.as_deref() {
+        None => StoreKind::Sqlite(data_dir.join("botpipe.sqlite")),
+        Some(u) if u.starts_with("sqlite://") => {
+            let p = u.trim_start_matches("sqlite://");
+            if p.is_empty() {
+                c.push("store.url", "sqlite:// needs a file path");
+            }
+            StoreKind::Sqlite(PathBuf::from(p))
+        }
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            check_url("store.url", u, c);
+            StoreKind::Postgres(u.to_owned())
+        }
+        Some(u) if u.starts_with("mysql://") || u.starts_with("mariadb://") => {
+            check_url("store.url", u, c);
+            StoreKind::Mysql(u.replacen("mariadb://", "mysql://", 1))
+        }
+        Some(u) => {
+            c.push(
+                "store.url",
+                format!(
+                    "{:?} must start with sqlite://, postgres:// or mysql://",
+                    redact_url(u)
+                ),
+            );
+            StoreKind::Sqlite(data_dir.join("botpipe.sqlite"))
+        }
+    };
+    let password = SecretSource::from_parts(
+        "store.password",
+        raw.password.as_ref(),
+        raw.password_env.as_ref(),
+        raw.password_file.as_ref(),
+        &mut c.problems,
+    );
+    if password.is_some() && matches!(kind, StoreKind::Sqlite(_)) {
+        c.push("store.password", "SQLite takes no password");
+    }
+    let max_connections = raw.max_connections.unwrap_or(4);
+    if max_connections == 0 {
+        c.push("store.max_connections", "must be at least 1");
+    }
+    StoreSettings {
+        kind,
+        password,
+        migrate_on_start: raw.migrate_on_start.unwrap_or(true),
+        max_connections,
+    }
+}
+
+fn validate_queue(
+    raw: &super::raw::QueueConfig,
+    data_dir: &Path,
+    c: &mut Collect,
+) -> QueueSettings {
+    let backend = match raw.backend.as_deref().unwrap_or("embedded") {
+        "embedded" => QueueBackend::Embedded {
+            path: raw
+                .path
+                .clone()
+                .unwrap_or_else(|| data_dir.join("queue.sqlite")),
+        },
+        "redis" => {
+            let url = raw.redis_url.clone().unwrap_or_default();
+            if url.is_empty() {
+                c.push("queue.redis_url", "required when queue.backend = \"redis\"");
+            } else if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                c.push("queue.redis_url", "must start with redis:// or rediss://");
+            }
+            QueueBackend::Redis(RedisSettings {
+                url,
+                prefix: raw.redis_prefix.clone().unwrap_or_else(|| "botpipe".into()),
+                group: raw.group.clone().unwrap_or_else(|| "botpipe".into()),
+            })
+        }
+        other => {
+            c.push(
+                "queue.backend",
+                format!("{other:?} is not \"embedded\" or \"redis\""),
+            );
+            QueueBackend::Embedded {
+                path: data_dir.join("queue.sqlite"),
+            }
+        }
+    };
+    let high = raw.high_watermark.unwrap_or(1000);
+    let low = raw.low_watermark.unwrap_or(high / 2);
+    if low >= high {
+        c.push("queue.low_watermark", "must be below queue.high_watermark");
+    }
+    let handoff_deadline = raw.handoff_deadline.unwrap_or(Duration::from_millis(500));
+    if handoff_deadline.is_zero() {
+        c.push("queue.handoff_deadline", "must be above zero");
+    }
+    let max_deliveries = raw.max_deliveries.unwrap_or(5);
+    if max_deliveries == 0 {
+        c.push("queue.max_deliveries", "must be at least 1");
+    }
+    QueueSettings {
+        backend,
+        spool_path: raw
+            .spool_path
+            .clone()
+            .unwrap_or_else(|| data_dir.join("spool.sqlite")),
+        handoff_deadline,
+        lease_timeout: raw.lease_timeout.unwrap_or(Duration::from_secs(60)),
+        max_deliveries,
+        high_watermark: high,
+        low_watermark: low,
+        spool_max_batches: raw.spool_max_batches.unwrap_or(10_000),
+    }
+}
+
+fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Collect) -> Option<EndpointSettings> {
+    let at = |f: &str| format!("endpoints.{name}.{f}");
+    let before = c.problems.len();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-')
+    {
+        c.push(
+            format!("endpoints.{name}"),
+            "endpoint names use a-z, 0-9, _ and -",
+        );
+    }
+    let url = match e.url.as_deref() {
+        None => {
+            c.push(at("url"), "required");
+            None
+        }
+        Some(u) => match Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+            Ok(_) => {
+                c.push(at("url"), "must be http:// or https://");
+                None
+            }
+            Err(err) => {
+                c.push(at("url"), format!("{err}"));
+                None
+            }
+        },
+    };
+    let api_key = SecretSource::from_parts(
+        &at("api_key"),
+        e.api_key.as_ref(),
+        e.api_key_env.as_ref(),
+        e.api_key_file.as_ref(),
+        &mut c.problems,
+    );
+    if let Some(SecretSource::Inline(k)) = &api_key {
+        if k.expose_secret().is_empty() {
+            c.push(at("api_key"), "is empty");
+        }
+    }
+    let interval = e.interval.unwrap_or(Duration::from_secs(30));
+    if interval < Duration::from_millis(10) {
+        c.push(at("interval"), "must be at least 10ms");
+    }
+    let batch_size = e.batch_size.unwrap_or(1000);
+    if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
+        c.push(
+            at("batch_size"),
+            format!("must be within 1..={MAX_BATCH_SIZE}"),
+        );
+    }
+    let connect_timeout = e.connect_timeout.unwrap_or(Duration::from_secs(5));
+    let timeout = e
+        .timeout
+        .unwrap_or_else(|| Duration::from_secs(30).min(interval.mul_f64(0.8)));
+    if timeout >= interval {
+        c.push(
+            at("timeout"),
+            "must be below the interval, or pulls would overlap their schedule",
+        );
+    }
+    if connect_timeout > timeout {
+        c.push(at("connect_timeout"), "must not exceed timeout");
+    }
+    let tz_name = e.timezone.as_deref().unwrap_or("Asia/Shanghai");
+    let timezone = tz_name.parse::<Tz>().unwrap_or_else(|_| {
+        c.push(
+            at("timezone"),
+            format!("{tz_name:?} is not an IANA time zone"),
+        );
+        Tz::UTC
+    });
+    let max_body_bytes = e.max_body_bytes.unwrap_or(16 * 1024 * 1024);
+    if max_body_bytes < 1024 {
+        c.push(at("max_body_bytes"), "must be at least 1024");
+    }
+    match url {
+        Some(url) if c.problems.len() == before => Some(EndpointSettings {
+            name: name.to_owned(),
+            url,
+            api_key,
+            interval,
+            batch_size,
+            connect_timeout,
+            timeout,
+            timezone,
+            max_body_bytes,
+            enabled: e.enabled.unwrap_or(true),
+        }),
+        _ => None,
+    }
+}
+
+fn check_url(path: &str, u: &str, c: &mut Collect) {
+    if let Err(e) = Url::parse(u) {
+        c.push(path, format!("{:?} is not a URL: {e}", redact_url(u)));
+    }
+}
+
+/// A URL with any password replaced, for messages.
+pub fn redact_url(u: &str) -> String {
+    match Url::parse(u) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ignored = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => u.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_raw;
+
+    #[test]
+    fn default_config_is_valid() {
+        let s = Settings::embedded_default();
+        assert_eq!(
+            s.store.kind,
+            StoreKind::Sqlite(PathBuf::from("botpipe-data/botpipe.sqlite"))
+        );
+        assert!(matches!(s.queue.backend, QueueBackend::Embedded { .. }));
+        assert_eq!(s.allowed_types.len(), 9);
+        assert!(s.endpoints.is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [http]
+            listen = "nope"
+            [botnet]
+            allowed_types = ["mozi", "Bad-Type"]
+            [queue]
+            backend = "kafka"
+            high_watermark = 10
+            low_watermark = 20
+            [endpoints.east]
+            interval = "1s"
+            timeout = "2s"
+            batch_size = 0
+            timezone = "Mars/Olympus"
+            api_key = "k"
+            api_key_env = "K"
+            "#,
+        )
+        .unwrap();
+        let problems = Settings::try_from(raw).unwrap_err();
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "http.listen",
+            "botnet.allowed_types[1]",
+            "queue.backend",
+            "queue.low_watermark",
+            "endpoints.east.url",
+            "endpoints.east.api_key",
+            "endpoints.east.batch_size",
+            "endpoints.east.timeout",
+            "endpoints.east.timezone",
+        ] {
+            assert!(paths.contains(&want), "missing {want} in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn file_and_environment_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("botpipe.toml");
+        std::fs::write(
+            &path,
+            "[endpoints.east]\nurl = \"http://127.0.0.1:9/\"\ninterval = \"10s\"\n",
+        )
+        .unwrap();
+        // figment::Jail isolates environment changes from other tests.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BOTPIPE_ENDPOINTS__EAST__BATCH_SIZE", "250");
+            jail.set_env("BOTPIPE_WORKER__COUNT", "3");
+            jail.set_env("BOTPIPE_LOG_FORMAT", "json");
+            let s = crate::config::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(s.endpoints[0].batch_size, 250);
+            assert_eq!(s.endpoints[0].interval, Duration::from_secs(10));
+            assert_eq!(s.worker_count, 3);
+            Ok(())
+        });
+        assert!(load_raw(Some(Path::new("/nonexistent/botpipe.toml"))).is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! botpipe: pulls botnet telemetry from collectors, hands it durably to a queue, enriches each IP
+//! with geolocation and ASN, and writes it idempotently into the platform database.
+//!
+//! Layout, one line per component (see `docs/architecture.md`):
+//! - [`config`]: the TOML file and `BOTPIPE_…` overrides, validated into [`config::Settings`].
+//! - [`record`]: wire records parsed once into valid [`record::Record`]s, or dead letters.
+//! - [`pull`]: one task per collector endpoint: schedule, HTTP, hand-off, confirm, cursor.
+//! - [`queue`]: the durable [`queue::Queue`] between pullers and workers (embedded SQLite, Redis).
+//! - [`worker`]: lease a batch, enrich, write one store transaction, ack.
+//! - [`enrich`]: the geo [`enrich::Lookup`] seam.
+//! - [`store`]: the platform schema and its merge rules behind [`store::Store`].
+//! - [`http`]: `/health`, `/ready`, `/metrics`, `/api/status`.
+//! - [`demo`]: an in-process demo collector and a summary, for `botpipe demo`.
+//! - [`app`]: wires the components together; [`shutdown`]: signals and grace period.
+//! - [`telemetry`]: tracing setup and every metric name.
+#![deny(clippy::unwrap_used)]
+#![warn(clippy::expect_used)]
+#![warn(missing_docs)]
+
+//TODO pub mod app;
+//TODO pub mod cli;
+pub mod config;
+//TODO pub mod demo;
+pub mod enrich;
+//TODO pub mod http;
+//TODO pub mod pull;
+pub mod queue;
+pub mod record;
+//TODO pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+//TODO pub mod worker;

@@ -1,0 +1,541 @@
+//! [`SqliteStore`]: the embedded default store, one SQLite file in WAL mode with one writer.
+//!
+//! Written with `rusqlite` on the blocking pool, prepared statements and one transaction per
+//! batch. `sqlx-sqlite` was measured against it on this write path (`cargo bench --bench
+//! sqlite_write`, figures in `docs/performance.md`): sqlx crosses its worker thread once per
+//! statement, which costs more than the statement itself here.
+//!
+//! Timestamps are stored as `YYYY-MM-DD HH:MM:SS` UTC text, whose lexical order is time order,
+//! so SQLite's scalar `MIN`/`MAX` implement the `LEAST`/`GREATEST` merge rules.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, Transaction};
+
+use super::merge::{plan, sql_time, TypePlan};
+use super::{ApplyOutcome, EnrichedBatch, Store, StoreCounts, StoreError, StoredDeadLetter};
+use crate::enrich::Geo;
+use crate::record::{BotnetType, DeadLetter, RejectReason};
+
+/// How long a statement waits for a lock held by another connection (a reader, `botpipe status`).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Prepared statements kept per connection: three per botnet type plus botpipe's own.
+const STATEMENT_CACHE: usize = 256;
+
+const BOTPIPE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS botpipe_schema_migrations (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS botpipe_dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    raw TEXT NOT NULL,
+    batch_id TEXT,
+    rejected_at TEXT NOT NULL,
+    stored_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE INDEX IF NOT EXISTS idx_botpipe_dead_letters_reason ON botpipe_dead_letters (reason);
+INSERT OR IGNORE INTO botpipe_schema_migrations (version, description) VALUES (1, 'botpipe tables');
+";
+
+fn type_schema(t: &BotnetType) -> String {
+    let n = t.nodes_table();
+    let c = t.communications_table();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {n} (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ip VARCHAR(45) NOT NULL,
+            longitude REAL, latitude REAL,
+            country VARCHAR(50), province VARCHAR(50), city VARCHAR(50), continent VARCHAR(50),
+            isp VARCHAR(255), asn VARCHAR(50),
+            status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active','inactive','cleaned')),
+            active_time TEXT, first_seen TEXT, last_seen TEXT, cleaned_time TEXT,
+            communication_count INTEGER NOT NULL DEFAULT 0,
+            created_time TEXT DEFAULT CURRENT_TIMESTAMP,
+            updated_at TEXT,
+            is_china INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS idx_unique_ip_{t} ON {n} (ip);
+        CREATE INDEX IF NOT EXISTS idx_location_{t} ON {n} (country, province, city);
+        CREATE INDEX IF NOT EXISTS idx_status_{t} ON {n} (status);
+        CREATE INDEX IF NOT EXISTS idx_first_seen_{t} ON {n} (first_seen);
+        CREATE INDEX IF NOT EXISTS idx_last_seen_{t} ON {n} (last_seen);
+        CREATE INDEX IF NOT EXISTS idx_cleaned_time_{t} ON {n} (cleaned_time);
+        CREATE INDEX IF NOT EXISTS idx_is_china_{t} ON {n} (is_china);
+        CREATE TABLE IF NOT EXISTS {c} (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            node_id INTEGER NOT NULL REFERENCES {n}(id) ON DELETE RESTRICT,
+            ip VARCHAR(45) NOT NULL,
+            communication_time TEXT NOT NULL,
+            received_at TEXT DEFAULT CURRENT_TIMESTAMP,
+            longitude REAL, latitude REAL,
+            country VARCHAR(50), province VARCHAR(50), city VARCHAR(50), continent VARCHAR(50),
+            isp VARCHAR(255), asn VARCHAR(50),
+            event_type VARCHAR(50),
+            status VARCHAR(50) DEFAULT 'active',
+            is_china INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS idx_unique_communication_{t} ON {c} (ip, communication_time, event_type);
+        CREATE INDEX IF NOT EXISTS idx_node_id_{t} ON {c} (node_id);
+        CREATE INDEX IF NOT EXISTS idx_communication_time_{t} ON {c} (communication_time);
+        CREATE INDEX IF NOT EXISTS idx_comm_location_{t} ON {c} (country, province, city);"
+    )
+}
+
+/// The three statements that apply a batch to one type's tables.
+struct TypeSql {
+    upsert_node: String,
+    insert_communication: String,
+    bump_count: String,
+}
+
+impl TypeSql {
+    fn new(t: &BotnetType) -> Self {
+        let n = t.nodes_table();
+        let c = t.communications_table();
+        let merged = |col: &str, f: &str| {
+            format!("COALESCE({f}({col}, excluded.{col}), {col}, excluded.{col})")
+        };
+        let last = merged("last_seen", "MAX");
+        let cleaned = merged("cleaned_time", "MAX");
+        let upsert_node = format!(
+            "INSERT INTO {n} (ip, first_seen, last_seen, cleaned_time, active_time, status,
+                longitude, latitude, country, province, city, continent, isp, asn, is_china,
+                communication_count, created_time, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 0, ?15, ?15)
+             ON CONFLICT(ip) DO UPDATE SET
+                first_seen = {first},
+                last_seen = {last},
+                active_time = {active},
+                cleaned_time = {cleaned},
+                status = CASE WHEN {cleaned} IS NOT NULL AND ({last} IS NULL OR {cleaned} >= {last})
+                              THEN 'cleaned' ELSE 'active' END,
+                longitude = COALESCE(excluded.longitude, longitude),
+                latitude = COALESCE(excluded.latitude, latitude),
+                country = COALESCE(excluded.country, country),
+                province = COALESCE(excluded.province, province),
+                city = COALESCE(excluded.city, city),
+                continent = COALESCE(excluded.continent, continent),
+                isp = COALESCE(excluded.isp, isp),
+                asn = COALESCE(excluded.asn, asn),
+                is_china = CASE WHEN excluded.country IS NOT NULL THEN excluded.is_china ELSE is_china END,
+                updated_at = excluded.updated_at
+             RETURNING id",
+            first = merged("first_seen", "MIN"),
+            active = merged("active_time", "MAX"),
+        );
+        let insert_communication = format!(
+            "INSERT INTO {c} (node_id, ip, communication_time, received_at, longitude, latitude,
+                country, province, city, continent, isp, asn, event_type, status, is_china)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             ON CONFLICT(ip, communication_time, event_type) DO NOTHING"
+        );
+        let bump_count =
+            format!("UPDATE {n} SET communication_count = communication_count + ?2 WHERE id = ?1");
+        Self {
+            upsert_node,
+            insert_communication,
+            bump_count,
+        }
+    }
+}
+
+/// The embedded SQLite store. Cheap to clone; clones share the writer connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    conn: Mutex<State>,
+}
+
+struct State {
+    conn: Connection,
+    /// Types whose tables exist, with their statements.
+    types: HashMap<BotnetType, TypeSql>,
+}
+
+impl SqliteStore {
+    /// Opens or creates the database file (and its directory) in WAL mode.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let err = |op: &str| {
+            let path = path.display().to_string();
+            let op = op.to_owned();
+            move |source| StoreError::Sqlite { path, op, source }
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Sqlite {
+                path: path.display().to_string(),
+                op: format!("creating directory {}", dir.display()),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(e.to_string()),
+                ),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(err("opening"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(err("setting busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err("enabling WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err("setting synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err("enabling foreign keys"))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                conn: Mutex::new(State {
+                    conn,
+                    types: HashMap::new(),
+                }),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn with_state<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path, &mut State) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut state = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&inner.path, &mut state)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn sqlite_err(path: &Path, op: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let path = path.display().to_string();
+    let op = op.into();
+    move |source| StoreError::Sqlite { path, op, source }
+}
+
+fn ensure_type(path: &Path, state: &mut State, t: &BotnetType) -> Result<(), StoreError> {
+    if !state.types.contains_key(t) {
+        state
+            .conn
+            .execute_batch(&type_schema(t))
+            .map_err(sqlite_err(path, format!("creating tables of {t}")))?;
+        state.types.insert(t.clone(), TypeSql::new(t));
+    }
+    Ok(())
+}
+
+fn insert_dead_letters(
+    path: &Path,
+    tx: &Transaction<'_>,
+    letters: &[DeadLetter],
+    batch_id: &str,
+) -> Result<(), StoreError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO botpipe_dead_letters (source, reason, detail, raw, batch_id, rejected_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(sqlite_err(path, "preparing dead-letter insert"))?;
+    for d in letters {
+        stmt.execute(params![
+            d.source,
+            d.reason.as_str(),
+            d.detail,
+            d.raw,
+            batch_id,
+            sql_time(d.rejected_at)
+        ])
+        .map_err(sqlite_err(path, "inserting into botpipe_dead_letters"))?;
+    }
+    Ok(())
+}
+
+fn geo_params(g: &Geo) -> [&dyn rusqlite::ToSql; 8] {
+    [
+        &g.longitude,
+        &g.latitude,
+        &g.country,
+        &g.province,
+        &g.city,
+        &g.continent,
+        &g.isp,
+        &g.asn,
+    ]
+}
+
+fn apply_type(
+    path: &Path,
+    tx: &Transaction<'_>,
+    sql: &TypeSql,
+    p: &TypePlan<'_>,
+    now: &str,
+    out: &mut ApplyOutcome,
+) -> Result<(), StoreError> {
+    let table = p.botnet_type.nodes_table();
+    let mut ids = HashMap::with_capacity(p.nodes.len());
+    {
+        let mut upsert = tx
+            .prepare_cached(&sql.upsert_node)
+            .map_err(sqlite_err(path, format!("preparing upsert into {table}")))?;
+        let unknown = Geo::unknown();
+        for n in &p.nodes {
+            let g = n.geo.unwrap_or(&unknown);
+            let [lon, lat, country, province, city, continent, isp, asn] = geo_params(g);
+            let id: i64 = upsert
+                .query_row(
+                    params![
+                        n.ip.to_string(),
+                        n.first_online.map(sql_time),
+                        n.last_online.map(sql_time),
+                        n.last_cleanup.map(sql_time),
+                        n.status(),
+                        lon,
+                        lat,
+                        country,
+                        province,
+                        city,
+                        continent,
+                        isp,
+                        asn,
+                        g.is_china,
+                        now
+                    ],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite_err(path, format!("upserting {} into {table}", n.ip)))?;
+            ids.insert(n.ip, id);
+        }
+    }
+    let ctable = p.botnet_type.communications_table();
+    let mut new_per_node: HashMap<i64, i64> = HashMap::new();
+    {
+        let mut insert = tx
+            .prepare_cached(&sql.insert_communication)
+            .map_err(sqlite_err(path, format!("preparing insert into {ctable}")))?;
+        for c in &p.communications {
+            let Some(&node_id) = ids.get(&c.ip) else {
+                continue;
+            };
+            let [lon, lat, country, province, city, continent, isp, asn] = geo_params(c.geo);
+            let n = insert
+                .execute(params![
+                    node_id,
+                    c.ip.to_string(),
+                    sql_time(c.time),
+                    now,
+                    lon,
+                    lat,
+                    country,
+                    province,
+                    city,
+                    continent,
+                    isp,
+                    asn,
+                    c.log_type.event_type(),
+                    c.log_type.communication_status(),
+                    c.geo.is_china
+                ])
+                .map_err(sqlite_err(path, format!("inserting into {ctable}")))?;
+            if n > 0 {
+                *new_per_node.entry(node_id).or_default() += 1;
+                out.communications_inserted += 1;
+            } else {
+                out.communications_duplicate += 1;
+            }
+        }
+    }
+    let mut bump = tx.prepare_cached(&sql.bump_count).map_err(sqlite_err(
+        path,
+        format!("preparing count update of {table}"),
+    ))?;
+    for (id, n) in new_per_node {
+        bump.execute(params![id, n]).map_err(sqlite_err(
+            path,
+            format!("updating communication_count in {table}"),
+        ))?;
+    }
+    out.nodes += p.nodes.len() as u64;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
+        let types = types.clone();
+        self.with_state(move |path, state| {
+            state
+                .conn
+                .execute_batch(BOTPIPE_SCHEMA)
+                .map_err(sqlite_err(path, "creating botpipe tables"))?;
+            for t in &types {
+                ensure_type(path, state, t)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn apply(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
+        let batch = batch.clone();
+        self.with_state(move |path, state| {
+            let plans = plan(&batch);
+            for p in &plans {
+                ensure_type(path, state, &p.botnet_type)?;
+            }
+            let now = sql_time(chrono::Utc::now());
+            let mut out = ApplyOutcome::default();
+            let State { conn, types } = state;
+            let tx = conn
+                .transaction()
+                .map_err(sqlite_err(path, "beginning batch transaction"))?;
+            insert_dead_letters(path, &tx, &batch.batch.dead_letters, &batch.batch.id.0)?;
+            out.dead_letters = batch.batch.dead_letters.len() as u64;
+            for p in &plans {
+                let Some(sql) = types.get(&p.botnet_type) else {
+                    continue;
+                };
+                apply_type(path, &tx, sql, p, &now, &mut out)?;
+            }
+            tx.commit().map_err(sqlite_err(
+                path,
+                format!("committing batch {}", batch.batch.id),
+            ))?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        self.with_state(|path, state| {
+            let conn = &state.conn;
+            let mut out = StoreCounts::default();
+            let tables: Vec<String> = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'botnet\\_nodes\\_%' ESCAPE '\\' ORDER BY name")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(sqlite_err(path, "listing node tables"))?;
+            let known: HashSet<String> = tables.into_iter().collect();
+            for table in &known {
+                let Some(t) = table
+                    .strip_prefix("botnet_nodes_")
+                    .and_then(|t| BotnetType::parse(t).ok())
+                else {
+                    continue;
+                };
+                let mut by_status = std::collections::BTreeMap::new();
+                let mut stmt = conn
+                    .prepare(&format!("SELECT status, COUNT(*) FROM {} GROUP BY status", t.nodes_table()))
+                    .map_err(sqlite_err(path, format!("counting {table}")))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .map_err(sqlite_err(path, format!("counting {table}")))?;
+                for row in rows {
+                    let (status, n) = row.map_err(sqlite_err(path, format!("counting {table}")))?;
+                    by_status.insert(status, n.max(0) as u64);
+                }
+                out.nodes.insert(t.to_string(), by_status);
+                let comms: i64 = conn
+                    .query_row(&format!("SELECT COUNT(*) FROM {}", t.communications_table()), [], |r| r.get(0))
+                    .map_err(sqlite_err(path, format!("counting {}", t.communications_table())))?;
+                out.communications.insert(t.to_string(), comms.max(0) as u64);
+            }
+            let has_dl: bool = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'botpipe_dead_letters'",
+                    [],
+                    |r| r.get::<_, i64>(0).map(|n| n > 0),
+                )
+                .map_err(sqlite_err(path, "looking for botpipe_dead_letters"))?;
+            if has_dl {
+                let mut stmt = conn
+                    .prepare("SELECT reason, COUNT(*) FROM botpipe_dead_letters GROUP BY reason")
+                    .map_err(sqlite_err(path, "counting botpipe_dead_letters"))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .map_err(sqlite_err(path, "counting botpipe_dead_letters"))?;
+                for row in rows {
+                    let (reason, n) = row.map_err(sqlite_err(path, "counting botpipe_dead_letters"))?;
+                    out.dead_letters.insert(reason, n.max(0) as u64);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        self.with_state(move |path, state| {
+            let mut stmt = state
+                .conn
+                .prepare(
+                    "SELECT id, source, reason, detail, raw, rejected_at FROM botpipe_dead_letters
+                     WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+                )
+                .map_err(sqlite_err(path, "listing botpipe_dead_letters"))?;
+            let rows = stmt
+                .query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
+                    let reason: String = r.get(2)?;
+                    let at: String = r.get(5)?;
+                    Ok(StoredDeadLetter {
+                        id: r.get(0)?,
+                        letter: DeadLetter {
+                            source: r.get(1)?,
+                            reason: RejectReason::parse(&reason)
+                                .unwrap_or(RejectReason::InvalidJson),
+                            detail: r.get(3)?,
+                            raw: r.get(4)?,
+                            rejected_at: chrono::NaiveDateTime::parse_from_str(
+                                &at,
+                                "%Y-%m-%d %H:%M:%S",
+                            )
+                            .map(|n| n.and_utc())
+                            .unwrap_or_default(),
+                        },
+                    })
+                })
+                .map_err(sqlite_err(path, "listing botpipe_dead_letters"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(sqlite_err(path, "reading botpipe_dead_letters"))
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_state(|path, state| {
+            state
+                .conn
+                .query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(sqlite_err(path, "ping"))
+        })
+        .await
+    }
+}
