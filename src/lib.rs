@@ -17,10 +17,10 @@
 #![warn(clippy::expect_used)]
 #![warn(missing_docs)]
 
-//TODO pub mod app;
-//TODO pub mod cli;
+pub mod app;
+pub mod cli;
 pub mod config;
-//TODO pub mod demo;
+pub mod demo;
 pub mod enrich;
 //TODO pub mod http;
 //TODO pub mod pull;
