@@ -11,9 +11,13 @@
 //! - `ack` is fenced by the lease: a stale lease cannot ack a redelivered batch.
 //! - Acking twice is harmless.
 
+mod backpressure;
 mod embedded;
+mod handoff;
 
+pub use backpressure::Backpressure;
 pub use embedded::{Cursor, EmbeddedQueue};
+pub use handoff::{Handoff, HandoffError, HandoffTarget};
 
 use std::future::Future;
 use std::time::Duration;
@@ -137,6 +141,28 @@ impl Queue for AnyQueue {
     async fn depth(&self) -> Result<QueueDepth, QueueError> {
         match self {
             Self::Embedded(q) => q.depth().await,
+        }
+    }
+}
+
+impl AnyQueue {
+    /// Loads the saved pull cursor of `endpoint`.
+    ///
+    /// # Errors
+    /// When the backend cannot be read.
+    pub async fn load_cursor(&self, endpoint: &str) -> Result<Option<Cursor>, QueueError> {
+        match self {
+            Self::Embedded(q) => q.load_cursor(endpoint).await,
+        }
+    }
+
+    /// Persists the pull cursor of `endpoint` atomically.
+    ///
+    /// # Errors
+    /// When the backend cannot be written.
+    pub async fn save_cursor(&self, endpoint: &str, cursor: &Cursor) -> Result<(), QueueError> {
+        match self {
+            Self::Embedded(q) => q.save_cursor(endpoint, cursor).await,
         }
     }
 }
