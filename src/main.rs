@@ -9,7 +9,12 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    botpipe::telemetry::init_logging(cli.log_format, &cli.log_level);
+    // The demo prints a progress line and a summary; per-batch info logs would drown them.
+    let level = match cli.command {
+        Command::Demo(_) if cli.log_level == "info" => "warn",
+        _ => cli.log_level.as_str(),
+    };
+    botpipe::telemetry::init_logging(cli.log_format, level);
     let config = cli.config.as_deref();
     let result = match cli.command {
         Command::Run(args) => botpipe::app::run(config, args).await,

@@ -1,8 +1,12 @@
-//! Shared test harness: waiting on conditions, per-test state.
-#![allow(dead_code)]
+//! Shared test harness: starting components, waiting on conditions, per-test state.
+#![allow(dead_code, unused_imports)]
 
+pub mod app;
 pub mod wait;
 
+pub use app::{
+    endpoint, spawn_app, spawn_app_with, spawn_collector, test_settings, TestApp, TestCollector,
+};
 pub use wait::wait_until;
 
 /// Turns on logs when `TEST_LOG` is set.
@@ -10,4 +14,9 @@ pub fn init_test_log() {
     if std::env::var_os("TEST_LOG").is_some() {
         botpipe::telemetry::init_logging(botpipe::telemetry::LogFormat::Pretty, "debug");
     }
+}
+
+/// A record object as a collector serves it.
+pub fn wire(ip: &str, ts: &str, botnet_type: &str, log_type: &str) -> serde_json::Value {
+    serde_json::json!({"ip": ip, "timestamp": ts, "botnet_type": botnet_type, "log_type": log_type})
 }
