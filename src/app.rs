@@ -18,6 +18,7 @@ use crate::config::{ConfigError, QueueBackend, SecretError, Settings, StoreKind}
 use crate::enrich::AnyLookup;
 use crate::http::{router, HttpState};
 use crate::pull::{PullClient, Puller, StatusBoard};
+use crate::push::{PushIngest, PushSetupError};
 use crate::queue::{AnyQueue, Backpressure, EmbeddedQueue, Handoff, Queue, QueueError};
 use crate::record::RecordContext;
 use crate::store::{AnyStore, SqliteStore, Store, StoreError};
@@ -66,6 +67,12 @@ pub enum AppError {
         #[source]
         source: reqwest::Error,
     },
+    /// A push secret could not be resolved.
+    #[error("push ingest: {0}")]
+    Push(#[from] PushSetupError),
+    /// An operator command (`status`, `validate`, `dlq`) failed.
+    #[error(transparent)]
+    Ops(#[from] crate::ops::OpsError),
     /// A feature this build does not have yet.
     #[error("{0} is not built yet")]
     NotBuilt(&'static str),
@@ -78,7 +85,7 @@ impl AppError {
     /// Process exit code: 2 for configuration and usage problems, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Secret { .. } => 2,
+            Self::Config(_) | Self::Secret { .. } | Self::Push(_) => 2,
             _ => 1,
         }
     }
@@ -103,6 +110,7 @@ pub struct App {
     lookup: AnyLookup,
     board: StatusBoard,
     backpressure: Arc<Backpressure>,
+    push: Option<Arc<PushIngest>>,
     listener: Option<TcpListener>,
     http_addr: Option<SocketAddr>,
 }
@@ -125,6 +133,28 @@ pub async fn open_queue(
             None,
         )),
         QueueBackend::Redis(_) => Err(QueueError::Closed),
+    }
+}
+
+/// Opens the configured queue beside a botpipe that may be running on it, for `status` and
+/// `dlq replay`: the embedded queue keeps its leases (see [`EmbeddedQueue::attach`]).
+///
+/// # Errors
+/// When the queue cannot be opened.
+pub async fn attach_queue(
+    settings: &Settings,
+) -> Result<(AnyQueue, Option<EmbeddedQueue>), QueueError> {
+    let q = &settings.queue;
+    match &q.backend {
+        QueueBackend::Embedded { path } => Ok((
+            AnyQueue::Embedded(EmbeddedQueue::attach(
+                path,
+                q.lease_timeout,
+                q.max_deliveries,
+            )?),
+            None,
+        )),
+        QueueBackend::Redis(_) => open_queue(settings).await,
     }
 }
 
@@ -176,6 +206,17 @@ impl App {
             q.low_watermark,
             q.spool_max_batches,
         ));
+        let push = if mode == Mode::Full {
+            PushIngest::build(
+                &settings.push,
+                Arc::clone(&settings.allowed_types),
+                handoff.clone(),
+                Arc::clone(&backpressure),
+            )?
+            .map(Arc::new)
+        } else {
+            None
+        };
         Ok(Self {
             settings,
             mode,
@@ -184,6 +225,7 @@ impl App {
             lookup,
             board: StatusBoard::default(),
             backpressure,
+            push,
             listener,
             http_addr,
         })
@@ -293,9 +335,13 @@ impl App {
                 lookup: self.lookup.clone(),
                 backpressure: Arc::clone(&self.backpressure),
                 prometheus: crate::telemetry::prometheus(),
+                geo: self.settings.geo.clone(),
+                push: self.push.clone(),
             };
             let http_token = aux_token.clone();
-            tracing::info!(addr = ?self.http_addr, "HTTP server listening.");
+            if let Some(addr) = self.http_addr {
+                tracing::info!(%addr, push = self.push.is_some(), "HTTP server listening.");
+            }
             aux.spawn(async move {
                 let serve = axum::serve(listener, router(state))
                     .with_graceful_shutdown(http_token.cancelled_owned());
@@ -356,6 +402,9 @@ async fn sample_depths(
 ) {
     let mut tick = tokio::time::interval(DEPTH_SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Logged on changes only: a dead queue is sampled four times a second.
+    let mut queue_up = true;
+    let mut spool_up = true;
     loop {
         tokio::select! {
             () = token.cancelled() => break,
@@ -380,6 +429,22 @@ async fn sample_depths(
         }
         if let Some(s) = spool {
             metrics::gauge!(m::SPOOL_DEPTH).set(s as f64);
+        }
+        if queue.is_some() != queue_up {
+            queue_up = queue.is_some();
+            if queue_up {
+                tracing::info!("Queue answers again.");
+            } else {
+                tracing::warn!("Queue does not answer its depth probe; hand-offs go to the spool if there is one.");
+            }
+        }
+        if spool.is_some() != spool_up {
+            spool_up = spool.is_some();
+            if spool_up {
+                tracing::info!("Spool answers again.");
+            } else {
+                tracing::error!("Spool does not answer its depth probe.");
+            }
         }
         // Only the pending work counts against the marks: leased batches are being stored.
         if let (Some(q), Some(s)) = (queue, spool) {

@@ -9,7 +9,9 @@
 //! - [`worker`]: lease a batch, enrich, write one store transaction, ack.
 //! - [`enrich`]: the geo [`enrich::Lookup`] seam.
 //! - [`store`]: the platform schema and its merge rules behind [`store::Store`].
-//! - [`http`]: `/health`, `/ready`, `/metrics`, `/api/status`.
+//! - [`http`]: `/health`, `/ready`, `/metrics`, `/api/status`, and the push route.
+//! - [`push`]: HMAC-signed push ingest from relays, answered only after the durable hand-off.
+//! - [`ops`]: the operator commands `status`, `validate` and `dlq`.
 //! - [`demo`]: an in-process demo collector and a summary, for `botpipe demo`.
 //! - [`app`]: wires the components together; [`shutdown`]: signals and grace period.
 //! - [`telemetry`]: tracing setup and every metric name.
@@ -23,7 +25,9 @@ pub mod config;
 pub mod demo;
 pub mod enrich;
 pub mod http;
+pub mod ops;
 pub mod pull;
+pub mod push;
 pub mod queue;
 pub mod record;
 pub mod shutdown;

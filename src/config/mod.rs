@@ -6,12 +6,13 @@ mod raw;
 mod settings;
 
 pub use raw::{
-    BotnetConfig, EndpointConfig, GeoConfig, HttpConfig, QueueConfig, RawConfig, StoreConfig,
-    WorkerConfig,
+    BotnetConfig, EndpointConfig, GeoConfig, HttpConfig, PushConfig, QueueConfig, RawConfig,
+    StoreConfig, WorkerConfig,
 };
+pub use settings::redact_url;
 pub use settings::{
-    EndpointSettings, GeoSettings, QueueBackend, QueueSettings, RedisSettings, SecretError,
-    SecretSource, Settings, StoreKind, StoreSettings,
+    EndpointSettings, GeoSettings, PushSettings, QueueBackend, QueueSettings, RedisSettings,
+    SecretError, SecretSource, Settings, StoreKind, StoreSettings,
 };
 
 use std::fmt;
@@ -31,6 +32,7 @@ const ENV_SECTIONS: &[&str] = &[
     "geo",
     "worker",
     "endpoints",
+    "push",
 ];
 
 /// One configuration problem and where it is.

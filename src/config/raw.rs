@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub worker: WorkerConfig,
     /// Collector endpoints to pull, keyed by name (`[endpoints.east]`).
     pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// Push ingest from relays (`POST /api/data-push`).
+    pub push: PushConfig,
 }
 
 /// `[http]`
@@ -146,4 +148,39 @@ pub struct EndpointConfig {
     pub max_body_bytes: Option<u64>,
     /// Set `false` to keep the endpoint configured but not pulled. Default `true`.
     pub enabled: Option<bool>,
+}
+
+/// `[push]`: signed batches that relays push to `POST /api/data-push` on the HTTP listener.
+/// Requests need the header `X-API-Key: <api_key>` and `X-Signature:
+/// hex(HMAC-SHA256(secret, timestamp + nonce + raw_body))`; a timestamp more than 300 s from now
+/// or a nonce seen in the last 600 s is refused. botpipe answers 200 only once the batch is in
+/// the queue or the spool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Accept pushes. Default `false`: the route answers 404.
+    pub enabled: Option<bool>,
+    /// The key relays send in `X-API-Key`, inline (prefer `api_key_env` or `api_key_file`).
+    /// Required when enabled.
+    pub api_key: Option<SecretString>,
+    /// Name of an environment variable holding the key.
+    pub api_key_env: Option<String>,
+    /// File holding the key (trailing newline ignored).
+    pub api_key_file: Option<PathBuf>,
+    /// The HMAC-SHA256 secret, inline (prefer `secret_env` or `secret_file`). Required when
+    /// enabled.
+    pub secret: Option<SecretString>,
+    /// Name of an environment variable holding the secret.
+    pub secret_env: Option<String>,
+    /// File holding the secret (trailing newline ignored).
+    pub secret_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes; larger requests get 413. Default 16 MiB
+    /// (5,000 records are about 0.6 MB).
+    pub max_body_bytes: Option<u64>,
+    /// IANA zone of naive timestamps, in the envelope and in the records. Default
+    /// `Asia/Shanghai` (the legacy relays).
+    pub timezone: Option<String>,
+    /// Nonces remembered for replay detection (600 s each); when full, the oldest is forgotten
+    /// first. Default 100000.
+    pub nonce_cache_size: Option<usize>,
 }

@@ -124,6 +124,43 @@ pub struct Settings {
     pub worker_count: u32,
     /// Enabled and disabled endpoints, sorted by name.
     pub endpoints: Vec<EndpointSettings>,
+    /// Push ingest.
+    pub push: PushSettings,
+}
+
+/// Default `push.max_body_bytes`: 16 MiB.
+pub const DEFAULT_PUSH_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+/// Default `push.nonce_cache_size`.
+pub const DEFAULT_NONCE_CACHE_SIZE: usize = 100_000;
+
+/// `[push]`, validated. When `enabled`, both secrets are present.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    /// Whether `POST /api/data-push` accepts requests.
+    pub enabled: bool,
+    /// Source of the `X-API-Key` value.
+    pub api_key: Option<SecretSource>,
+    /// Source of the HMAC secret.
+    pub secret: Option<SecretSource>,
+    /// Request body cap in bytes.
+    pub max_body_bytes: u64,
+    /// Zone of naive timestamps.
+    pub timezone: Tz,
+    /// Nonces remembered for replay detection.
+    pub nonce_cache_size: usize,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            api_key: None,
+            secret: None,
+            max_body_bytes: DEFAULT_PUSH_MAX_BODY_BYTES,
+            timezone: chrono_tz::Asia::Shanghai,
+            nonce_cache_size: DEFAULT_NONCE_CACHE_SIZE,
+        }
+    }
 }
 
 /// The database backend and its address.
@@ -338,6 +375,7 @@ impl TryFrom<RawConfig> for Settings {
             .iter()
             .filter_map(|(name, e)| validate_endpoint(name, e, &mut c))
             .collect();
+        let push = validate_push(&raw.push, &mut c);
 
         if c.problems.is_empty() {
             Ok(Self {
@@ -349,6 +387,7 @@ impl TryFrom<RawConfig> for Settings {
                 geo,
                 worker_count,
                 endpoints,
+                push,
             })
         } else {
             Err(c.problems)
@@ -571,6 +610,60 @@ fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Collect) -> Option<
     }
 }
 
+fn validate_push(raw: &super::raw::PushConfig, c: &mut Collect) -> PushSettings {
+    let enabled = raw.enabled.unwrap_or(false);
+    let api_key = SecretSource::from_parts(
+        "push.api_key",
+        raw.api_key.as_ref(),
+        raw.api_key_env.as_ref(),
+        raw.api_key_file.as_ref(),
+        &mut c.problems,
+    );
+    let secret = SecretSource::from_parts(
+        "push.secret",
+        raw.secret.as_ref(),
+        raw.secret_env.as_ref(),
+        raw.secret_file.as_ref(),
+        &mut c.problems,
+    );
+    for (field, source) in [("push.api_key", &api_key), ("push.secret", &secret)] {
+        match source {
+            None if enabled => c.push(
+                field,
+                "required when push.enabled = true (inline, `_env` or `_file`)",
+            ),
+            Some(SecretSource::Inline(v)) if v.expose_secret().is_empty() => {
+                c.push(field, "is empty")
+            }
+            _ => {}
+        }
+    }
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_PUSH_MAX_BODY_BYTES);
+    if max_body_bytes < 1024 {
+        c.push("push.max_body_bytes", "must be at least 1024");
+    }
+    let tz_name = raw.timezone.as_deref().unwrap_or("Asia/Shanghai");
+    let timezone = tz_name.parse::<Tz>().unwrap_or_else(|_| {
+        c.push(
+            "push.timezone",
+            format!("{tz_name:?} is not an IANA time zone"),
+        );
+        Tz::UTC
+    });
+    let nonce_cache_size = raw.nonce_cache_size.unwrap_or(DEFAULT_NONCE_CACHE_SIZE);
+    if nonce_cache_size == 0 {
+        c.push("push.nonce_cache_size", "must be at least 1");
+    }
+    PushSettings {
+        enabled,
+        api_key,
+        secret,
+        max_body_bytes,
+        timezone,
+        nonce_cache_size,
+    }
+}
+
 fn check_url(path: &str, u: &str, c: &mut Collect) {
     if let Err(e) = Url::parse(u) {
         c.push(path, format!("{:?} is not a URL: {e}", redact_url(u)));
@@ -603,6 +696,7 @@ mod tests {
         assert!(matches!(s.queue.backend, QueueBackend::Embedded { .. }));
         assert_eq!(s.allowed_types.len(), 9);
         assert!(s.endpoints.is_empty());
+        assert!(!s.push.enabled);
     }
 
     #[test]
@@ -624,6 +718,11 @@ mod tests {
             timezone = "Mars/Olympus"
             api_key = "k"
             api_key_env = "K"
+            [push]
+            enabled = true
+            secret = ""
+            max_body_bytes = 10
+            timezone = "Nowhere/Land"
             "#,
         )
         .unwrap();
@@ -639,6 +738,10 @@ mod tests {
             "endpoints.east.batch_size",
             "endpoints.east.timeout",
             "endpoints.east.timezone",
+            "push.api_key",
+            "push.secret",
+            "push.max_body_bytes",
+            "push.timezone",
         ] {
             assert!(paths.contains(&want), "missing {want} in {paths:?}");
         }
@@ -659,7 +762,13 @@ mod tests {
             jail.set_env("BOTPIPE_ENDPOINTS__EAST__BATCH_SIZE", "250");
             jail.set_env("BOTPIPE_WORKER__COUNT", "3");
             jail.set_env("BOTPIPE_LOG_FORMAT", "json");
+            jail.set_env("BOTPIPE_PUSH__ENABLED", "true");
+            jail.set_env("BOTPIPE_PUSH__API_KEY_ENV", "RELAY_KEY");
+            jail.set_env("BOTPIPE_PUSH__SECRET_FILE", "/run/secrets/push");
             let s = crate::config::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert!(s.push.enabled);
+            assert!(matches!(&s.push.api_key, Some(SecretSource::Env(v)) if v == "RELAY_KEY"));
+            assert!(matches!(&s.push.secret, Some(SecretSource::File(_))));
             assert_eq!(s.endpoints[0].batch_size, 250);
             assert_eq!(s.endpoints[0].interval, Duration::from_secs(10));
             assert_eq!(s.worker_count, 3);

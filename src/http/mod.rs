@@ -1,24 +1,33 @@
 //! The HTTP surface of `botpipe run`: `/health` (liveness), `/ready` (dependencies),
-//! `/metrics` (Prometheus text) and `/api/status` (JSON). One axum router per process; handlers
-//! only read shared state and never block on a dependency longer than [`PROBE_TIMEOUT`].
+//! `/metrics` (Prometheus text), `/api/status` (JSON) and `POST /api/data-push` (push ingest,
+//! see [`crate::push`]). One axum router per process; handlers only read shared state and never
+//! block on a dependency longer than [`PROBE_TIMEOUT`].
+//!
+//! `/ready` is 200 only when the store would take a write, the queue (or, with Redis, the spool)
+//! answers, and every configured geodata file is readable; otherwise 503, with the detail of
+//! each dependency in the JSON body either way.
 
 mod status;
 
-pub use status::{status_snapshot, StatusSnapshot};
+pub use status::{status_snapshot, DepthStatus, StatusSnapshot};
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
+use crate::config::GeoSettings;
 use crate::enrich::AnyLookup;
 use crate::pull::StatusBoard;
+use crate::push::{PushIngest, Refusal};
 use crate::queue::{Backpressure, Handoff, Queue};
 use crate::store::{AnyStore, Store};
 
@@ -40,6 +49,10 @@ pub struct HttpState {
     pub backpressure: Arc<Backpressure>,
     /// Prometheus renderer.
     pub prometheus: PrometheusHandle,
+    /// Configured geodata files, for readiness.
+    pub geo: GeoSettings,
+    /// Push ingest, when `[push]` is enabled.
+    pub push: Option<Arc<PushIngest>>,
 }
 
 /// The router.
@@ -49,6 +62,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .route("/api/status", get(api_status))
+        .route("/api/data-push", post(data_push))
         .with_state(state)
 }
 
@@ -68,6 +82,42 @@ where
     }
 }
 
+/// One geodata file and whether it can be read.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GeoFileCheck {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it cannot be read, if so.
+    pub error: Option<String>,
+}
+
+/// Checks that every configured geodata file exists, is a non-empty regular file and opens for
+/// reading. Discovered-but-absent geodata is not an error: enrichment is then disabled.
+pub async fn check_geodata(geo: &GeoSettings) -> Vec<GeoFileCheck> {
+    let mut out = Vec::new();
+    for path in geo.city.iter().chain(geo.asn.iter()) {
+        out.push(GeoFileCheck {
+            path: path.clone(),
+            error: check_readable(path).await.err(),
+        });
+    }
+    out
+}
+
+async fn check_readable(path: &Path) -> Result<(), String> {
+    let meta = tokio::fs::metadata(path).await.map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() == 0 {
+        return Err("empty file".into());
+    }
+    tokio::fs::File::open(path)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 async fn ready(State(s): State<HttpState>) -> Response {
     let store = probe(s.store.ping()).await;
     let queue = probe(s.handoff.queue().depth()).await;
@@ -75,9 +125,11 @@ async fn ready(State(s): State<HttpState>) -> Response {
         Some(spool) => probe(spool.depth()).await.map(|_| ()),
         None => Ok(()),
     };
+    let geo = check_geodata(&s.geo).await;
+    let geo_ok = geo.iter().all(|g| g.error.is_none());
     // The queue may be down while the spool takes over: that is degraded, not unready.
     let queue_ready = queue.is_ok() || (s.handoff.spool().is_some() && spool_ok.is_ok());
-    let ok = store.is_ok() && queue_ready;
+    let ok = store.is_ok() && queue_ready && geo_ok;
     let detail = |r: &Result<(), String>| match r {
         Ok(()) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": e}),
@@ -87,7 +139,7 @@ async fn ready(State(s): State<HttpState>) -> Response {
         "store": detail(&store),
         "queue": detail(&queue.map(|_| ())),
         "spool": detail(&spool_ok),
-        "geodata": {"ok": true, "mode": s.lookup.describe()},
+        "geodata": {"ok": geo_ok, "mode": s.lookup.describe(), "files": geo},
     });
     let code = if ok {
         StatusCode::OK
@@ -95,6 +147,17 @@ async fn ready(State(s): State<HttpState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+async fn data_push(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    match &s.push {
+        Some(push) => push.handle(&headers, body).await,
+        None => {
+            metrics::counter!(crate::telemetry::metrics::PUSH_REQUESTS_TOTAL, "outcome" => "disabled")
+                .increment(1);
+            Refusal::Disabled.into_response()
+        }
+    }
 }
 
 async fn metrics_text(State(s): State<HttpState>) -> Response {

@@ -267,6 +267,35 @@ impl PullClient {
         Ok(resp)
     }
 
+    /// Checks that the collector answers the pull API with this key, changing nothing:
+    /// `GET /api/pull?limit=1&confirm=false` (for `botpipe validate`). Every collector dialect
+    /// serves it, unlike `/api/stats`, and it exercises the key.
+    ///
+    /// # Errors
+    /// On transport errors, non-200 answers and bodies that are not pull responses.
+    pub async fn probe(&self) -> Result<(), ClientError> {
+        let query = [("limit", "1"), ("confirm", "false")];
+        let resp = self
+            .authed(self.http.get(self.pull_url.clone()).query(&query))
+            .send()
+            .await
+            .map_err(self.http_err("probe"))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(self.http_err("probe"))?;
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                endpoint: self.name.clone(),
+                op: "probe",
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(ERROR_BODY_CHARS)
+                    .collect(),
+            });
+        }
+        self.decode(&body).map(|_| ())
+    }
+
     /// Confirms `count` records up to `up_to_seq`. Any 200 is success (legacy collectors may omit
     /// `confirmed`).
     ///

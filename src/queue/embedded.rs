@@ -91,6 +91,29 @@ impl EmbeddedQueue {
         lease_timeout: Duration,
         max_deliveries: u32,
     ) -> Result<Self, QueueError> {
+        Self::open_with(path, lease_timeout, max_deliveries, true)
+    }
+
+    /// Opens the queue file beside a botpipe that may be running on it (`botpipe status`,
+    /// `botpipe dlq replay`): unlike [`EmbeddedQueue::open`] it leaves leases alone, so the
+    /// running workers' batches are not handed out twice.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or its schema created.
+    pub fn attach(
+        path: &Path,
+        lease_timeout: Duration,
+        max_deliveries: u32,
+    ) -> Result<Self, QueueError> {
+        Self::open_with(path, lease_timeout, max_deliveries, false)
+    }
+
+    fn open_with(
+        path: &Path,
+        lease_timeout: Duration,
+        max_deliveries: u32,
+        release_leases: bool,
+    ) -> Result<Self, QueueError> {
         let err = |source| QueueError::Sqlite {
             path: path.display().to_string(),
             source,
@@ -111,11 +134,13 @@ impl EmbeddedQueue {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        conn.execute(
-            "UPDATE botpipe_queue SET leased_until_ms = NULL, lease_token = NULL WHERE leased_until_ms IS NOT NULL",
-            [],
-        )
-        .map_err(err)?;
+        if release_leases {
+            conn.execute(
+                "UPDATE botpipe_queue SET leased_until_ms = NULL, lease_token = NULL WHERE leased_until_ms IS NOT NULL",
+                [],
+            )
+            .map_err(err)?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),

@@ -9,7 +9,7 @@ mod batch;
 mod parse;
 
 pub use batch::{Batch, BatchId, DeadLetter, RejectReason};
-pub use parse::{parse_batch, parse_record, ParsedBatch, RecordContext};
+pub use parse::{parse_batch, parse_record, parse_timestamp, ParsedBatch, RecordContext};
 
 use std::fmt;
 use std::net::IpAddr;

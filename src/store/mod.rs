@@ -169,7 +169,16 @@ pub trait Store: Send + Sync {
         before: Option<i64>,
     ) -> impl Future<Output = Result<Vec<StoredDeadLetter>, StoreError>> + Send;
 
-    /// Cheap liveness check of the connection.
+    /// Deletes the dead letters with these ids (after `botpipe dlq replay` re-queued them, so a
+    /// second replay finds nothing to duplicate); returns how many rows went. Unknown ids are
+    /// ignored.
+    fn delete_dead_letters(
+        &self,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Readiness check: the database answers and would accept a write now (for SQLite: the
+    /// write lock can be taken), within a short timeout.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -203,6 +212,11 @@ impl Store for AnyStore {
     ) -> Result<Vec<StoredDeadLetter>, StoreError> {
         match self {
             Self::Sqlite(s) => s.dead_letters(limit, before).await,
+        }
+    }
+    async fn delete_dead_letters(&self, ids: &[i64]) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.delete_dead_letters(ids).await,
         }
     }
     async fn ping(&self) -> Result<(), StoreError> {

@@ -22,6 +22,11 @@ use crate::record::{BotnetType, DeadLetter, RejectReason};
 
 /// How long a statement waits for a lock held by another connection (a reader, `botpipe status`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a readiness ping waits for the write lock: below the HTTP probe timeout, so a
+/// locked database reads as "not ready" instead of "no answer".
+const PING_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+/// Ids per `DELETE … WHERE id IN (…)`, below SQLite's default bound-parameter limit.
+const DELETE_CHUNK: usize = 500;
 /// Prepared statements kept per connection: three per botnet type plus botpipe's own.
 const STATEMENT_CACHE: usize = 256;
 
@@ -529,13 +534,98 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.with_state(|path, state| {
-            state
+    async fn delete_dead_letters(&self, ids: &[i64]) -> Result<u64, StoreError> {
+        let ids = ids.to_vec();
+        self.with_state(move |path, state| {
+            let tx = state
                 .conn
-                .query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(sqlite_err(path, "ping"))
+                .transaction()
+                .map_err(sqlite_err(path, "beginning dead-letter delete"))?;
+            let mut deleted = 0u64;
+            for chunk in ids.chunks(DELETE_CHUNK) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let n = tx
+                    .execute(
+                        &format!("DELETE FROM botpipe_dead_letters WHERE id IN ({marks})"),
+                        rusqlite::params_from_iter(chunk),
+                    )
+                    .map_err(sqlite_err(path, "deleting from botpipe_dead_letters"))?;
+                deleted += n as u64;
+            }
+            tx.commit()
+                .map_err(sqlite_err(path, "committing dead-letter delete"))?;
+            Ok(deleted)
         })
         .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_state(|path, state| {
+            let conn = &state.conn;
+            // A plain `SELECT 1` answers even while another process holds the write lock, so
+            // take the write lock briefly: that is what the workers need.
+            conn.busy_timeout(PING_BUSY_TIMEOUT)
+                .map_err(sqlite_err(path, "ping: setting busy timeout"))?;
+            let probe = conn
+                .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+                .map_err(sqlite_err(path, "ping: taking the write lock"));
+            if probe.is_err() && !conn.is_autocommit() {
+                let _rolled_back = conn.execute_batch("ROLLBACK");
+            }
+            conn.busy_timeout(BUSY_TIMEOUT)
+                .map_err(sqlite_err(path, "ping: restoring busy timeout"))?;
+            probe
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Batch;
+
+    fn letter(i: usize) -> DeadLetter {
+        DeadLetter {
+            source: "ep".into(),
+            reason: RejectReason::BadIp,
+            detail: format!("ip {i}"),
+            raw: format!("{{\"ip\":\"{i}\"}}"),
+            rejected_at: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn deleted_dead_letters_are_gone_and_unknown_ids_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.sqlite")).unwrap();
+        store.migrate(&BTreeSet::new()).await.unwrap();
+        let batch = Batch::new("ep", vec![], (0..1200).map(letter).collect());
+        store
+            .apply(&EnrichedBatch { batch, geo: vec![] })
+            .await
+            .unwrap();
+        let all = store.dead_letters(2000, None).await.unwrap();
+        assert_eq!(all.len(), 1200);
+        let mut ids: Vec<i64> = all.iter().take(1100).map(|d| d.id).collect();
+        ids.push(i64::MAX);
+        assert_eq!(store.delete_dead_letters(&ids).await.unwrap(), 1100);
+        assert_eq!(store.delete_dead_letters(&ids).await.unwrap(), 0);
+        assert_eq!(store.counts().await.unwrap().total_dead_letters(), 100);
+    }
+
+    #[tokio::test]
+    async fn ping_fails_while_another_process_holds_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let store = SqliteStore::open(&path).unwrap();
+        store.migrate(&BTreeSet::new()).await.unwrap();
+        store.ping().await.unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let err = store.ping().await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        other.execute_batch("ROLLBACK").unwrap();
+        store.ping().await.unwrap();
     }
 }

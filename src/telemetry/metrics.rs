@@ -47,6 +47,12 @@ pub const STORE_BATCHES_TOTAL: &str = "botpipe_store_batches_total";
 /// Batches a worker finished, by `outcome`.
 pub const WORKER_BATCHES_TOTAL: &str = "botpipe_worker_batches_total";
 
+/// Push requests by `outcome` (ok, auth, bad_signature, body_too_large, invalid_body,
+/// stale_timestamp, replayed_nonce, backpressure, not_durable, disabled).
+pub const PUSH_REQUESTS_TOTAL: &str = "botpipe_push_requests_total";
+/// Duration of one push request, from the first header to the answer (hand-off included).
+pub const PUSH_DURATION_SECONDS: &str = "botpipe_push_duration_seconds";
+
 /// Registers descriptions for every metric above.
 pub fn describe_all() {
     describe_histogram!(
@@ -98,6 +104,12 @@ pub fn describe_all() {
         WORKER_BATCHES_TOTAL,
         "Batches processed by workers, by outcome."
     );
+    describe_counter!(PUSH_REQUESTS_TOTAL, "Push requests by outcome.");
+    describe_histogram!(
+        PUSH_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one push request, durable hand-off included."
+    );
 }
 
 /// Every metric name, for documentation checks.
@@ -120,4 +132,6 @@ pub const ALL: &[&str] = &[
     STORE_BATCH_SECONDS,
     STORE_BATCHES_TOTAL,
     WORKER_BATCHES_TOTAL,
+    PUSH_REQUESTS_TOTAL,
+    PUSH_DURATION_SECONDS,
 ];

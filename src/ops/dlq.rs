@@ -1,0 +1,296 @@
+//! `botpipe dlq list|show|replay`: the dead letters in the store.
+//!
+//! Replay re-validates each letter's raw record with the *current* configuration (allowed types,
+//! the time zone of its endpoint or of push), hands the ones that now pass to the queue through
+//! the same durable [`Handoff`] the pullers use, and only after that hand-off succeeded deletes
+//! their rows. A crash between the two re-queues them on the next replay, which the idempotent
+//! store absorbs; a finished replay leaves nothing to replay twice. Letters that still fail stay
+//! where they are. Pages are walked from the newest id down, so dead letters written while the
+//! replay runs (for instance by a running botpipe) are not visited.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::app::{attach_queue, open_store, AppError};
+use crate::cli::{DlqArgs, DlqCommand};
+use crate::config::Settings;
+use crate::queue::Handoff;
+use crate::record::{parse_record, Batch, Record, RecordContext};
+use crate::store::{AnyStore, Store, StoredDeadLetter};
+
+use super::{require_embedded_files, OpsError};
+
+/// Dead letters read per page.
+const PAGE: u32 = 1000;
+/// Records per replayed batch: the size of the largest pull or push batch.
+const REPLAY_BATCH: usize = 5000;
+/// Zone for letters whose source is neither a configured endpoint nor push: the endpoint default.
+const FALLBACK_TZ: Tz = chrono_tz::Asia::Shanghai;
+
+/// Which dead letters a list or replay covers.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this reason.
+    pub reason: Option<String>,
+    /// Only these ids (empty: all).
+    pub ids: Vec<i64>,
+}
+
+impl Filter {
+    fn matches(&self, d: &StoredDeadLetter) -> bool {
+        self.reason
+            .as_deref()
+            .is_none_or(|r| d.letter.reason.as_str() == r)
+            && (self.ids.is_empty() || self.ids.contains(&d.id))
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplaySummary {
+    /// Letters that matched the filter.
+    pub examined: u64,
+    /// Letters that now pass and were queued (or would be, on a dry run).
+    pub replayed: u64,
+    /// Rows deleted after their batch was durable (0 on a dry run).
+    pub deleted: u64,
+    /// Batches handed off.
+    pub batches: u64,
+    /// Letters that still fail, by their new reason.
+    pub still_invalid: BTreeMap<String, u64>,
+}
+
+/// `botpipe dlq …`.
+///
+/// # Errors
+/// On configuration, store or queue failure, or an unknown id for `show`.
+pub async fn run(config: Option<&Path>, args: DlqArgs) -> Result<(), AppError> {
+    let settings = crate::config::load(config)?;
+    require_embedded_files(&settings)?;
+    let store = open_store(&settings).await?;
+    match args.command {
+        DlqCommand::List {
+            limit,
+            reason,
+            json,
+        } => {
+            let filter = Filter {
+                reason,
+                ids: Vec::new(),
+            };
+            let letters = list(&store, &filter, limit).await?;
+            if json {
+                for d in &letters {
+                    println!("{}", serde_json::to_string(d).map_err(OpsError::from)?);
+                }
+            } else {
+                print!("{}", render_list(&letters));
+            }
+        }
+        DlqCommand::Show { id } => {
+            let d = show(&store, id).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&d).map_err(OpsError::from)?
+            );
+        }
+        DlqCommand::Replay {
+            reason,
+            ids,
+            dry_run,
+        } => {
+            let (queue, spool) = attach_queue(&settings).await?;
+            let handoff = Handoff::new(queue, spool, settings.queue.handoff_deadline);
+            let filter = Filter { reason, ids };
+            let progress = std::io::stderr().is_terminal();
+            let s = replay(&settings, &store, &handoff, &filter, dry_run, progress).await?;
+            let still: u64 = s.still_invalid.values().sum();
+            println!(
+                "{} {} of {} dead letters in {} batch(es); {} deleted; {} still invalid{}.",
+                if dry_run { "Would replay" } else { "Replayed" },
+                s.replayed,
+                s.examined,
+                s.batches,
+                s.deleted,
+                still,
+                if still == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        " ({})",
+                        s.still_invalid
+                            .iter()
+                            .map(|(r, n)| format!("{r} {n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Up to `limit` dead letters matching `filter`, newest first.
+///
+/// # Errors
+/// When the store cannot be read.
+pub async fn list(
+    store: &AnyStore,
+    filter: &Filter,
+    limit: u32,
+) -> Result<Vec<StoredDeadLetter>, AppError> {
+    let mut out = Vec::new();
+    let mut before = None;
+    while out.len() < limit as usize {
+        let page = store.dead_letters(PAGE, before).await?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        out.extend(page.into_iter().filter(|d| filter.matches(d)));
+    }
+    out.truncate(limit as usize);
+    Ok(out)
+}
+
+/// The dead letter with `id`.
+///
+/// # Errors
+/// [`OpsError::NoSuchDeadLetter`] when there is none; store errors.
+pub async fn show(store: &AnyStore, id: i64) -> Result<StoredDeadLetter, AppError> {
+    let found = store
+        .dead_letters(1, Some(id.saturating_add(1)))
+        .await?
+        .into_iter()
+        .find(|d| d.id == id);
+    found.ok_or_else(|| OpsError::NoSuchDeadLetter(id).into())
+}
+
+fn render_list(letters: &[StoredDeadLetter]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>8}  {:<19}  {:<20}  {:<20}  DETAIL",
+        "ID", "REJECTED (UTC)", "SOURCE", "REASON"
+    );
+    for d in letters {
+        let detail: String = d.letter.detail.chars().take(60).collect();
+        let _ = writeln!(
+            out,
+            "{:>8}  {:<19}  {:<20}  {:<20}  {detail}",
+            d.id,
+            d.letter.rejected_at.format("%Y-%m-%d %H:%M:%S"),
+            d.letter.source,
+            d.letter.reason.as_str(),
+        );
+    }
+    if letters.is_empty() {
+        let _ = writeln!(out, "(no dead letters)");
+    }
+    out
+}
+
+/// Re-validates the matching dead letters and re-queues those that pass (see the module docs).
+///
+/// # Errors
+/// When the store cannot be read or written, or a batch cannot be made durable (then its rows
+/// stay, and the replay stops).
+pub async fn replay(
+    settings: &Settings,
+    store: &AnyStore,
+    handoff: &Handoff,
+    filter: &Filter,
+    dry_run: bool,
+    progress: bool,
+) -> Result<ReplaySummary, AppError> {
+    let total: u64 = if filter.ids.is_empty() {
+        let counts = store.counts().await?;
+        match &filter.reason {
+            Some(r) => counts.dead_letters.get(r).copied().unwrap_or(0),
+            None => counts.total_dead_letters(),
+        }
+    } else {
+        filter.ids.len() as u64
+    };
+    let zones: HashMap<&str, Tz> = settings
+        .endpoints
+        .iter()
+        .map(|e| (e.name.as_str(), e.timezone))
+        .collect();
+    let context = |source: &str| RecordContext {
+        source: source.to_owned(),
+        tz: if source.starts_with("push:") {
+            settings.push.timezone
+        } else {
+            zones.get(source).copied().unwrap_or(FALLBACK_TZ)
+        },
+        allowed: Arc::clone(&settings.allowed_types),
+    };
+
+    let mut summary = ReplaySummary::default();
+    let wanted: BTreeSet<i64> = filter.ids.iter().copied().collect();
+    // With ids, start just above the largest one instead of walking the whole table.
+    let mut before = wanted.last().map(|id| id.saturating_add(1));
+    loop {
+        let page = store.dead_letters(PAGE, before).await?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        // Per source: the records that now pass and the ids they came from.
+        let mut pending: BTreeMap<String, (Vec<Record>, Vec<i64>)> = BTreeMap::new();
+        for d in page.iter().filter(|d| filter.matches(d)) {
+            summary.examined += 1;
+            match parse_record(&d.letter.raw, &context(&d.letter.source)) {
+                Ok(r) => {
+                    summary.replayed += 1;
+                    let slot = pending.entry(d.letter.source.clone()).or_default();
+                    slot.0.push(r);
+                    slot.1.push(d.id);
+                }
+                Err(again) => {
+                    *summary
+                        .still_invalid
+                        .entry(again.reason.as_str().to_owned())
+                        .or_default() += 1;
+                }
+            }
+        }
+        for (source, (records, ids)) in pending {
+            for (chunk, chunk_ids) in records.chunks(REPLAY_BATCH).zip(ids.chunks(REPLAY_BATCH)) {
+                summary.batches += 1;
+                if dry_run {
+                    continue;
+                }
+                let batch = Batch::new(source.clone(), chunk.to_vec(), Vec::new());
+                let target = handoff.handoff(&batch).await.map_err(OpsError::from)?;
+                summary.deleted += store.delete_dead_letters(chunk_ids).await?;
+                tracing::info!(
+                    source = %source,
+                    batch = %batch.id,
+                    records = chunk.len(),
+                    target = target.as_str(),
+                    "Replayed dead letters."
+                );
+            }
+        }
+        if progress {
+            eprint!(
+                "\r  dlq replay: examined {:>8}/{total}   re-queued {:>8}   still invalid {:>8}",
+                summary.examined,
+                summary.replayed,
+                summary.still_invalid.values().sum::<u64>()
+            );
+        }
+        if !wanted.is_empty() && wanted.first().is_some_and(|first| last.id <= *first) {
+            break;
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    Ok(summary)
+}
