@@ -10,7 +10,7 @@
 //! returns them on the next pull, and the idempotent store absorbs any duplicate. The cycle
 //! awaits nothing downstream but the deadline-bounded hand-off.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::queue::{Cursor, Handoff, HandoffTarget};
 use crate::record::{parse_batch, RecordContext};
@@ -67,6 +67,10 @@ pub struct Puller {
     cursor: Option<Cursor>,
     batch_size: usize,
     board: StatusBoard,
+    /// How late the current tick started, for the per-pull log line.
+    tick_drift: Duration,
+    /// True while cycles fail, so a dead collector logs on the change, not on every tick.
+    failing: bool,
 }
 
 impl Puller {
@@ -92,7 +96,14 @@ impl Puller {
             cursor,
             batch_size: batch_size as usize,
             board,
+            tick_drift: Duration::ZERO,
+            failing: false,
         }
+    }
+
+    /// Records how late the current tick started; the next pulls log it.
+    pub fn set_tick_drift(&mut self, drift: Duration) {
+        self.tick_drift = drift;
     }
 
     /// The endpoint name.
@@ -105,7 +116,22 @@ impl Puller {
         self.cursor.as_ref()
     }
 
-    fn failed(&self, outcome: PullOutcome, error: &dyn std::fmt::Display) -> PullOutcome {
+    fn failed(&mut self, outcome: PullOutcome, error: &dyn std::fmt::Display) -> PullOutcome {
+        if !self.failing {
+            self.failing = true;
+            let message = match outcome {
+                PullOutcome::HandoffFailed => "Batch not durable; not confirming (the collector keeps it). Further failures of this endpoint log at debug until it recovers.",
+                PullOutcome::ConfirmFailed => "Confirm failed; the records will be pulled again and deduplicated. Further failures of this endpoint log at debug until it recovers.",
+                _ => "Pull failed. Further failures of this endpoint log at debug until it recovers.",
+            };
+            if outcome == PullOutcome::HandoffFailed {
+                tracing::error!(endpoint = %self.name, outcome = outcome.as_str(), error = %error, "{message}");
+            } else {
+                tracing::warn!(endpoint = %self.name, outcome = outcome.as_str(), error = %error, "{message}");
+            }
+        } else {
+            tracing::debug!(endpoint = %self.name, outcome = outcome.as_str(), error = %error, "Pull cycle failed again.");
+        }
         self.board.update(&self.name, |s| {
             s.last_outcome = Some(outcome.as_str().into());
             s.last_error = Some(error.to_string());
@@ -118,8 +144,16 @@ impl Puller {
     #[tracing::instrument(skip_all, fields(endpoint = %self.name))]
     pub async fn try_pull_one(&mut self) -> PullOutcome {
         let started = Instant::now();
-        let outcome = self.cycle().await;
+        let outcome = self.cycle(started).await;
         let elapsed = started.elapsed();
+        let ok = !matches!(
+            outcome,
+            PullOutcome::PullFailed | PullOutcome::HandoffFailed | PullOutcome::ConfirmFailed
+        );
+        if ok && self.failing {
+            self.failing = false;
+            tracing::info!(endpoint = %self.name, "Endpoint recovered: pulls succeed again.");
+        }
         metrics::histogram!(m::PULL_DURATION_SECONDS, "endpoint" => self.name.clone())
             .record(elapsed.as_secs_f64());
         let label = match outcome {
@@ -148,7 +182,7 @@ impl Puller {
         outcome
     }
 
-    async fn cycle(&mut self) -> PullOutcome {
+    async fn cycle(&mut self, started: Instant) -> PullOutcome {
         let since = self.cursor.as_ref().map(|c| c.seq).filter(|s| *s > 0);
         let body = match self.client.pull(since).await {
             Ok(b) => b,
@@ -240,15 +274,11 @@ impl Puller {
         // Step 4: durable hand-off.
         let target = match self.handoff.handoff(&batch).await {
             Ok(t) => t,
-            Err(e) => {
-                tracing::error!(endpoint = %self.name, error = %e, "Batch not durable; not confirming. The collector keeps it.");
-                return self.failed(PullOutcome::HandoffFailed, &e);
-            }
+            Err(e) => return self.failed(PullOutcome::HandoffFailed, &e),
         };
 
         // Step 5: confirm.
         if let Err(e) = self.client.confirm(count, up_to).await {
-            tracing::warn!(endpoint = %self.name, error = %e, "Confirm failed; the records will be pulled again and deduplicated.");
             return self.failed(PullOutcome::ConfirmFailed, &e);
         }
 
@@ -276,6 +306,8 @@ impl Puller {
             cursor = self.cursor.as_ref().map_or(0, |c| c.seq),
             target = target.as_str(),
             batch = %batch.id,
+            duration_ms = started.elapsed().as_millis() as u64,
+            drift_ms = self.tick_drift.as_secs_f64() * 1000.0,
             "Pulled batch."
         );
         PullOutcome::Confirmed {
@@ -285,10 +317,9 @@ impl Puller {
         }
     }
 
-    fn pull_error(&self, e: &ClientError) -> PullOutcome {
+    fn pull_error(&mut self, e: &ClientError) -> PullOutcome {
         metrics::counter!(m::PULLS_TOTAL, "endpoint" => self.name.clone(), "outcome" => e.outcome())
             .increment(1);
-        tracing::warn!(endpoint = %self.name, error = %e, "Pull failed.");
         self.failed(PullOutcome::PullFailed, e)
     }
 

@@ -55,6 +55,7 @@ pub async fn run_until_stopped(
             s.last_drift_seconds = drift.as_secs_f64();
         });
         tracing::debug!(endpoint = %name, drift_us = drift.as_micros() as u64, "Pull tick.");
+        puller.set_tick_drift(drift);
 
         if !backpressure.allows_pull() {
             metrics::counter!(m::PULL_SKIPPED_TICKS_TOTAL, "endpoint" => name.clone()).increment(1);

@@ -1,6 +1,9 @@
 //! botpipe's integration tests: one binary, real components on random ports, real PostgreSQL,
 //! MariaDB and Redis on this machine. `TEST_LOG=1` shows logs.
 
+mod cli;
 mod crash;
 mod helpers;
+mod http;
 mod pull;
+mod push;

@@ -2,6 +2,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod app;
+pub mod bin;
+pub mod prom;
 pub mod wait;
 
 pub use app::{

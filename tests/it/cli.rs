@@ -1,0 +1,337 @@
+//! The operator commands run as the real binary: `validate`, `status` and `dlq`.
+
+use std::time::Duration;
+
+use botpipe::demo::Flavor;
+use botpipe::http::StatusSnapshot;
+use botpipe::queue::Queue;
+use botpipe::record::BotnetType;
+use botpipe::store::Store;
+
+use crate::helpers::bin::{run_botpipe, text, write_config};
+use crate::helpers::{endpoint, spawn_app_with, spawn_collector, test_settings, wait_until, wire};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn validate_lists_every_problem_with_its_field_path_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+[http]
+listen = "not-an-address"
+[botnet]
+allowed_types = ["mozi", "No-Such"]
+[queue]
+backend = "redis"
+high_watermark = 10
+low_watermark = 50
+[worker]
+count = 0
+[endpoints.east]
+url = "ftp://collector"
+interval = "1s"
+timeout = "5s"
+batch_size = 9000
+timezone = "Mars/Base"
+[endpoints.west]
+interval = "5ms"
+[push]
+enabled = true
+max_body_bytes = 1
+"#,
+    );
+    let out = run_botpipe(Some(&config), &["validate"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    for path in [
+        "http.listen",
+        "botnet.allowed_types[1]",
+        "queue.redis_url",
+        "queue.low_watermark",
+        "worker.count",
+        "endpoints.east.url",
+        "endpoints.east.timeout",
+        "endpoints.east.batch_size",
+        "endpoints.east.timezone",
+        "endpoints.west.url",
+        "endpoints.west.interval",
+        "push.api_key",
+        "push.secret",
+        "push.max_body_bytes",
+    ] {
+        assert!(
+            stderr.contains(&format!("- {path}: ")),
+            "{path} missing from stderr:\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn validate_reports_unknown_fields_and_unreadable_secrets_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[store]\nurll = \"sqlite://x\"\n");
+    let out = run_botpipe(Some(&config), &["validate", "--offline"]).await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("urll"), "{stderr}");
+
+    let config = write_config(
+        dir.path(),
+        "[push]\nenabled = true\napi_key_env = \"BOTPIPE_IT_SURELY_UNSET\"\nsecret_file = \"/nonexistent/push-secret\"\n",
+    );
+    let out = run_botpipe(Some(&config), &["validate", "--offline"]).await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("- push.api_key: "), "{stderr}");
+    assert!(stderr.contains("BOTPIPE_IT_SURELY_UNSET"), "{stderr}");
+    assert!(stderr.contains("- push.secret: "), "{stderr}");
+}
+
+#[tokio::test]
+async fn validate_checks_connectivity_and_exits_1_when_a_dependency_is_down() {
+    let good = spawn_collector(Flavor::Legacy, Some("k3y")).await;
+    // A port nothing listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "data_dir = {dd:?}\n\
+         [endpoints.good]\nurl = {good:?}\napi_key = \"k3y\"\n\
+         [endpoints.wrongkey]\nurl = {good:?}\napi_key = \"nope\"\n\
+         [endpoints.dead]\nurl = \"http://{dead}/\"\ntimeout = \"2s\"\n\
+         [geo]\ncity = [{geo:?}]\n",
+        dd = dir.path().join("data").display().to_string(),
+        good = good.url,
+        geo = dir.path().join("missing.mmdb").display().to_string(),
+    );
+    let config = write_config(dir.path(), &toml);
+
+    let offline = run_botpipe(Some(&config), &["validate", "--offline"]).await;
+    let (stdout, stderr) = text(&offline);
+    assert_eq!(offline.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("Configuration OK"), "{stdout}");
+
+    let out = run_botpipe(Some(&config), &["validate"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let line = |prefix: &str, what: &str| {
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with(prefix) && l.contains(what))
+    };
+    assert!(line("ok", "endpoint good"), "{stdout}");
+    assert!(line("FAIL", "endpoint wrongkey"), "{stdout}");
+    assert!(line("FAIL", "endpoint dead"), "{stdout}");
+    assert!(line("ok", "store"), "{stdout}");
+    assert!(line("ok", "queue"), "{stdout}");
+    assert!(line("FAIL", "missing.mmdb"), "{stdout}");
+    assert!(
+        stderr.contains("3 connectivity check(s) failed"),
+        "{stderr}"
+    );
+    // Validation created nothing.
+    assert!(!dir.path().join("data").exists());
+}
+
+#[tokio::test]
+async fn status_reads_the_files_directly_or_asks_a_running_botpipe() {
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    for i in 0..120 {
+        tc.collector.push(wire(
+            &format!("8.8.{}.{}", i / 100 + 1, i % 100 + 1),
+            "2026-03-03T10:00:00",
+            "mozi",
+            "online",
+        ));
+    }
+    tc.collector
+        .push(wire("10.0.0.1", "2026-03-03T10:00:00", "mozi", "online"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "data_dir = {:?}\n[endpoints.status-east]\nurl = {:?}\ntimezone = \"UTC\"\n",
+            dir.path().display().to_string(),
+            tc.url
+        ),
+    );
+    // Before botpipe ever ran here: a clear error, and no files created.
+    let out = run_botpipe(Some(&config), &["status"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("does not exist"), "{}", text(&out).1);
+    assert!(!dir.path().join("botpipe.sqlite").exists());
+
+    let mut settings = test_settings(dir.path());
+    settings.endpoints = vec![endpoint(
+        "status-east",
+        &tc.url,
+        Duration::from_millis(50),
+        50,
+    )];
+    let app = spawn_app_with(tempfile::tempdir().unwrap(), settings).await;
+    wait_until(WAIT, "all pulled and stored", || async {
+        tc.collector.unpulled() == 0
+            && app.queue.depth().await.unwrap().total == 0
+            && app.store.counts().await.unwrap().total_communications() == 120
+    })
+    .await;
+
+    let out = run_botpipe(Some(&config), &["status", "--json"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let direct: StatusSnapshot = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(direct.endpoints.len(), 1);
+    assert_eq!(direct.endpoints[0].name, "status-east");
+    assert_eq!(direct.endpoints[0].cursor, Some(121));
+    assert_eq!(direct.queue.depth, Some(0));
+    assert_eq!(direct.communications.get("mozi"), Some(&120));
+    assert_eq!(direct.dead_letters.get("bad_ip"), Some(&1));
+
+    let url = format!("http://{}", app.http.unwrap());
+    let out = run_botpipe(None, &["status", "--json", "--url", &url]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let live: StatusSnapshot = serde_json::from_str(&stdout).unwrap();
+    let ep = &live.endpoints[0];
+    assert_eq!(ep.cursor, Some(121));
+    assert!(
+        ep.pulls >= 3 && ep.last_pull_at.is_some() && ep.lag == Some(0),
+        "{ep:?}"
+    );
+    assert_eq!(live.communications, direct.communications);
+
+    let out = run_botpipe(None, &["status", "--url", &url]).await;
+    let (table, _) = text(&out);
+    for want in [
+        "status-east",
+        "121",
+        "queue",
+        "dead letters  1 (bad_ip 1)",
+        "mozi",
+    ] {
+        assert!(table.contains(want), "{want:?} missing from\n{table}");
+    }
+    app.stop().await;
+
+    let out = run_botpipe(None, &["status", "--url", "http://127.0.0.1:9"]).await;
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn dlq_replay_moves_fixed_records_into_the_store_once() {
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    for i in 0..30 {
+        let t = if i % 3 == 0 { "conficker" } else { "mozi" };
+        tc.collector.push(wire(
+            &format!("9.9.9.{}", i + 1),
+            "2026-03-03T10:00:00",
+            t,
+            "online",
+        ));
+    }
+    tc.collector
+        .push(wire("10.0.0.1", "2026-03-03T10:00:00", "mozi", "online"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut settings = test_settings(&data);
+    settings.endpoints = vec![endpoint(
+        "dlq-east",
+        &tc.url,
+        Duration::from_millis(50),
+        100,
+    )];
+    let app = spawn_app_with(tempfile::tempdir().unwrap(), settings.clone()).await;
+    wait_until(WAIT, "records stored and rejects dead-lettered", || async {
+        let c = app.store.counts().await.unwrap();
+        tc.collector.unpulled() == 0
+            && c.total_communications() == 20
+            && c.total_dead_letters() == 11
+    })
+    .await;
+    app.stop().await;
+
+    let config_for = |types: &str| {
+        write_config(
+            dir.path(),
+            &format!(
+                "data_dir = {:?}\n[botnet]\nallowed_types = [{types}]\n[endpoints.dlq-east]\nurl = {:?}\ntimezone = \"UTC\"\n",
+                data.display().to_string(),
+                tc.url
+            ),
+        )
+    };
+    let config = config_for("\"mozi\"");
+    let out = run_botpipe(
+        Some(&config),
+        &["dlq", "list", "--json", "--reason", "unknown_botnet_type"],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let listed: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 10);
+    assert!(listed
+        .iter()
+        .all(|d| d["reason"] == "unknown_botnet_type" && d["source"] == "dlq-east"));
+    let id = listed[0]["id"].as_i64().unwrap();
+    let out = run_botpipe(Some(&config), &["dlq", "show", &id.to_string()]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out).0.contains("conficker"));
+    let out = run_botpipe(Some(&config), &["dlq", "show", "999999"]).await;
+    assert_eq!(out.status.code(), Some(1));
+
+    // With the old configuration nothing passes.
+    let out = run_botpipe(Some(&config), &["dlq", "replay"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("Replayed 0 of 11"), "{stdout}");
+
+    // The operator allows the type: a dry run changes nothing, then the replay queues ten.
+    let config = config_for("\"mozi\", \"conficker\"");
+    let out = run_botpipe(Some(&config), &["dlq", "replay", "--dry-run"]).await;
+    assert!(
+        text(&out).0.contains("Would replay 10 of 11"),
+        "{}",
+        text(&out).0
+    );
+    let out = run_botpipe(Some(&config), &["dlq", "replay"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("Replayed 10 of 11"), "{stdout}");
+    assert!(stdout.contains("10 deleted"), "{stdout}");
+    assert!(stdout.contains("still invalid (bad_ip 1)"), "{stdout}");
+    // A second replay finds nothing more to queue.
+    let out = run_botpipe(Some(&config), &["dlq", "replay"]).await;
+    assert!(text(&out).0.contains("Replayed 0 of 1"), "{}", text(&out).0);
+
+    // botpipe with the new configuration stores them.
+    let mut settings = test_settings(&data);
+    settings.allowed_types = std::sync::Arc::new(
+        ["mozi", "conficker"]
+            .iter()
+            .map(|t| BotnetType::parse(t).unwrap())
+            .collect(),
+    );
+    let app = spawn_app_with(tempfile::tempdir().unwrap(), settings).await;
+    wait_until(WAIT, "replayed records stored", || async {
+        let c = app.store.counts().await.unwrap();
+        c.communications.get("conficker") == Some(&10)
+            && app.queue.depth().await.unwrap().total == 0
+    })
+    .await;
+    let c = app.store.counts().await.unwrap();
+    assert_eq!(c.communications.get("mozi"), Some(&20));
+    assert_eq!(c.total_dead_letters(), 1);
+    app.stop().await;
+}

@@ -1,0 +1,251 @@
+//! The HTTP surface of `botpipe run`: every route, `/ready` following the store's health, and
+//! `/metrics` series that move while records flow.
+
+use std::time::Duration;
+
+use botpipe::demo::Flavor;
+use botpipe::http::StatusSnapshot;
+use botpipe::queue::Queue;
+use botpipe::store::Store;
+use serde_json::Value;
+
+use crate::helpers::prom::{families, sample};
+use crate::helpers::{endpoint, spawn_app, spawn_collector, wait_until, wire, TestApp};
+
+const DRAIN: Duration = Duration::from_secs(60);
+
+async fn get(app: &TestApp, path: &str) -> (u16, String) {
+    let url = format!("http://{}{path}", app.http.unwrap());
+    let resp = reqwest::get(&url).await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn get_json(app: &TestApp, path: &str) -> (u16, Value) {
+    let (code, body) = get(app, path).await;
+    (code, serde_json::from_str(&body).unwrap())
+}
+
+fn push_records(c: &botpipe::demo::DemoCollector, n: usize, salt: u32) {
+    for i in 0..n {
+        let ip = format!("5.{}.{}.{}", salt % 200 + 1, i / 200 + 1, i % 200 + 1);
+        let ts = chrono::DateTime::from_timestamp(1_772_000_000 + i as i64, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string();
+        c.push(wire(&ip, &ts, "mozi", "online"));
+    }
+}
+
+#[tokio::test]
+async fn health_ready_status_and_metrics_answer() {
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    push_records(&tc.collector, 250, 1);
+    let app = spawn_app(
+        vec![endpoint(
+            "http-east",
+            &tc.url,
+            Duration::from_millis(50),
+            100,
+        )],
+        |_| {},
+    )
+    .await;
+
+    let (code, health) = get_json(&app, "/health").await;
+    assert_eq!(code, 200);
+    assert_eq!(health["status"], "ok");
+
+    let (code, ready) = get_json(&app, "/ready").await;
+    assert_eq!(code, 200, "{ready}");
+    assert_eq!(ready["ready"], true);
+    for dep in ["store", "queue", "spool", "geodata"] {
+        assert_eq!(ready[dep]["ok"], true, "{dep}: {ready}");
+    }
+
+    wait_until(DRAIN, "all records stored", || async {
+        tc.collector.unpulled() == 0
+            && app.store.counts().await.unwrap().total_communications() == 250
+            && app.queue.depth().await.unwrap().total == 0
+    })
+    .await;
+    let (code, body) = get(&app, "/api/status").await;
+    assert_eq!(code, 200);
+    let status: StatusSnapshot = serde_json::from_str(&body).unwrap();
+    let ep = status
+        .endpoints
+        .iter()
+        .find(|e| e.name == "http-east")
+        .unwrap();
+    assert_eq!(ep.cursor, Some(250));
+    assert_eq!(ep.lag, Some(0));
+    assert_eq!(ep.records_pulled, 250);
+    assert!(ep.pulls >= 3, "{ep:?}");
+    assert!(ep.last_pull_at.is_some());
+    assert!(ep.last_outcome.is_some());
+    assert_eq!(status.queue.depth, Some(0));
+    assert_eq!(status.communications.get("mozi"), Some(&250));
+    assert_eq!(
+        status.nodes.get("mozi").and_then(|m| m.get("active")),
+        Some(&250)
+    );
+    assert!(status.store_error.is_none());
+
+    let (code, text) = get(&app, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        sample(
+            &text,
+            "botpipe_pulls_total",
+            &[("endpoint", "http-east"), ("outcome", "ok")]
+        )
+        .unwrap()
+            >= 3.0
+    );
+
+    let (code, _) = get(&app, "/no/such/route").await;
+    assert_eq!(code, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ready_is_503_while_the_store_is_locked_and_200_again_after() {
+    let app = spawn_app(vec![], |_| {}).await;
+    let (code, _) = get_json(&app, "/ready").await;
+    assert_eq!(code, 200);
+
+    // Another process takes the store's write lock: workers could not write now.
+    let blocker = rusqlite::Connection::open(app.dir.path().join("botpipe.sqlite")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (code, ready) = get_json(&app, "/ready").await;
+    assert_eq!(code, 503, "{ready}");
+    assert_eq!(ready["ready"], false);
+    assert_eq!(ready["store"]["ok"], false);
+    assert!(
+        ready["store"]["error"].as_str().unwrap().contains("locked"),
+        "{ready}"
+    );
+    assert_eq!(
+        ready["queue"]["ok"], true,
+        "only the store is down: {ready}"
+    );
+
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    let url = format!("http://{}/ready", app.http.unwrap());
+    wait_until(DRAIN, "/ready back to 200", || async {
+        reqwest::get(&url).await.unwrap().status() == 200
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ready_is_503_when_a_configured_geodata_file_is_missing() {
+    let missing = std::env::temp_dir().join("botpipe-test-no-such-city.mmdb");
+    let app = spawn_app(vec![], |s| {
+        s.geo.city = vec![missing.clone()];
+        s.geo.discovered = false;
+    })
+    .await;
+    let (code, ready) = get_json(&app, "/ready").await;
+    assert_eq!(code, 503, "{ready}");
+    assert_eq!(ready["geodata"]["ok"], false);
+    assert_eq!(ready["store"]["ok"], true);
+    let files = ready["geodata"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1);
+    assert!(files[0]["error"].is_string());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_series_move_while_records_flow() {
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    let app = spawn_app(
+        vec![endpoint(
+            "metrics-east",
+            &tc.url,
+            Duration::from_millis(50),
+            100,
+        )],
+        |_| {},
+    )
+    .await;
+    let ep = [("endpoint", "metrics-east")];
+    // The recorder is process-wide and other tests run beside this one: compare before/after
+    // on series that only grow, and on this test's own endpoint label.
+    let (_, before) = get(&app, "/metrics").await;
+    let stored = |t: &str| {
+        sample(
+            t,
+            "botpipe_records_total",
+            &[("stage", "store"), ("outcome", "inserted")],
+        )
+        .unwrap_or(0.0)
+    };
+    let pulled = |t: &str| {
+        sample(
+            t,
+            "botpipe_records_total",
+            &[("stage", "pull"), ("outcome", "valid")],
+        )
+        .unwrap_or(0.0)
+    };
+    let store_batches =
+        |t: &str| sample(t, "botpipe_store_batch_seconds_count", &[]).unwrap_or(0.0);
+    let handoffs = |t: &str| {
+        sample(
+            t,
+            "botpipe_handoff_total",
+            &[("target", "queue"), ("outcome", "ok")],
+        )
+        .unwrap_or(0.0)
+    };
+
+    push_records(&tc.collector, 300, 2);
+    tc.collector
+        .push(wire("10.0.0.1", "2026-03-03T00:00:00", "mozi", "online"));
+    wait_until(DRAIN, "records stored", || async {
+        tc.collector.unpulled() == 0
+            && app.store.counts().await.unwrap().total_communications() == 300
+    })
+    .await;
+    let (_, after) = get(&app, "/metrics").await;
+
+    assert!(pulled(&after) - pulled(&before) >= 300.0);
+    assert!(stored(&after) - stored(&before) >= 300.0);
+    assert!(store_batches(&after) > store_batches(&before));
+    assert!(handoffs(&after) - handoffs(&before) >= 3.0);
+    assert!(sample(&after, "botpipe_pull_duration_seconds_count", &ep).unwrap() >= 3.0);
+    assert!(sample(&after, "botpipe_pull_schedule_drift_seconds_count", &ep).unwrap() >= 3.0);
+    assert_eq!(sample(&after, "botpipe_pull_cursor", &ep), Some(301.0));
+    assert!(
+        sample(
+            &after,
+            "botpipe_dead_letters_total",
+            &[("reason", "bad_ip")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    for family in [
+        "botpipe_queue_depth",
+        "botpipe_queue_pending",
+        "botpipe_spool_depth",
+        "botpipe_enrich_lookups_total",
+        "botpipe_worker_batches_total",
+        "botpipe_store_batches_total",
+    ] {
+        assert!(
+            families(&after).iter().any(|f| f == family),
+            "{family} missing from /metrics"
+        );
+    }
+    // Every family botpipe renders is one it documents.
+    for f in families(&after) {
+        assert!(
+            botpipe::telemetry::metrics::ALL.contains(&f.as_str()),
+            "undocumented metric {f}"
+        );
+    }
+    app.stop().await;
+}

@@ -1,0 +1,460 @@
+//! Push ingest (`POST /api/data-push`) against the real app: authentication order, signature,
+//! freshness, replay, size limit, bad records, and 200 only after the batch is durable, down to a
+//! `kill -9` of the real binary right after the answer.
+
+use std::time::Duration;
+
+use botpipe::config::SecretSource;
+use botpipe::push::sign;
+use botpipe::store::Store;
+use chrono_tz::Tz;
+use serde_json::{json, Value};
+
+use crate::helpers::bin::{spawn_run, write_config};
+use crate::helpers::{spawn_app, wait_until, TestApp};
+
+const KEY: &str = "relay-key-1";
+const SECRET: &str = "relay-secret-1";
+const TZ: Tz = chrono_tz::Asia::Shanghai;
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn push_app(tweak: impl FnOnce(&mut botpipe::config::Settings)) -> TestApp {
+    spawn_app(vec![], |s| {
+        s.push.enabled = true;
+        s.push.api_key = Some(SecretSource::Inline(KEY.to_owned().into()));
+        s.push.secret = Some(SecretSource::Inline(SECRET.to_owned().into()));
+        s.push.timezone = TZ;
+        tweak(s);
+    })
+    .await
+}
+
+/// Now as a relay writes it: naive local time with microseconds.
+fn local_now() -> String {
+    chrono::Utc::now()
+        .with_timezone(&TZ)
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string()
+}
+
+fn envelope(records: Vec<Value>, nonce: &str) -> Value {
+    json!({
+        "botnet_type": "mozi",
+        "data": records,
+        "timestamp": local_now(),
+        "nonce": nonce,
+        "relay_server_id": "relay-001",
+    })
+}
+
+fn rec(ip: &str, secs: i64) -> Value {
+    let ts = chrono::DateTime::from_timestamp(1_772_000_000 + secs, 0)
+        .unwrap()
+        .with_timezone(&TZ)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    json!({"ip": ip, "timestamp": ts, "log_type": "online"})
+}
+
+/// Posts `body` with `key` and a signature made with `secret` over the body's own timestamp
+/// and nonce.
+async fn post(base: &str, body: &[u8], key: Option<&str>, secret: &str) -> (u16, Value) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let ts = v["timestamp"].as_str().unwrap_or("");
+    let nonce = v["nonce"].as_str().unwrap_or("");
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/api/data-push"))
+        .header("Content-Type", "application/json")
+        .header("X-Signature", sign(secret, ts, nonce, body))
+        .body(body.to_vec());
+    if let Some(k) = key {
+        req = req.header("X-API-Key", k);
+    }
+    let resp = req.send().await.unwrap();
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Posts `body` with `Transfer-Encoding: chunked` (no Content-Length) and the right key; returns
+/// the status code.
+async fn post_chunked(addr: std::net::SocketAddr, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/data-push HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {KEY}\r\nX-Signature: 00\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.chunks(1000) {
+        // The server may answer and close before the body ends; later writes may then fail.
+        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .is_err()
+            || s.write_all(chunk).await.is_err()
+            || s.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"))
+}
+
+fn base(app: &TestApp) -> String {
+    format!("http://{}", app.http.unwrap())
+}
+
+async fn communications(app: &TestApp, t: &str) -> u64 {
+    app.store
+        .counts()
+        .await
+        .unwrap()
+        .communications
+        .get(t)
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn signed_push_is_answered_with_the_legacy_keys_and_stored() {
+    let app = push_app(|_| {}).await;
+    let records = vec![
+        rec("1.2.3.4", 0),
+        rec("1.2.3.5", 1),
+        rec("1.2.3.4", 0), // the same event twice
+    ];
+    let body = serde_json::to_vec(&envelope(records, "n-accepted")).unwrap();
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["success"], true);
+    assert_eq!(r["received_count"], 3);
+    assert_eq!(r["processed_count"], 3);
+    assert_eq!(r["duplicate_count"], 1);
+    assert_eq!(r["error_count"], 0);
+    for k in ["message", "timestamp", "processing_time_ms"] {
+        assert!(!r[k].is_null(), "missing {k} in {r}");
+    }
+    wait_until(WAIT, "pushed records stored", || async {
+        communications(&app, "mozi").await == 2
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_key_is_401_before_the_body_is_looked_at() {
+    let app = push_app(|_| {}).await;
+    // Not even JSON: with a wrong key the answer is still 401, never a 400 about the body.
+    for (key, body) in [
+        (None, b"garbage".to_vec()),
+        (Some("wrong"), b"garbage".to_vec()),
+        (
+            Some("wrong"),
+            serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-key")).unwrap(),
+        ),
+    ] {
+        let (code, r) = post(&base(&app), &body, key, SECRET).await;
+        assert_eq!(code, 401, "{key:?}: {r}");
+        assert_eq!(r["error_type"], "auth");
+        assert_eq!(r["error"], "Unauthorized");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_401() {
+    let app = push_app(|_| {}).await;
+    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-sig")).unwrap();
+    let (code, r) = post(&base(&app), &body, Some(KEY), "another-secret").await;
+    assert_eq!(code, 401, "{r}");
+    assert_eq!(r["error_type"], "bad_signature");
+
+    // A signature over the body is not enough: it must cover timestamp and nonce too.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/data-push", base(&app)))
+        .header("X-API-Key", KEY)
+        .header("X-Signature", sign(SECRET, "", "", &body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // No signature header at all.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/data-push", base(&app)))
+        .header("X-API-Key", KEY)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(communications(&app, "mozi").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_timestamp_is_400_and_naive_times_are_the_relays_local_time() {
+    let app = push_app(|_| {}).await;
+    let mut env = envelope(vec![rec("1.2.3.4", 0)], "n-stale");
+    let old = (chrono::Utc::now() - chrono::TimeDelta::seconds(301))
+        .with_timezone(&TZ)
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string();
+    env["timestamp"] = json!(old);
+    let (code, r) = post(
+        &base(&app),
+        &serde_json::to_vec(&env).unwrap(),
+        Some(KEY),
+        SECRET,
+    )
+    .await;
+    assert_eq!(code, 400, "{r}");
+    assert_eq!(r["error_type"], "stale_timestamp");
+
+    // UTC "now" written naively is eight hours off in Asia/Shanghai.
+    env["timestamp"] = json!(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string());
+    env["nonce"] = json!("n-stale-2");
+    let (code, _) = post(
+        &base(&app),
+        &serde_json::to_vec(&env).unwrap(),
+        Some(KEY),
+        SECRET,
+    )
+    .await;
+    assert_eq!(code, 400);
+
+    // An explicit offset is honoured.
+    env["timestamp"] = json!(chrono::Utc::now().to_rfc3339());
+    env["nonce"] = json!("n-stale-3");
+    let (code, r) = post(
+        &base(&app),
+        &serde_json::to_vec(&env).unwrap(),
+        Some(KEY),
+        SECRET,
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_nonce_is_400_and_unsigned_requests_do_not_burn_nonces() {
+    let app = push_app(|_| {}).await;
+    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-replay")).unwrap();
+    // A forged request with the nonce first: refused, and the nonce is not recorded.
+    let (code, _) = post(&base(&app), &body, Some(KEY), "forged").await;
+    assert_eq!(code, 401);
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 200, "{r}");
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 400, "{r}");
+    assert_eq!(r["error_type"], "replayed_nonce");
+    // A fresh nonce, as the relay sends on a retry, is fine.
+    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-replay-2")).unwrap();
+    let (code, _) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_declared_or_streamed() {
+    let app = push_app(|s| s.push.max_body_bytes = 4096).await;
+    let records = (0..200).map(|i| rec("1.2.3.4", i)).collect();
+    let body = serde_json::to_vec(&envelope(records, "n-big")).unwrap();
+    assert!(body.len() > 4096);
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 413, "{r}");
+    assert_eq!(r["error_type"], "body_too_large");
+
+    // Without a Content-Length (chunked), the limit applies while reading.
+    assert_eq!(post_chunked(app.http.unwrap(), &body).await, 413);
+
+    // Within the limit it goes through.
+    let small = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-small")).unwrap();
+    let (code, _) = post(&base(&app), &small, Some(KEY), SECRET).await;
+    assert_eq!(code, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_envelopes_are_400_once_signed() {
+    let app = push_app(|_| {}).await;
+    let mut no_data = envelope(vec![], "n-empty");
+    let (code, r) = post(
+        &base(&app),
+        &serde_json::to_vec(&no_data).unwrap(),
+        Some(KEY),
+        SECRET,
+    )
+    .await;
+    assert_eq!(
+        (code, r["error_type"].as_str()),
+        (400, Some("invalid_body")),
+        "{r}"
+    );
+    no_data["data"] = json!((0..5001).map(|i| rec("1.2.3.4", i)).collect::<Vec<_>>());
+    no_data["nonce"] = json!("n-toomany");
+    let (code, _) = post(
+        &base(&app),
+        &serde_json::to_vec(&no_data).unwrap(),
+        Some(KEY),
+        SECRET,
+    )
+    .await;
+    assert_eq!(code, 400);
+    let (code, _) = post(&base(&app), b"[1,2,3]", Some(KEY), SECRET).await;
+    assert_eq!(code, 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_botnet_types_and_bad_records_are_dead_letters_and_the_rest_is_kept() {
+    let app = push_app(|_| {}).await;
+    let mut odd = rec("1.2.3.7", 2);
+    odd["botnet_type"] = json!("conficker");
+    let records = vec![
+        rec("1.2.3.4", 0),
+        rec("1.2.3.5", 1),
+        odd,
+        rec("10.1.1.1", 3), // private address
+    ];
+    let body = serde_json::to_vec(&envelope(records, "n-mixed")).unwrap();
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["received_count"], 4);
+    assert_eq!(r["processed_count"], 2);
+    assert_eq!(r["error_count"], 2);
+    wait_until(
+        WAIT,
+        "valid records stored, rejects dead-lettered",
+        || async {
+            let c = app.store.counts().await.unwrap();
+            c.communications.get("mozi") == Some(&2) && c.total_dead_letters() == 2
+        },
+    )
+    .await;
+    let c = app.store.counts().await.unwrap();
+    assert_eq!(c.dead_letters.get("unknown_botnet_type"), Some(&1));
+    assert_eq!(c.dead_letters.get("bad_ip"), Some(&1));
+    let letters = app.store.dead_letters(10, None).await.unwrap();
+    assert!(letters.iter().all(|d| d.letter.source == "push:relay-001"));
+    // The private-IP record had no type of its own: its dead letter carries the envelope's, so a
+    // replay can judge it whole.
+    let bad_ip = letters
+        .iter()
+        .find(|d| d.letter.reason.as_str() == "bad_ip")
+        .unwrap();
+    assert!(
+        bad_ip.letter.raw.contains("\"botnet_type\":\"mozi\""),
+        "{}",
+        bad_ip.letter.raw
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn push_is_503_and_not_claimed_while_the_batch_cannot_be_made_durable() {
+    let app = push_app(|s| s.queue.handoff_deadline = Duration::from_millis(200)).await;
+    let blocker = rusqlite::Connection::open(app.dir.path().join("queue.sqlite")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-durable")).unwrap();
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 503, "{r}");
+    assert_eq!(r["success"], false);
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    // The relay retries with a fresh nonce.
+    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-durable-2")).unwrap();
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 200, "{r}");
+    wait_until(WAIT, "the retried batch stored", || async {
+        communications(&app, "mozi").await == 1
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn push_is_404_when_disabled() {
+    let app = spawn_app(vec![], |_| {}).await;
+    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-off")).unwrap();
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 404, "{r}");
+    app.stop().await;
+}
+
+fn stored(store: &std::path::Path) -> i64 {
+    let Ok(conn) = rusqlite::Connection::open(store) else {
+        return 0;
+    };
+    conn.query_row("SELECT COUNT(*) FROM botnet_communications_mozi", [], |r| {
+        r.get(0)
+    })
+    .unwrap_or(0)
+}
+
+/// Records in the entries of the queue file, read without leasing anything.
+fn queued(queue: &std::path::Path) -> usize {
+    let conn = rusqlite::Connection::open(queue).unwrap();
+    let mut stmt = conn.prepare("SELECT payload FROM botpipe_queue").unwrap();
+    let payloads: Vec<Vec<u8>> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    payloads
+        .iter()
+        .map(|p| botpipe::record::Batch::decode(p).unwrap().records.len())
+        .sum()
+}
+
+#[tokio::test]
+async fn kill_9_right_after_the_200_loses_nothing_that_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "data_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [push]\nenabled = true\napi_key = {KEY:?}\nsecret = {SECRET:?}\ntimezone = \"Asia/Shanghai\"\n",
+            dir.path().display().to_string()
+        ),
+    );
+    let store = dir.path().join("botpipe.sqlite");
+    let queue = dir.path().join("queue.sqlite");
+    let n = 2000;
+    let records: Vec<Value> = (0..n)
+        .map(|i| rec(&format!("7.{}.{}.1", i / 200 + 1, i % 200 + 1), i))
+        .collect();
+    let body = serde_json::to_vec(&envelope(records, "n-kill")).unwrap();
+
+    let bp = spawn_run(&config);
+    let (code, r) = post(&format!("http://{}", bp.http), &body, Some(KEY), SECRET).await;
+    bp.kill9(); // at once: the worker has had no time to matter
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["processed_count"], n);
+
+    // On disk right now: the batch is in the queue file, or already stored (a stored batch whose
+    // ack was lost is still in the queue too, and is absorbed on redelivery).
+    let in_store = stored(&store);
+    let in_queue = queued(&queue);
+    assert!(
+        in_queue == n as usize || in_store == n,
+        "acknowledged batch not durable: {in_queue} queued, {in_store} stored"
+    );
+
+    // A restart finishes the job.
+    let _bp = spawn_run(&config);
+    wait_until(
+        WAIT,
+        "the pushed batch stored after the restart",
+        || async { stored(&store) == n },
+    )
+    .await;
+}
