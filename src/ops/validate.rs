@@ -132,7 +132,7 @@ pub async fn check_connectivity(s: &Settings) -> Vec<Check> {
                 .probe()
                 .await
                 .map(|()| "answers the pull API with this key".to_owned())
-                .map_err(|err| err.to_string()),
+                .map_err(|err| super::error_chain(&err)),
             Err(err) => Err(err.to_string()),
         };
         Check { what, result }

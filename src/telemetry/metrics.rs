@@ -135,3 +135,128 @@ pub const ALL: &[&str] = &[
     PUSH_REQUESTS_TOTAL,
     PUSH_DURATION_SECONDS,
 ];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+
+    use super::ALL;
+
+    fn doc(name: &str) -> String {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("docs")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// `botpipe_…` names in `text`.
+    fn names_in(text: &str) -> Vec<String> {
+        let re = regex::Regex::new(r"botpipe_[a-z0-9_]+").unwrap();
+        re.find_iter(text).map(|m| m.as_str().to_owned()).collect()
+    }
+
+    /// The exported metric a series name belongs to (histograms add suffixes).
+    fn family(series: &str) -> Option<&'static str> {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| series.strip_suffix(s))
+            .filter(|b| ALL.contains(b))
+            .unwrap_or(series);
+        ALL.iter().copied().find(|m| *m == base)
+    }
+
+    #[test]
+    fn names_are_unique_and_follow_the_naming_rule() {
+        let set: BTreeSet<_> = ALL.iter().collect();
+        assert_eq!(set.len(), ALL.len(), "a metric is listed twice in ALL");
+        for m in ALL {
+            assert!(m.starts_with("botpipe_"), "{m}");
+            assert!(
+                m.ends_with("_total")
+                    || m.ends_with("_seconds")
+                    || m.ends_with("_bytes")
+                    || [
+                        "botpipe_queue_depth",
+                        "botpipe_queue_pending",
+                        "botpipe_spool_depth",
+                        "botpipe_pull_cursor"
+                    ]
+                    .contains(m),
+                "{m}: counters end in _total, durations in _seconds, sizes in _bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn docs_metrics_md_lists_exactly_the_exported_metrics() {
+        let text = doc("metrics.md");
+        let documented: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(str::to_owned)
+            .collect();
+        let documented_set: BTreeSet<&str> = documented.iter().map(String::as_str).collect();
+        assert_eq!(
+            documented.len(),
+            documented_set.len(),
+            "a metric is documented twice"
+        );
+        let exported: BTreeSet<&str> = ALL.iter().copied().collect();
+        let missing: Vec<_> = exported.difference(&documented_set).collect();
+        let extra: Vec<_> = documented_set.difference(&exported).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "docs/metrics.md is out of date: undocumented {missing:?}, not exported {extra:?}"
+        );
+    }
+
+    #[test]
+    fn grafana_dashboard_loads_and_queries_only_exported_metrics() {
+        let dash: serde_json::Value = serde_json::from_str(&doc("grafana-dashboard.json"))
+            .expect("docs/grafana-dashboard.json is not JSON");
+        assert!(dash["title"].is_string());
+        let panels = dash["panels"].as_array().expect("panels");
+        let mut exprs = Vec::new();
+        for p in panels.iter().filter(|p| p["type"] != "row") {
+            let targets = p["targets"].as_array().expect("a panel without targets");
+            assert!(!targets.is_empty(), "panel {} has no query", p["title"]);
+            for t in targets {
+                exprs.push(
+                    t["expr"]
+                        .as_str()
+                        .expect("a target without expr")
+                        .to_owned(),
+                );
+            }
+        }
+        for v in dash["templating"]["list"].as_array().expect("templating") {
+            if let Some(d) = v["definition"].as_str() {
+                exprs.push(d.to_owned());
+            }
+        }
+        let mut used = BTreeSet::new();
+        for e in &exprs {
+            let names = names_in(e);
+            assert!(!names.is_empty(), "query names no botpipe metric: {e}");
+            for n in names {
+                let f = family(&n).unwrap_or_else(|| panic!("{n} in {e:?} is not exported"));
+                used.insert(f);
+            }
+        }
+        // What the dashboard is for: pull rate and drift, records by stage and outcome, queue and
+        // spool depth, store latency, dead letters.
+        for m in [
+            super::PULLS_TOTAL,
+            super::PULL_SCHEDULE_DRIFT_SECONDS,
+            super::RECORDS_TOTAL,
+            super::QUEUE_DEPTH,
+            super::SPOOL_DEPTH,
+            super::STORE_BATCH_SECONDS,
+            super::DEAD_LETTERS_TOTAL,
+        ] {
+            assert!(used.contains(m), "the dashboard does not show {m}");
+        }
+    }
+}
