@@ -15,6 +15,7 @@ use std::time::Instant;
 use crate::queue::{Cursor, Handoff, HandoffTarget};
 use crate::record::{parse_batch, RecordContext};
 use crate::telemetry::metrics as m;
+use crate::telemetry::Chain;
 
 use super::client::{ClientError, PullClient};
 use super::status::StatusBoard;
@@ -105,10 +106,14 @@ impl Puller {
         self.cursor.as_ref()
     }
 
-    fn failed(&self, outcome: PullOutcome, error: &dyn std::fmt::Display) -> PullOutcome {
+    fn failed(
+        &self,
+        outcome: PullOutcome,
+        error: &(dyn std::error::Error + 'static),
+    ) -> PullOutcome {
         self.board.update(&self.name, |s| {
             s.last_outcome = Some(outcome.as_str().into());
-            s.last_error = Some(error.to_string());
+            s.last_error = Some(Chain(error).to_string());
         });
         outcome
     }
@@ -241,14 +246,14 @@ impl Puller {
         let target = match self.handoff.handoff(&batch).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(endpoint = %self.name, error = %e, "Batch not durable; not confirming. The collector keeps it.");
+                tracing::error!(endpoint = %self.name, error = %Chain(&e), "Batch not durable; not confirming. The collector keeps it.");
                 return self.failed(PullOutcome::HandoffFailed, &e);
             }
         };
 
         // Step 5: confirm.
         if let Err(e) = self.client.confirm(count, up_to).await {
-            tracing::warn!(endpoint = %self.name, error = %e, "Confirm failed; the records will be pulled again and deduplicated.");
+            tracing::warn!(endpoint = %self.name, error = %Chain(&e), "Confirm failed; the records will be pulled again and deduplicated.");
             return self.failed(PullOutcome::ConfirmFailed, &e);
         }
 
@@ -288,7 +293,7 @@ impl Puller {
     fn pull_error(&self, e: &ClientError) -> PullOutcome {
         metrics::counter!(m::PULLS_TOTAL, "endpoint" => self.name.clone(), "outcome" => e.outcome())
             .increment(1);
-        tracing::warn!(endpoint = %self.name, error = %e, "Pull failed.");
+        tracing::warn!(endpoint = %self.name, error = %Chain(e), "Pull failed.");
         self.failed(PullOutcome::PullFailed, e)
     }
 
