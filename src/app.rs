@@ -273,6 +273,9 @@ impl App {
             aux_token.clone(),
         ));
 
+        if self.mode == Mode::Full && self.settings.enabled_endpoints().next().is_none() {
+            tracing::warn!("No enabled endpoints are configured: nothing will be pulled. Add [endpoints.<name>] sections (see botpipe.example.toml), or try `botpipe demo`.");
+        }
         if self.mode == Mode::Full {
             for e in self.settings.enabled_endpoints() {
                 let key = match &e.api_key {

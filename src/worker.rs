@@ -16,6 +16,7 @@ use crate::enrich::{AnyLookup, Lookup, LookupResult};
 use crate::queue::{AnyQueue, Queue, QueueError};
 use crate::store::{AnyStore, ApplyOutcome, EnrichedBatch, Store, StoreError};
 use crate::telemetry::metrics as m;
+use crate::telemetry::Chain;
 
 /// How long one lease call waits for work before checking for shutdown again.
 const LEASE_WAIT: Duration = Duration::from_millis(500);
@@ -152,8 +153,8 @@ impl Worker {
             let outcome = self.try_process_one(LEASE_WAIT).await;
             let failure = match &outcome {
                 Outcome::Idle | Outcome::Stored { .. } => None,
-                Outcome::StoreFailed(e) => Some(format!("store: {e}")),
-                Outcome::QueueFailed(e) => Some(format!("queue: {e}")),
+                Outcome::StoreFailed(e) => Some(format!("store: {}", Chain(e))),
+                Outcome::QueueFailed(e) => Some(format!("queue: {}", Chain(e))),
             };
             let label = match &outcome {
                 Outcome::Idle => None,

@@ -777,3 +777,17 @@ mod tests {
         assert!(load_raw(Some(Path::new("/nonexistent/botpipe.toml"))).is_err());
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use std::path::Path;
+
+    #[test]
+    fn example_config_is_complete_and_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("botpipe.example.toml");
+        // deny_unknown_fields makes a stale field name fail here.
+        let raw = crate::config::load_raw(Some(&path)).unwrap();
+        let s = super::Settings::try_from(raw).unwrap();
+        assert_eq!(s.endpoints.len(), 1);
+    }
+}

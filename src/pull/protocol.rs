@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::queue::{Cursor, Handoff, HandoffTarget};
 use crate::record::{parse_batch, RecordContext};
 use crate::telemetry::metrics as m;
+use crate::telemetry::Chain;
 
 use super::client::{ClientError, PullClient};
 use super::status::StatusBoard;
@@ -116,7 +117,11 @@ impl Puller {
         self.cursor.as_ref()
     }
 
-    fn failed(&mut self, outcome: PullOutcome, error: &dyn std::fmt::Display) -> PullOutcome {
+    fn failed(
+        &mut self,
+        outcome: PullOutcome,
+        error: &(dyn std::error::Error + 'static),
+    ) -> PullOutcome {
         if !self.failing {
             self.failing = true;
             let message = match outcome {
@@ -125,16 +130,16 @@ impl Puller {
                 _ => "Pull failed. Further failures of this endpoint log at debug until it recovers.",
             };
             if outcome == PullOutcome::HandoffFailed {
-                tracing::error!(endpoint = %self.name, outcome = outcome.as_str(), error = %error, "{message}");
+                tracing::error!(endpoint = %self.name, outcome = outcome.as_str(), error = %Chain(error), "{message}");
             } else {
-                tracing::warn!(endpoint = %self.name, outcome = outcome.as_str(), error = %error, "{message}");
+                tracing::warn!(endpoint = %self.name, outcome = outcome.as_str(), error = %Chain(error), "{message}");
             }
         } else {
-            tracing::debug!(endpoint = %self.name, outcome = outcome.as_str(), error = %error, "Pull cycle failed again.");
+            tracing::debug!(endpoint = %self.name, outcome = outcome.as_str(), error = %Chain(error), "Pull cycle failed again.");
         }
         self.board.update(&self.name, |s| {
             s.last_outcome = Some(outcome.as_str().into());
-            s.last_error = Some(error.to_string());
+            s.last_error = Some(Chain(error).to_string());
         });
         outcome
     }
