@@ -78,22 +78,6 @@ fn require(path: &Path, what: &'static str) -> Result<(), OpsError> {
     }
 }
 
-/// An error with its causes, `outer: inner: …`, for one-line reports.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        // Some errors repeat their cause in their own message.
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
-
 /// Runs `f` with [`OPS_TIMEOUT`], turning errors and timeouts into text.
 async fn bounded<T, E: std::fmt::Display>(
     f: impl std::future::Future<Output = Result<T, E>>,

@@ -17,6 +17,7 @@ use crate::config::{ConfigError, Problem, QueueBackend, SecretSource, Settings, 
 use crate::pull::PullClient;
 use crate::queue::{EmbeddedQueue, Queue};
 use crate::store::{SqliteStore, Store};
+use crate::telemetry::Chain;
 
 use super::{bounded, OpsError};
 
@@ -132,7 +133,7 @@ pub async fn check_connectivity(s: &Settings) -> Vec<Check> {
                 .probe()
                 .await
                 .map(|()| "answers the pull API with this key".to_owned())
-                .map_err(|err| super::error_chain(&err)),
+                .map_err(|err| Chain(&err).to_string()),
             Err(err) => Err(err.to_string()),
         };
         Check { what, result }

@@ -3,7 +3,8 @@
 //!
 //! Order of checks, each refusing before any later work is done:
 //! 1. `X-API-Key` (401) before a byte of the body is read, so nothing about the schema leaks to
-//!    a caller without the key; then backpressure (503 with `Retry-After`);
+//!    a caller without the key; then backpressure and the cap on requests in flight (503 with
+//!    `Retry-After`);
 //! 2. the body, read up to `push.max_body_bytes` (413);
 //! 3. the signature over `timestamp + nonce + raw_body` (401), with `timestamp` and `nonce`
 //!    taken from the body as sent (missing ones count as empty);
@@ -38,6 +39,7 @@ use crate::config::{PushSettings, SecretError};
 use crate::queue::{Backpressure, Handoff};
 use crate::record::{parse_record, Batch, BotnetType, RecordContext};
 use crate::telemetry::metrics as m;
+use crate::telemetry::Chain;
 
 pub use auth::{sign, Credentials};
 pub use nonce::NonceCache;
@@ -48,6 +50,9 @@ pub const MAX_RECORDS: usize = 5000;
 pub const MAX_NONCE_LEN: usize = 256;
 /// Longest accepted `relay_server_id`; it becomes part of the batch source.
 pub const MAX_RELAY_ID_LEN: usize = 64;
+/// Push requests processed at once. Each may buffer up to `push.max_body_bytes`, so this bounds
+/// push memory (invariant 4); a request beyond it gets 503 `backpressure` and the relay retries.
+pub const MAX_CONCURRENT_PUSHES: usize = 8;
 /// How long a relay is asked to wait when botpipe is under backpressure or not durable.
 const RETRY_AFTER_SECS: u64 = 5;
 /// At most one warning per refusal kind in this interval; the rest go to debug.
@@ -190,6 +195,8 @@ pub struct PushIngest {
     allowed: Arc<BTreeSet<BotnetType>>,
     handoff: Handoff,
     backpressure: Arc<Backpressure>,
+    /// Bounds requests in flight (see [`MAX_CONCURRENT_PUSHES`]).
+    in_flight: tokio::sync::Semaphore,
     /// Set while hand-offs fail, so the failure is logged on the change, not per request.
     not_durable: AtomicBool,
     last_warn: Mutex<Vec<(&'static str, Instant)>>,
@@ -229,6 +236,7 @@ impl PushIngest {
             allowed,
             handoff,
             backpressure,
+            in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT_PUSHES),
             not_durable: AtomicBool::new(false),
             last_warn: Mutex::new(Vec::new()),
         }))
@@ -318,6 +326,11 @@ impl PushIngest {
         if !self.backpressure.allows_pull() {
             return Err(Refusal::Backpressure);
         }
+        // Held until the answer: the body buffer lives no longer than the permit.
+        let _permit = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| Refusal::Backpressure)?;
 
         // 2. The body, bounded.
         let raw = self.read_body(headers, body).await?;
@@ -433,9 +446,9 @@ impl PushIngest {
             }
             Err(error) => {
                 if !self.not_durable.swap(true, Ordering::AcqRel) {
-                    tracing::error!(%error, relay, "Push batch not durable; answering 503 so the relay retries. Logged once until hand-offs succeed again.");
+                    tracing::error!(error = %Chain(&error), relay, "Push batch not durable; answering 503 so the relay retries. Logged once until hand-offs succeed again.");
                 } else {
-                    tracing::debug!(%error, relay, "Push batch still not durable.");
+                    tracing::debug!(error = %Chain(&error), relay, "Push batch still not durable.");
                 }
                 return Err(Refusal::NotDurable);
             }

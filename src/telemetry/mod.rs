@@ -60,12 +60,40 @@ pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut out = self.0.to_string();
         let mut cur = self.0.source();
         while let Some(e) = cur {
-            write!(f, ": {e}")?;
+            // Errors that already end with their source's text (`#[error("…: {source}")]`)
+            // would otherwise print it twice.
+            let text = e.to_string();
+            if !out.ends_with(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
             cur = e.source();
         }
-        Ok(())
+        f.write_str(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading {0}: {1}")]
+    struct Repeats(&'static str, #[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("opening the queue")]
+    struct Wraps(#[source] Repeats);
+
+    #[test]
+    fn chain_shows_every_cause_once() {
+        let e = Wraps(Repeats("q.sqlite", std::io::Error::other("disk on fire")));
+        assert_eq!(
+            Chain(&e).to_string(),
+            "opening the queue: reading q.sqlite: disk on fire"
+        );
     }
 }
