@@ -5,5 +5,6 @@ mod cli;
 mod crash;
 mod helpers;
 mod http;
+mod logging;
 mod pull;
 mod push;
