@@ -458,3 +458,53 @@ async fn kill_9_right_after_the_200_loses_nothing_that_was_acknowledged() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn push_is_503_under_backpressure_and_accepted_again_when_it_lifts() {
+    // No workers: accepted batches stay queued and push the depth over the high watermark.
+    let app = push_app(|s| {
+        s.worker_count = 0;
+        s.queue.high_watermark = 2;
+        s.queue.low_watermark = 1;
+    })
+    .await;
+    for i in 0..2 {
+        let body =
+            serde_json::to_vec(&envelope(vec![rec("1.2.3.4", i)], &format!("n-bp-{i}"))).unwrap();
+        let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+        assert_eq!(code, 200, "{r}");
+    }
+    let mut i = 10;
+    wait_until(WAIT, "push refused with 503 backpressure", || {
+        i += 1;
+        let body =
+            serde_json::to_vec(&envelope(vec![rec("1.2.3.4", i)], &format!("n-bp-{i}"))).unwrap();
+        let app = &app;
+        async move {
+            let (code, r) = post(&base(app), &body, Some(KEY), SECRET).await;
+            code == 503 && r["error_type"] == "backpressure"
+        }
+    })
+    .await;
+
+    // A worker drains the queue (as `botpipe worker` would) and pushes are accepted again.
+    let worker = botpipe::worker::Worker::new(
+        "drain",
+        app.queue.clone(),
+        app.store.clone(),
+        botpipe::enrich::AnyLookup::Disabled,
+    );
+    while let botpipe::worker::Outcome::Stored { .. } =
+        worker.try_process_one(Duration::from_millis(100)).await
+    {}
+    let mut j = 100;
+    wait_until(WAIT, "push accepted after the queue drained", || {
+        j += 1;
+        let body =
+            serde_json::to_vec(&envelope(vec![rec("1.2.3.4", j)], &format!("n-bp-{j}"))).unwrap();
+        let app = &app;
+        async move { post(&base(app), &body, Some(KEY), SECRET).await.0 == 200 }
+    })
+    .await;
+    app.stop().await;
+}
