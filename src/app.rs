@@ -11,12 +11,18 @@ pub enum AppError {
     /// Not yet built in this version.
     #[error("{0} is not built yet")]
     NotBuilt(&'static str),
+    /// `botpipe collector` failed.
+    #[error(transparent)]
+    Collector(#[from] crate::collector::CollectorError),
 }
 
 impl AppError {
     /// Process exit code: 2 for configuration and usage problems, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
-        1
+        match self {
+            Self::Collector(e) => e.exit_code(),
+            Self::NotBuilt(_) => 1,
+        }
     }
 }
 
