@@ -1,6 +1,7 @@
 //! Shared test harness: waiting on conditions, per-test state.
 #![allow(dead_code)]
 
+pub mod collector;
 pub mod wait;
 
 pub use wait::wait_until;
