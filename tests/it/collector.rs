@@ -778,7 +778,7 @@ async fn kill_9_between_reads_loses_and_duplicates_nothing() {
         proc.kill9();
     }
 
-    let (mut last, api) = CollectorProcess::start(&config, &dir.path().join("final.log")).await;
+    let (last, api) = CollectorProcess::start(&config, &dir.path().join("final.log")).await;
     *current.lock().unwrap() = Some(api.clone());
     wait_until(Duration::from_secs(60), "every line pulled", || {
         let (seen, done) = (seen.clone(), writer_done.clone());
@@ -830,8 +830,7 @@ async fn kill_9_between_reads_loses_and_duplicates_nothing() {
     let stats = api.stats().await;
     assert_eq!(stats["total_generated"], TOTAL, "nothing stored twice");
     assert_eq!(stats["cached_records"], 0);
-    last.child.kill().unwrap();
-    last.child.wait().unwrap();
+    last.kill9();
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::helpers::collector::{append, csv_line, CollectorProcess, KEY};
+use crate::helpers::collector::{append, csv_line, CollectorProcess, KillOnDrop, KEY};
 use crate::helpers::wait_until;
 
 /// CSV lines across two hourly generator files.
@@ -141,16 +141,18 @@ timezone = "UTC"
         ),
     )
     .unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_botpipe"))
-        .args(["--log-format", "json", "--config"])
-        .arg(&platform_config)
-        .arg("run")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(platform_dir.join("run.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut run = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_botpipe"))
+            .args(["--log-format", "json", "--config"])
+            .arg(&platform_config)
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(platform_dir.join("run.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
 
     let store = platform_dir.join("botpipe.sqlite");
     let want_mozi: BTreeSet<(String, String)> = (0..CSV_LINES)
@@ -190,11 +192,11 @@ timezone = "UTC"
     )
     .await;
 
-    sigterm(&run);
+    sigterm(&run.0);
     sigterm(&collector.child);
     wait_until(Duration::from_secs(30), "both processes exit", || {
         let exited =
-            run.try_wait().unwrap().is_some() && collector.child.try_wait().unwrap().is_some();
+            run.0.try_wait().unwrap().is_some() && collector.child.try_wait().unwrap().is_some();
         async move { exited }
     })
     .await;

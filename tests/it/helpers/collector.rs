@@ -230,6 +230,28 @@ impl CollectorProcess {
     }
 }
 
+impl Drop for CollectorProcess {
+    /// A failing test must not leave a collector running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _already_gone = self.child.kill();
+            let _reaped = self.child.wait();
+        }
+    }
+}
+
+/// Kills a child process when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _already_gone = self.0.kill();
+            let _reaped = self.0.wait();
+        }
+    }
+}
+
 /// The `addr` field of the "Collector listening." JSON log line, if written yet.
 pub fn listening_addr(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
