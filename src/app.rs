@@ -72,6 +72,9 @@ pub enum AppError {
     /// Something failed while running.
     #[error("{0}")]
     Runtime(String),
+    /// `botpipe collector` failed.
+    #[error(transparent)]
+    Collector(#[from] crate::collector::CollectorError),
 }
 
 impl AppError {
@@ -79,6 +82,7 @@ impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Secret { .. } => 2,
+            Self::Collector(e) => e.exit_code(),
             _ => 1,
         }
     }

@@ -1,6 +1,8 @@
 //! botpipe's integration tests: one binary, real components on random ports, real PostgreSQL,
 //! MariaDB and Redis on this machine. `TEST_LOG=1` shows logs.
 
+mod collector;
+mod collector_e2e;
 mod crash;
 mod helpers;
 mod pull;
