@@ -79,6 +79,9 @@ pub enum AppError {
     /// Something failed while running.
     #[error("{0}")]
     Runtime(String),
+    /// `botpipe collector` failed.
+    #[error(transparent)]
+    Collector(#[from] crate::collector::CollectorError),
 }
 
 impl AppError {
@@ -86,6 +89,7 @@ impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Secret { .. } | Self::Push(_) => 2,
+            Self::Collector(e) => e.exit_code(),
             _ => 1,
         }
     }

@@ -13,6 +13,8 @@
 //! - [`push`]: HMAC-signed push ingest from relays, answered only after the durable hand-off.
 //! - [`ops`]: the operator commands `status`, `validate` and `dlq`.
 //! - [`demo`]: an in-process demo collector and a summary, for `botpipe demo`.
+//! - [`collector`]: `botpipe collector`, the C2-side service: sources → seq-numbered cache →
+//!   pull API.
 //! - [`app`]: wires the components together; [`shutdown`]: signals and grace period.
 //! - [`telemetry`]: tracing setup and every metric name.
 #![deny(clippy::unwrap_used)]
@@ -21,6 +23,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod collector;
 pub mod config;
 pub mod demo;
 pub mod enrich;

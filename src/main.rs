@@ -21,12 +21,13 @@ async fn main() -> ExitCode {
         Command::Worker(args) => botpipe::app::run_workers_only(config, args).await,
         Command::Demo(args) => botpipe::demo::run(args).await,
         Command::Migrate => botpipe::app::migrate(config).await,
+        Command::Collector(args) => botpipe::collector::run(config, args.listen)
+            .await
+            .map_err(Into::into),
         Command::Validate(args) => botpipe::ops::validate::run(config, args).await,
         Command::Status(args) => botpipe::ops::status::run(config, args).await,
         Command::Dlq(args) => botpipe::ops::dlq::run(config, args).await,
-        Command::Collector(_) | Command::Geoip(_) => {
-            Err(botpipe::app::AppError::NotBuilt("this subcommand"))
-        }
+        Command::Geoip(_) => Err(botpipe::app::AppError::NotBuilt("this subcommand")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -296,7 +296,12 @@ impl Puller {
             })
             .await;
         }
+        // Lag after this confirm, so a drained endpoint shows 0 without waiting for another pull.
+        let cursor_now = self.cursor.as_ref().map_or(0, |c| c.seq);
         self.board.update(&self.name, |s| {
+            if let Some(global) = resp.global_max_seq_id {
+                s.lag = Some(global.saturating_sub(cursor_now));
+            }
             s.records_pulled += count as u64;
             s.records_rejected += rejected as u64;
             if target == HandoffTarget::Spool {

@@ -46,6 +46,29 @@ pub const STORE_BATCH_SECONDS: &str = "botpipe_store_batch_seconds";
 pub const STORE_BATCHES_TOTAL: &str = "botpipe_store_batches_total";
 /// Batches a worker finished, by `outcome`.
 pub const WORKER_BATCHES_TOTAL: &str = "botpipe_worker_batches_total";
+/// Lines and table rows a collector read, by `source` (configuration) and `outcome` (stored,
+/// duplicate, no_match, bad_ip, non_public_ip, bad_timestamp, filtered_status, oversized).
+pub const COLLECTOR_LINES_TOTAL: &str = "botpipe_collector_lines_total";
+/// Files or tables a collector source read again from the start, by `source` and `reason`
+/// (truncated, replaced, table_restarted).
+pub const COLLECTOR_FILE_RESETS_TOTAL: &str = "botpipe_collector_file_resets_total";
+/// Failed reads of a collector source (retried next scan), by `source`.
+pub const COLLECTOR_SOURCE_ERRORS_TOTAL: &str = "botpipe_collector_source_errors_total";
+/// Duration of one collector scan of all sources.
+pub const COLLECTOR_SCAN_DURATION_SECONDS: &str = "botpipe_collector_scan_duration_seconds";
+/// Records in the collector cache not yet confirmed, sampled from the cache.
+pub const COLLECTOR_UNPULLED_RECORDS: &str = "botpipe_collector_unpulled_records";
+/// Highest seq id the collector has assigned in its epoch.
+pub const COLLECTOR_MAX_SEQ_ID: &str = "botpipe_collector_max_seq_id";
+/// 1 while the collector's reading is paused because unpulled records reached the cap.
+pub const COLLECTOR_READING_PAUSED: &str = "botpipe_collector_reading_paused";
+/// Pull API requests, by `route` (pull, confirm, stats, health, metrics) and `outcome` (ok,
+/// unauthorized, bad_request, unavailable).
+pub const COLLECTOR_REQUESTS_TOTAL: &str = "botpipe_collector_requests_total";
+/// Records a collector marked as pulled by confirms.
+pub const COLLECTOR_CONFIRMED_RECORDS_TOTAL: &str = "botpipe_collector_confirmed_records_total";
+/// Confirmed records a collector deleted after their retention period.
+pub const COLLECTOR_EXPIRED_RECORDS_TOTAL: &str = "botpipe_collector_expired_records_total";
 
 /// Push requests by `outcome` (ok, auth, bad_signature, body_too_large, invalid_body,
 /// stale_timestamp, replayed_nonce, backpressure, not_durable, disabled).
@@ -110,6 +133,47 @@ pub fn describe_all() {
         Unit::Seconds,
         "Duration of one push request, durable hand-off included."
     );
+    describe_counter!(
+        COLLECTOR_LINES_TOTAL,
+        "Lines and table rows a collector read, by source and outcome."
+    );
+    describe_counter!(
+        COLLECTOR_FILE_RESETS_TOTAL,
+        "Files or tables a collector read again from the start, by source and reason."
+    );
+    describe_counter!(
+        COLLECTOR_SOURCE_ERRORS_TOTAL,
+        "Failed reads of a collector source, retried on the next scan."
+    );
+    describe_histogram!(
+        COLLECTOR_SCAN_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one collector scan of all sources."
+    );
+    describe_gauge!(
+        COLLECTOR_UNPULLED_RECORDS,
+        "Records in the collector cache not yet confirmed."
+    );
+    describe_gauge!(
+        COLLECTOR_MAX_SEQ_ID,
+        "Highest seq id the collector has assigned in its epoch."
+    );
+    describe_gauge!(
+        COLLECTOR_READING_PAUSED,
+        "1 while collector reading is paused by the unpulled-records cap."
+    );
+    describe_counter!(
+        COLLECTOR_REQUESTS_TOTAL,
+        "Collector pull API requests by route and outcome."
+    );
+    describe_counter!(
+        COLLECTOR_CONFIRMED_RECORDS_TOTAL,
+        "Records a collector marked as pulled by confirms."
+    );
+    describe_counter!(
+        COLLECTOR_EXPIRED_RECORDS_TOTAL,
+        "Confirmed records a collector deleted after the retention period."
+    );
 }
 
 /// Every metric name, for documentation checks.
@@ -134,6 +198,16 @@ pub const ALL: &[&str] = &[
     WORKER_BATCHES_TOTAL,
     PUSH_REQUESTS_TOTAL,
     PUSH_DURATION_SECONDS,
+    COLLECTOR_LINES_TOTAL,
+    COLLECTOR_FILE_RESETS_TOTAL,
+    COLLECTOR_SOURCE_ERRORS_TOTAL,
+    COLLECTOR_SCAN_DURATION_SECONDS,
+    COLLECTOR_UNPULLED_RECORDS,
+    COLLECTOR_MAX_SEQ_ID,
+    COLLECTOR_READING_PAUSED,
+    COLLECTOR_REQUESTS_TOTAL,
+    COLLECTOR_CONFIRMED_RECORDS_TOTAL,
+    COLLECTOR_EXPIRED_RECORDS_TOTAL,
 ];
 
 #[cfg(test)]
@@ -171,19 +245,15 @@ mod tests {
         let set: BTreeSet<_> = ALL.iter().collect();
         assert_eq!(set.len(), ALL.len(), "a metric is listed twice in ALL");
         for m in ALL {
-            assert!(m.starts_with("botpipe_"), "{m}");
             assert!(
-                m.ends_with("_total")
-                    || m.ends_with("_seconds")
-                    || m.ends_with("_bytes")
-                    || [
-                        "botpipe_queue_depth",
-                        "botpipe_queue_pending",
-                        "botpipe_spool_depth",
-                        "botpipe_pull_cursor"
-                    ]
-                    .contains(m),
-                "{m}: counters end in _total, durations in _seconds, sizes in _bytes"
+                m.starts_with("botpipe_")
+                    && m.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{m}: botpipe_<component>_<noun>_<unit>[_total], snake_case"
+            );
+            assert!(
+                !m.ends_with("_ms") && !m.ends_with("_milliseconds") && !m.ends_with("_count"),
+                "{m}: base units (seconds), and no suffix Prometheus adds itself"
             );
         }
     }

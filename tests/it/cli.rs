@@ -177,10 +177,16 @@ async fn status_reads_the_files_directly_or_asks_a_running_botpipe() {
         50,
     )];
     let app = spawn_app_with(tempfile::tempdir().unwrap(), settings).await;
-    wait_until(WAIT, "all pulled and stored", || async {
+    wait_until(WAIT, "all pulled, stored, and the cursor saved", || async {
         tc.collector.unpulled() == 0
             && app.queue.depth().await.unwrap().total == 0
             && app.store.counts().await.unwrap().total_communications() == 120
+            && app
+                .handoff
+                .load_cursor("status-east")
+                .await
+                .unwrap()
+                .is_some_and(|c| c.seq == 121)
     })
     .await;
 

@@ -62,11 +62,18 @@ async fn health_ready_status_and_metrics_answer() {
         assert_eq!(ready[dep]["ok"], true, "{dep}: {ready}");
     }
 
-    wait_until(DRAIN, "all records stored", || async {
-        tc.collector.unpulled() == 0
-            && app.store.counts().await.unwrap().total_communications() == 250
-            && app.queue.depth().await.unwrap().total == 0
-    })
+    wait_until(
+        DRAIN,
+        "all records stored and the cursor at the end",
+        || async {
+            let (_, status) = get_json(&app, "/api/status").await;
+            tc.collector.unpulled() == 0
+                && app.store.counts().await.unwrap().total_communications() == 250
+                && app.queue.depth().await.unwrap().total == 0
+                && status["endpoints"][0]["cursor"] == 250
+                && status["endpoints"][0]["lag"] == 0
+        },
+    )
     .await;
     let (code, body) = get(&app, "/api/status").await;
     assert_eq!(code, 200);
@@ -204,9 +211,11 @@ async fn metrics_series_move_while_records_flow() {
     push_records(&tc.collector, 300, 2);
     tc.collector
         .push(wire("10.0.0.1", "2026-03-03T00:00:00", "mozi", "online"));
-    wait_until(DRAIN, "records stored", || async {
+    wait_until(DRAIN, "records stored and the cursor exported", || async {
+        let (_, text) = get(&app, "/metrics").await;
         tc.collector.unpulled() == 0
             && app.store.counts().await.unwrap().total_communications() == 300
+            && sample(&text, "botpipe_pull_cursor", &ep) == Some(301.0)
     })
     .await;
     let (_, after) = get(&app, "/metrics").await;

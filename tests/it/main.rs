@@ -2,6 +2,8 @@
 //! MariaDB and Redis on this machine. `TEST_LOG=1` shows logs.
 
 mod cli;
+mod collector;
+mod collector_e2e;
 mod crash;
 mod helpers;
 mod http;

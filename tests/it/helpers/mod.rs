@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod bin;
+pub mod collector;
 pub mod prom;
 pub mod wait;
 
