@@ -11,12 +11,18 @@ pub enum AppError {
     /// Not yet built in this version.
     #[error("{0} is not built yet")]
     NotBuilt(&'static str),
+    /// Geodata could not be opened or queried.
+    #[error(transparent)]
+    Enrich(#[from] crate::enrich::EnrichError),
 }
 
 impl AppError {
     /// Process exit code: 2 for configuration and usage problems, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
-        1
+        match self {
+            Self::Enrich(e) if e.is_usage() => 2,
+            _ => 1,
+        }
     }
 }
 

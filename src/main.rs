@@ -16,11 +16,12 @@ async fn main() -> ExitCode {
         Command::Worker(args) => botpipe::app::run_workers_only(config, args).await,
         Command::Demo(args) => botpipe::demo::run(args).await,
         Command::Migrate => botpipe::app::migrate(config).await,
-        Command::Collector(_)
-        | Command::Validate(_)
-        | Command::Status(_)
-        | Command::Dlq(_)
-        | Command::Geoip(_) => Err(botpipe::app::AppError::NotBuilt("this subcommand")),
+        Command::Geoip(args) => botpipe::enrich::geoip_command(config, args)
+            .await
+            .map_err(Into::into),
+        Command::Collector(_) | Command::Validate(_) | Command::Status(_) | Command::Dlq(_) => {
+            Err(botpipe::app::AppError::NotBuilt("this subcommand"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
