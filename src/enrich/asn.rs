@@ -5,7 +5,8 @@
 //! so a lookup is one binary search and no allocation until the answer is copied out. The IPv4
 //! table (6.6 MB for the free file) is too big for the CPU cache, so each of a plain binary
 //! search's 19 probes would miss; a 256 KB index by the address's top 16 bits narrows the search
-//! to the few ranges of one /16 first (`benches/enrich.rs`: 263 → see docs/performance.md). Loading the
+//! to the few ranges of one /16 first (about 5× faster in `benches/enrich.rs`; figures in
+//! `docs/performance.md`). Loading the
 //! full free CSV (about 400k IPv4 and 100k IPv6 ranges) takes a fraction of a second and happens
 //! only at start and when the file changes. Ranges are expected not to overlap (the published
 //! files do not); overlaps are counted at load and logged, and a lookup inside an overlap answers

@@ -12,9 +12,12 @@
 //! - Non-public addresses (private, loopback, CGNAT, …) are unknown without asking any database,
 //!   whatever a database may hold for them.
 //!
-//! The cache is `quick_cache`, sized [`DEFAULT_CACHE_CAPACITY`]: `benches/enrich.rs` shows it
-//! pays when IPs repeat, as they do within and across batches, and costs little when they do not
-//! (`docs/performance.md`, "Enrichment"). Unknown answers are cached like any other.
+//! The optional cache is `quick_cache` (perf-notes: moka costs more than it saves). It is off by
+//! default ([`DEFAULT_CACHE_CAPACITY`] is 0) because `benches/enrich.rs` shows it does not pay
+//! here: a hit must still clone the owned strings of a [`Geo`] (the `Lookup` signature returns
+//! one by value), which costs about as much as a tree walk whose upper levels the CPU cache
+//! already holds for recurring IPs; figures in `docs/performance.md`, "Enrichment". When it is
+//! on, unknown answers are cached like any other.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -33,9 +36,9 @@ use super::{EnrichError, Geo, Lookup, LookupResult};
 use crate::record::NodeIp;
 use crate::telemetry::metrics as m;
 
-/// Entries in the lookup cache: about 10 MB at most, and enough for several large batches of
-/// distinct IPs.
-pub const DEFAULT_CACHE_CAPACITY: usize = 65_536;
+/// Entries in the lookup cache of [`super::open`]: 0, no cache, because it does not pay (module
+/// docs). [`DatabaseLookup::open`] takes another capacity for measuring.
+pub const DEFAULT_CACHE_CAPACITY: usize = 0;
 
 /// How often [`DatabaseLookup::watch_until_stopped`] checks the files (one `stat` each).
 pub const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(5);

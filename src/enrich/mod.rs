@@ -1,6 +1,6 @@
 //! IP enrichment: the geo [`Lookup`] seam between workers and geolocation/ASN databases.
 //!
-//! A lookup is synchronous and takes about a microsecond; an unknown IP is a normal result
+//! A lookup is synchronous and takes one to a few microseconds; an unknown IP is a normal result
 //! ([`Geo::unknown`]) and is never retried. With no databases configured, [`AnyLookup::Disabled`]
 //! is a real mode: every IP is unknown, the store leaves geography NULL and `is_china` false, and
 //! the worker does not know the difference.
