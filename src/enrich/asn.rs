@@ -91,8 +91,10 @@ impl AsnDb {
                 line,
                 detail,
             })?;
+            // Info, not warn: the published free file has one harmless overlap, and a warning
+            // on every start would train operators to ignore warnings.
             if table.overlaps > 0 {
-                tracing::warn!(path = %path.display(), overlaps = table.overlaps,
+                tracing::info!(path = %path.display(), overlaps = table.overlaps,
                     "ASN ranges overlap; lookups inside an overlap use the range that starts last.");
             }
             AsnSource::Ranges(table)
