@@ -82,6 +82,9 @@ pub enum AppError {
     /// `botpipe collector` failed.
     #[error(transparent)]
     Collector(#[from] crate::collector::CollectorError),
+    /// Geodata could not be opened or queried.
+    #[error(transparent)]
+    Enrich(#[from] crate::enrich::EnrichError),
 }
 
 impl AppError {
@@ -90,6 +93,7 @@ impl AppError {
         match self {
             Self::Config(_) | Self::Secret { .. } | Self::Push(_) => 2,
             Self::Collector(e) => e.exit_code(),
+            Self::Enrich(e) if e.is_usage() => 2,
             _ => 1,
         }
     }
@@ -188,7 +192,7 @@ impl App {
         if settings.store.migrate_on_start {
             store.migrate(&settings.allowed_types).await?;
         }
-        let lookup = AnyLookup::Disabled;
+        let lookup = crate::enrich::open(&settings.geo, &settings.data_dir)?;
         let (listener, http_addr) = if mode == Mode::Full {
             let l = TcpListener::bind(settings.http_listen)
                 .await
@@ -271,6 +275,9 @@ impl App {
         let workers = TaskTracker::new();
         let aux = TaskTracker::new();
 
+        let geo_watch = self.lookup.clone();
+        let geo_token = aux_token.clone();
+        aux.spawn(async move { geo_watch.watch_until_stopped(geo_token).await });
         aux.spawn(sample_depths(
             self.handoff.clone(),
             Arc::clone(&self.backpressure),

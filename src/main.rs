@@ -27,7 +27,9 @@ async fn main() -> ExitCode {
         Command::Validate(args) => botpipe::ops::validate::run(config, args).await,
         Command::Status(args) => botpipe::ops::status::run(config, args).await,
         Command::Dlq(args) => botpipe::ops::dlq::run(config, args).await,
-        Command::Geoip(_) => Err(botpipe::app::AppError::NotBuilt("this subcommand")),
+        Command::Geoip(args) => botpipe::enrich::geoip_command(config, args)
+            .await
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

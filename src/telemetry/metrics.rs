@@ -40,6 +40,12 @@ pub const HANDOFF_TOTAL: &str = "botpipe_handoff_total";
 pub const HANDOFF_SECONDS: &str = "botpipe_handoff_seconds";
 /// Geo lookups by `result` (hit, unknown, disabled).
 pub const ENRICH_LOOKUPS_TOTAL: &str = "botpipe_enrich_lookups_total";
+/// Build time of each open geo database (Unix seconds), by `database` (the configured file's
+/// name); an ASN CSV, which has no build time, reports its modification time.
+pub const ENRICH_DATABASE_BUILD_TIMESTAMP_SECONDS: &str =
+    "botpipe_enrich_database_build_timestamp_seconds";
+/// Geo database reloads after a file changed on disk, by `outcome` (ok, failed).
+pub const ENRICH_RELOADS_TOTAL: &str = "botpipe_enrich_reloads_total";
 /// Duration of one store transaction for a batch.
 pub const STORE_BATCH_SECONDS: &str = "botpipe_store_batch_seconds";
 /// Store batches by `outcome` (ok, retry, failed).
@@ -117,6 +123,15 @@ pub fn describe_all() {
         "Duration of one durable hand-off."
     );
     describe_counter!(ENRICH_LOOKUPS_TOTAL, "Geo lookups by result.");
+    describe_gauge!(
+        ENRICH_DATABASE_BUILD_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Build time of each open geo database, as Unix seconds."
+    );
+    describe_counter!(
+        ENRICH_RELOADS_TOTAL,
+        "Geo database reloads after a file changed, by outcome."
+    );
     describe_histogram!(
         STORE_BATCH_SECONDS,
         Unit::Seconds,
@@ -193,6 +208,8 @@ pub const ALL: &[&str] = &[
     HANDOFF_TOTAL,
     HANDOFF_SECONDS,
     ENRICH_LOOKUPS_TOTAL,
+    ENRICH_DATABASE_BUILD_TIMESTAMP_SECONDS,
+    ENRICH_RELOADS_TOTAL,
     STORE_BATCH_SECONDS,
     STORE_BATCHES_TOTAL,
     WORKER_BATCHES_TOTAL,

@@ -5,6 +5,7 @@ mod cli;
 mod collector;
 mod collector_e2e;
 mod crash;
+mod enrich;
 mod helpers;
 mod http;
 mod logging;

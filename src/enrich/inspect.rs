@@ -1,0 +1,231 @@
+//! `botpipe geoip <ip>…`: what each configured database says about some IPs, and what botpipe
+//! stores as a result. A diagnostic for operators choosing or checking geodata; it opens the
+//! same files the worker would (configured, or discovered under `<data_dir>/geo/`).
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::asn::AsnDb;
+use super::city::CityDb;
+use super::{resolve_paths, DatabaseLookup, EnrichError, Geo, Lookup, GEO_DIR};
+use crate::cli::GeoipArgs;
+use crate::record::NodeIp;
+
+/// Runs `botpipe geoip`: loads the configuration, opens every database and prints, per IP, each
+/// database's answer and the merged result botpipe would store.
+///
+/// # Errors
+/// A configuration that does not load, an argument that is not an IP, or no database at all.
+/// A database that fails to open is reported in the output, not as an error, so the others can
+/// still be compared.
+pub async fn geoip_command(config: Option<&Path>, args: GeoipArgs) -> Result<(), EnrichError> {
+    let settings = crate::config::load(config)?;
+    let ips = args
+        .ips
+        .iter()
+        .map(|s| parse_ip(s).ok_or_else(|| EnrichError::BadIp(s.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (city_paths, asn_path) = resolve_paths(&settings.geo, &settings.data_dir);
+    if city_paths.is_empty() && asn_path.is_none() {
+        return Err(EnrichError::NoDatabases {
+            dir: settings.data_dir.join(GEO_DIR),
+        });
+    }
+    let report = tokio::task::spawn_blocking(move || {
+        let city: Vec<_> = city_paths
+            .iter()
+            .map(|p| (p.clone(), CityDb::open(p).map(Arc::new)))
+            .collect();
+        let asn = asn_path.map(|p| {
+            let db = AsnDb::open(&p).map(Arc::new);
+            (p, db)
+        });
+        render(&ips, &city, asn.as_ref())
+    })
+    .await
+    .unwrap_or_else(|e| format!("geoip report failed: {e}\n"));
+    print!("{report}");
+    Ok(())
+}
+
+/// An IP as typed, accepting the zero-padded IPv4 legacy collectors write.
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    s.parse()
+        .ok()
+        .or_else(|| NodeIp::parse(s).ok().map(NodeIp::addr))
+}
+
+type Opened<T> = (std::path::PathBuf, Result<Arc<T>, EnrichError>);
+
+/// The report text. Writing to a `String` cannot fail, hence the ignored `fmt::Result`s.
+fn render(ips: &[IpAddr], city: &[Opened<CityDb>], asn: Option<&Opened<AsnDb>>) -> String {
+    let mut out = String::new();
+    let width = city
+        .iter()
+        .map(|(p, _)| p)
+        .chain(asn.map(|(p, _)| p))
+        .map(|p| super::city::display_name(p).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("botpipe stores".len());
+    out.push_str("Databases, in lookup order:\n");
+    for (path, db) in city {
+        let _ = match db {
+            Ok(db) => writeln!(
+                out,
+                "  {}: {}, type {:?}, built {}",
+                path.display(),
+                db.layout(),
+                db.database_type(),
+                date(Some(db.build_epoch()))
+            ),
+            Err(e) => writeln!(out, "  {}: NOT OPENED: {e}", path.display()),
+        };
+    }
+    if let Some((path, db)) = asn {
+        let _ = match db {
+            Ok(db) => writeln!(
+                out,
+                "  {}: {}, built {}",
+                path.display(),
+                db.kind(),
+                date(db.build_epoch())
+            ),
+            Err(e) => writeln!(out, "  {}: NOT OPENED: {e}", path.display()),
+        };
+    }
+    let opened_city = city
+        .iter()
+        .filter_map(|(_, db)| db.as_ref().ok().cloned())
+        .collect();
+    let opened_asn = asn.and_then(|(_, db)| db.as_ref().ok().cloned());
+    let merged = DatabaseLookup::from_databases(opened_city, opened_asn, 0);
+    for ip in ips {
+        let _ = writeln!(out, "\n{ip}");
+        if NodeIp::from_ip(*ip).is_err() {
+            let _ = writeln!(
+                out,
+                "  not a public address: botpipe stores it without geography"
+            );
+        }
+        for (path, db) in city {
+            if let Ok(db) = db {
+                let answer = if ip.is_ipv6() && !db.has_ipv6() {
+                    "(IPv4-only database)".to_owned()
+                } else {
+                    describe(db.lookup(*ip).as_ref())
+                };
+                let _ = writeln!(out, "  {:<width$}  {answer}", db.name());
+            } else {
+                let _ = writeln!(out, "  {:<width$}  (not opened)", path.display());
+            }
+        }
+        if let Some((_, Ok(db))) = asn {
+            let answer = match db.lookup(*ip) {
+                Some(a) => format!("AS{} {}", a.number, a.organisation.unwrap_or("")),
+                None => "unknown".to_owned(),
+            };
+            let _ = writeln!(out, "  {:<width$}  {}", db.name(), answer.trim_end());
+        }
+        let (geo, result) = merged.lookup(*ip);
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {} ({})",
+            "botpipe stores",
+            describe(Some(&geo)),
+            result.as_str()
+        );
+    }
+    out
+}
+
+fn describe(geo: Option<&Geo>) -> String {
+    let Some(geo) = geo.filter(|g| g.is_known()) else {
+        return "unknown".to_owned();
+    };
+    let mut parts = Vec::new();
+    let mut text = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            parts.push(format!("{k}={v}"));
+        }
+    };
+    text("continent", &geo.continent);
+    text("country", &geo.country);
+    text("province", &geo.province);
+    text("city", &geo.city);
+    text("isp", &geo.isp);
+    text("asn", &geo.asn);
+    if let (Some(lon), Some(lat)) = (geo.longitude, geo.latitude) {
+        parts.push(format!("lon={lon} lat={lat}"));
+    }
+    parts.push(format!("is_china={}", geo.is_china));
+    parts.join(" ")
+}
+
+fn date(epoch: Option<u64>) -> String {
+    epoch
+        .and_then(|e| i64::try_from(e).ok())
+        .and_then(|e| chrono::DateTime::from_timestamp(e, 0))
+        .map_or_else(
+            || "unknown".to_owned(),
+            |d| d.format("%Y-%m-%d").to_string(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/geo")
+            .join(name)
+    }
+
+    #[test]
+    fn report_shows_each_database_and_the_stored_result() {
+        let city: Vec<_> = ["awdb-city.awdb", "flat-city-ipv4.mmdb", "missing.mmdb"]
+            .iter()
+            .map(|f| {
+                let p = fixture(f);
+                let db = CityDb::open(&p).map(Arc::new);
+                (p, db)
+            })
+            .collect();
+        let asn_path = fixture("asn.csv");
+        let asn = (asn_path.clone(), AsnDb::open(&asn_path).map(Arc::new));
+        let ips: Vec<IpAddr> = ["14.19.132.125", "240e::1", "10.0.0.1", "9.9.9.9"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let out = render(&ips, &city, Some(&asn));
+        assert!(out.contains("ipplus360 AWDB city"), "{out}");
+        assert!(out.contains("missing.mmdb: NOT OPENED"), "{out}");
+        assert!(out.contains("built 2026-01-01"), "{out}");
+        assert!(
+            out.contains("province=广东 city=深圳 isp=中国电信 asn=AS4134"),
+            "{out}"
+        );
+        assert!(out.contains("province=广东 city=Guangzhou"), "{out}");
+        assert!(out.contains("AS4134 Chinanet"), "{out}");
+        assert!(out.contains("(IPv4-only database)"), "{out}");
+        assert!(out.contains("not a public address"), "{out}");
+        assert!(out.contains("unknown (unknown)"), "{out}");
+        assert!(out.contains("(hit)"), "{out}");
+    }
+
+    #[test]
+    fn ips_parse_like_collectors_write_them() {
+        assert_eq!(parse_ip(" 1.2.3.4 "), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(
+            parse_ip("014.019.132.125"),
+            Some("14.19.132.125".parse().unwrap())
+        );
+        assert_eq!(parse_ip("::1"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_ip("nope"), None);
+    }
+}
