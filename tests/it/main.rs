@@ -1,4 +1,7 @@
 //! botpipe's integration tests: one binary, real components on random ports, real PostgreSQL,
 //! MariaDB and Redis on this machine. `TEST_LOG=1` shows logs.
 
+mod handoff_faults;
 mod helpers;
+mod queue_contract;
+mod queue_redis;
