@@ -1,45 +1,447 @@
-//! Wiring: builds the queue, store, lookup, pullers, workers and HTTP server from [`Settings`]
-//! and runs them until the shutdown token fires.
+//! Wiring: [`App::build`] turns [`Settings`] into running parts (queue and spool, store,
+//! lookup, pullers, workers, HTTP server); [`App::run_until_stopped`] runs them until the token
+//! is cancelled and then shuts down in the order of design invariant 6:
+//! pullers stop (a cycle in flight finishes its hand-off), workers finish their batch, the HTTP
+//! server drains, all within the grace period.
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cli::RunArgs;
+use crate::config::{ConfigError, QueueBackend, SecretError, Settings, StoreKind};
+use crate::enrich::AnyLookup;
+use crate::http::{router, HttpState};
+use crate::pull::{PullClient, Puller, StatusBoard};
+use crate::queue::{AnyQueue, Backpressure, EmbeddedQueue, Handoff, Queue, QueueError};
+use crate::record::RecordContext;
+use crate::store::{AnyStore, SqliteStore, Store, StoreError};
+use crate::telemetry::metrics as m;
+use crate::worker::Worker;
+
+/// How often queue and spool depth are sampled for gauges and backpressure.
+const DEPTH_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Why botpipe could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// Not yet built in this version.
+    /// The configuration is invalid or unreadable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A secret could not be resolved.
+    #[error("endpoint {endpoint}: {source}")]
+    Secret {
+        /// Which endpoint or component.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        source: SecretError,
+    },
+    /// The queue could not be opened.
+    #[error("opening the queue: {0}")]
+    Queue(#[from] QueueError),
+    /// The store could not be opened or migrated.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// The HTTP listener could not be bound.
+    #[error("binding the HTTP listener on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An HTTP client could not be built.
+    #[error("endpoint {endpoint}: building the HTTP client: {source}")]
+    Client {
+        /// The endpoint.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A feature this build does not have yet.
     #[error("{0} is not built yet")]
     NotBuilt(&'static str),
+    /// Something failed while running.
+    #[error("{0}")]
+    Runtime(String),
+    /// `botpipe collector` failed.
+    #[error(transparent)]
+    Collector(#[from] crate::collector::CollectorError),
 }
 
 impl AppError {
     /// Process exit code: 2 for configuration and usage problems, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
-        1
+        match self {
+            Self::Config(_) | Self::Secret { .. } => 2,
+            Self::Collector(e) => e.exit_code(),
+            _ => 1,
+        }
     }
+}
+
+/// Which parts `run_until_stopped` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Pullers, workers and HTTP (`botpipe run`).
+    Full,
+    /// Workers only (`botpipe worker`).
+    WorkersOnly,
+}
+
+/// A built, not yet running botpipe.
+#[derive(Debug)]
+pub struct App {
+    settings: Settings,
+    mode: Mode,
+    handoff: Handoff,
+    store: AnyStore,
+    lookup: AnyLookup,
+    board: StatusBoard,
+    backpressure: Arc<Backpressure>,
+    listener: Option<TcpListener>,
+    http_addr: Option<SocketAddr>,
+}
+
+/// Opens the configured queue and, for Redis, the spool.
+///
+/// # Errors
+/// When the queue file cannot be opened.
+pub async fn open_queue(
+    settings: &Settings,
+) -> Result<(AnyQueue, Option<EmbeddedQueue>), QueueError> {
+    let q = &settings.queue;
+    match &q.backend {
+        QueueBackend::Embedded { path } => Ok((
+            AnyQueue::Embedded(EmbeddedQueue::open(
+                path,
+                q.lease_timeout,
+                q.max_deliveries,
+            )?),
+            None,
+        )),
+        QueueBackend::Redis(_) => Err(QueueError::Closed),
+    }
+}
+
+/// Opens the configured store (without migrating).
+///
+/// # Errors
+/// When the database cannot be opened.
+pub async fn open_store(settings: &Settings) -> Result<AnyStore, AppError> {
+    match &settings.store.kind {
+        StoreKind::Sqlite(path) => Ok(AnyStore::Sqlite(SqliteStore::open(path)?)),
+        StoreKind::Postgres(_) | StoreKind::Mysql(_) => {
+            Err(AppError::NotBuilt("PostgreSQL/MySQL store"))
+        }
+    }
+}
+
+impl App {
+    /// Opens every dependency, migrates the store (unless disabled) and binds the HTTP listener.
+    ///
+    /// # Errors
+    /// When a dependency cannot be opened or the listener cannot be bound.
+    pub async fn build(settings: Settings, mode: Mode) -> Result<Self, AppError> {
+        let _ = crate::telemetry::prometheus();
+        let (queue, spool) = open_queue(&settings).await?;
+        let handoff = Handoff::new(queue, spool, settings.queue.handoff_deadline);
+        let store = open_store(&settings).await?;
+        if settings.store.migrate_on_start {
+            store.migrate(&settings.allowed_types).await?;
+        }
+        let lookup = AnyLookup::Disabled;
+        let (listener, http_addr) = if mode == Mode::Full {
+            let l = TcpListener::bind(settings.http_listen)
+                .await
+                .map_err(|source| AppError::Bind {
+                    addr: settings.http_listen,
+                    source,
+                })?;
+            let addr = l.local_addr().map_err(|source| AppError::Bind {
+                addr: settings.http_listen,
+                source,
+            })?;
+            (Some(l), Some(addr))
+        } else {
+            (None, None)
+        };
+        let q = &settings.queue;
+        let backpressure = Arc::new(Backpressure::new(
+            q.high_watermark,
+            q.low_watermark,
+            q.spool_max_batches,
+        ));
+        Ok(Self {
+            settings,
+            mode,
+            handoff,
+            store,
+            lookup,
+            board: StatusBoard::default(),
+            backpressure,
+            listener,
+            http_addr,
+        })
+    }
+
+    /// The bound HTTP address (port 0 resolved), in `Full` mode.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The store (for summaries and tests).
+    pub fn store(&self) -> &AnyStore {
+        &self.store
+    }
+
+    /// Queue and spool.
+    pub fn handoff(&self) -> &Handoff {
+        &self.handoff
+    }
+
+    /// The pull status board.
+    pub fn board(&self) -> &StatusBoard {
+        &self.board
+    }
+
+    /// Runs until `token` is cancelled, then shuts down within `grace`.
+    ///
+    /// # Errors
+    /// When an endpoint's key or client cannot be set up.
+    pub async fn run_until_stopped(
+        self,
+        token: CancellationToken,
+        grace: Duration,
+    ) -> Result<(), AppError> {
+        let pull_token = CancellationToken::new();
+        let work_token = CancellationToken::new();
+        let aux_token = CancellationToken::new();
+        let pullers = TaskTracker::new();
+        let workers = TaskTracker::new();
+        let aux = TaskTracker::new();
+
+        aux.spawn(sample_depths(
+            self.handoff.clone(),
+            Arc::clone(&self.backpressure),
+            aux_token.clone(),
+        ));
+
+        if self.mode == Mode::Full && self.settings.enabled_endpoints().next().is_none() {
+            tracing::warn!("No enabled endpoints are configured: nothing will be pulled. Add [endpoints.<name>] sections (see botpipe.example.toml), or try `botpipe demo`.");
+        }
+        if self.mode == Mode::Full {
+            for e in self.settings.enabled_endpoints() {
+                let key = match &e.api_key {
+                    Some(src) => Some(src.resolve().map_err(|source| AppError::Secret {
+                        endpoint: e.name.clone(),
+                        source,
+                    })?),
+                    None => None,
+                };
+                let client = PullClient::new(e, key).map_err(|source| AppError::Client {
+                    endpoint: e.name.clone(),
+                    source,
+                })?;
+                let cursor = match self.handoff.load_cursor(&e.name).await {
+                    Ok(c) => c,
+                    Err(err) => {
+                        tracing::warn!(endpoint = %e.name, error = %err, "Could not load the cursor; starting without one (the collector returns only unconfirmed records).");
+                        None
+                    }
+                };
+                let ctx = RecordContext {
+                    source: e.name.clone(),
+                    tz: e.timezone,
+                    allowed: Arc::clone(&self.settings.allowed_types),
+                };
+                let puller = Puller::new(
+                    client,
+                    ctx,
+                    self.handoff.clone(),
+                    cursor,
+                    e.batch_size,
+                    self.board.clone(),
+                );
+                pullers.spawn(crate::pull::scheduler::run_until_stopped(
+                    puller,
+                    e.interval,
+                    Arc::clone(&self.backpressure),
+                    self.board.clone(),
+                    pull_token.clone(),
+                ));
+            }
+        }
+
+        let base = Worker::new(
+            format!("{}-w0", consumer_prefix()),
+            self.handoff.queue().clone(),
+            self.store.clone(),
+            self.lookup.clone(),
+        );
+        for i in 0..self.settings.worker_count {
+            let w = base.sibling(format!("{}-w{i}", consumer_prefix()));
+            workers.spawn(w.run_until_stopped(work_token.clone()));
+        }
+
+        if let Some(listener) = self.listener {
+            let state = HttpState {
+                board: self.board.clone(),
+                handoff: self.handoff.clone(),
+                store: self.store.clone(),
+                lookup: self.lookup.clone(),
+                backpressure: Arc::clone(&self.backpressure),
+                prometheus: crate::telemetry::prometheus(),
+            };
+            let http_token = aux_token.clone();
+            tracing::info!(addr = ?self.http_addr, "HTTP server listening.");
+            aux.spawn(async move {
+                let serve = axum::serve(listener, router(state))
+                    .with_graceful_shutdown(http_token.cancelled_owned());
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTP server failed.");
+                }
+            });
+        }
+        tracing::info!(
+            endpoints = self.settings.enabled_endpoints().count(),
+            workers = self.settings.worker_count,
+            store = ?self.settings.store.kind,
+            "botpipe running."
+        );
+
+        token.cancelled().await;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "Shutting down: stopping pullers."
+        );
+        let deadline = tokio::time::Instant::now() + grace;
+        pullers.close();
+        workers.close();
+        aux.close();
+        pull_token.cancel();
+        if tokio::time::timeout_at(deadline, pullers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Pullers did not stop within the grace period; unconfirmed batches will be pulled again.");
+        }
+        work_token.cancel();
+        if tokio::time::timeout_at(deadline, workers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Workers did not finish within the grace period; their batches will be redelivered.");
+        }
+        aux_token.cancel();
+        let _ = tokio::time::timeout_at(deadline, aux.wait()).await;
+        tracing::info!("botpipe stopped.");
+        Ok(())
+    }
+}
+
+/// A consumer-name prefix unique to this process.
+fn consumer_prefix() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "botpipe".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Samples queue and spool depth from the backends themselves, sets the gauges and feeds
+/// backpressure.
+async fn sample_depths(
+    handoff: Handoff,
+    backpressure: Arc<Backpressure>,
+    token: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(DEPTH_SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let probe = crate::http::PROBE_TIMEOUT;
+        let queue = tokio::time::timeout(probe, handoff.queue().depth())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let spool = match handoff.spool() {
+            Some(s) => tokio::time::timeout(probe, s.depth())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|d| d.total),
+            None => Some(0),
+        };
+        if let Some(q) = queue {
+            metrics::gauge!(m::QUEUE_DEPTH).set(q.total as f64);
+            metrics::gauge!(m::QUEUE_PENDING).set(q.pending as f64);
+        }
+        if let Some(s) = spool {
+            metrics::gauge!(m::SPOOL_DEPTH).set(s as f64);
+        }
+        // Only the pending work counts against the marks: leased batches are being stored.
+        if let (Some(q), Some(s)) = (queue, spool) {
+            backpressure.observe(q.total.saturating_sub(q.pending), s);
+        }
+    }
+}
+
+fn load_settings(config: Option<&Path>) -> Result<Settings, AppError> {
+    Ok(crate::config::load(config)?)
+}
+
+async fn run_mode(config: Option<&Path>, args: RunArgs, mode: Mode) -> Result<(), AppError> {
+    let mut settings = load_settings(config)?;
+    if let Some(w) = args.workers {
+        settings.worker_count = w.max(1);
+    }
+    if let Some(addr) = args.http_listen {
+        settings.http_listen = addr;
+    }
+    let token = crate::shutdown::token_on_signal();
+    let app = App::build(settings, mode).await?;
+    app.run_until_stopped(token, args.shutdown_timeout).await
 }
 
 /// `botpipe run`.
 ///
 /// # Errors
 /// On configuration, start-up or runtime failure.
-pub async fn run(_config: Option<&Path>, _args: RunArgs) -> Result<(), AppError> {
-    Err(AppError::NotBuilt("run"))
+pub async fn run(config: Option<&Path>, args: RunArgs) -> Result<(), AppError> {
+    run_mode(config, args, Mode::Full).await
 }
 
 /// `botpipe worker`.
 ///
 /// # Errors
 /// On configuration, start-up or runtime failure.
-pub async fn run_workers_only(_config: Option<&Path>, _args: RunArgs) -> Result<(), AppError> {
-    Err(AppError::NotBuilt("worker"))
+pub async fn run_workers_only(config: Option<&Path>, args: RunArgs) -> Result<(), AppError> {
+    run_mode(config, args, Mode::WorkersOnly).await
 }
 
 /// `botpipe migrate`.
 ///
 /// # Errors
 /// On configuration or database failure.
-pub async fn migrate(_config: Option<&Path>) -> Result<(), AppError> {
-    Err(AppError::NotBuilt("migrate"))
+pub async fn migrate(config: Option<&Path>) -> Result<(), AppError> {
+    let settings = load_settings(config)?;
+    let store = open_store(&settings).await?;
+    store.migrate(&settings.allowed_types).await?;
+    let counts = store.counts().await?;
+    println!(
+        "Schema is current: {} botnet types, {} nodes, {} communications.",
+        settings.allowed_types.len(),
+        counts.total_nodes(),
+        counts.total_communications()
+    );
+    Ok(())
 }

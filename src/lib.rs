@@ -11,6 +11,8 @@
 //! - [`store`]: the platform schema and its merge rules behind [`store::Store`].
 //! - [`http`]: `/health`, `/ready`, `/metrics`, `/api/status`.
 //! - [`demo`]: an in-process demo collector and a summary, for `botpipe demo`.
+//! - [`collector`]: `botpipe collector`, the C2-side service: sources → seq-numbered cache →
+//!   pull API.
 //! - [`app`]: wires the components together; [`shutdown`]: signals and grace period.
 //! - [`telemetry`]: tracing setup and every metric name.
 #![deny(clippy::unwrap_used)]
@@ -19,14 +21,15 @@
 
 pub mod app;
 pub mod cli;
+pub mod collector;
 pub mod config;
 pub mod demo;
 pub mod enrich;
-//TODO pub mod http;
-//TODO pub mod pull;
+pub mod http;
+pub mod pull;
 pub mod queue;
 pub mod record;
-//TODO pub mod shutdown;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
-//TODO pub mod worker;
+pub mod worker;

@@ -10,8 +10,8 @@ pub use raw::{
     WorkerConfig,
 };
 pub use settings::{
-    EndpointSettings, GeoSettings, QueueBackend, QueueSettings, RedisSettings, SecretSource,
-    Settings, StoreKind, StoreSettings,
+    EndpointSettings, GeoSettings, QueueBackend, QueueSettings, RedisSettings, SecretError,
+    SecretSource, Settings, StoreKind, StoreSettings,
 };
 
 use std::fmt;

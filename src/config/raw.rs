@@ -133,10 +133,11 @@ pub struct EndpointConfig {
     pub interval: Option<Duration>,
     /// Records per pull, 1..=5000. Default 1000.
     pub batch_size: Option<u32>,
-    /// TCP connect timeout. Default `5s`.
+    /// TCP connect timeout. Default `5s`, or `timeout` if that is shorter.
     #[serde(default, with = "humantime_serde::option")]
     pub connect_timeout: Option<Duration>,
-    /// Total timeout of one HTTP request. Default `30s`, and below `interval`.
+    /// Total timeout of one HTTP request; must be below `interval`. Default `30s`, or 80% of
+    /// `interval` if that is shorter.
     #[serde(default, with = "humantime_serde::option")]
     pub timeout: Option<Duration>,
     /// IANA zone of the collector's naive timestamps. Default `Asia/Shanghai` (the legacy fleet).

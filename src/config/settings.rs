@@ -527,10 +527,12 @@ fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Collect) -> Option<
             format!("must be within 1..={MAX_BATCH_SIZE}"),
         );
     }
-    let connect_timeout = e.connect_timeout.unwrap_or(Duration::from_secs(5));
     let timeout = e
         .timeout
         .unwrap_or_else(|| Duration::from_secs(30).min(interval.mul_f64(0.8)));
+    let connect_timeout = e
+        .connect_timeout
+        .unwrap_or_else(|| Duration::from_secs(5).min(timeout));
     if timeout >= interval {
         c.push(
             at("timeout"),
@@ -643,6 +645,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn file_and_environment_layer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("botpipe.toml");
@@ -663,5 +666,19 @@ mod tests {
             Ok(())
         });
         assert!(load_raw(Some(Path::new("/nonexistent/botpipe.toml"))).is_err());
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use std::path::Path;
+
+    #[test]
+    fn example_config_is_complete_and_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("botpipe.example.toml");
+        // deny_unknown_fields makes a stale field name fail here.
+        let raw = crate::config::load_raw(Some(&path)).unwrap();
+        let s = super::Settings::try_from(raw).unwrap();
+        assert_eq!(s.endpoints.len(), 1);
     }
 }

@@ -87,6 +87,15 @@ pub enum AnyLookup {
     Disabled,
 }
 
+impl AnyLookup {
+    /// A short description for readiness and status output.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Disabled => "disabled: no geodata configured".into(),
+        }
+    }
+}
+
 impl Lookup for AnyLookup {
     fn lookup(&self, _ip: IpAddr) -> (Geo, LookupResult) {
         match self {

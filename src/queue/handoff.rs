@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{AnyQueue, EmbeddedQueue, Queue, QueueError};
+use super::{AnyQueue, Cursor, EmbeddedQueue, Queue, QueueError};
 use crate::record::Batch;
 use crate::telemetry::metrics as m;
 
@@ -121,5 +121,29 @@ impl Handoff {
         metrics::counter!(m::HANDOFF_TOTAL, "target" => target, "outcome" => outcome).increment(1);
         metrics::histogram!(m::HANDOFF_SECONDS).record(started.elapsed().as_secs_f64());
         result
+    }
+}
+
+impl Handoff {
+    /// Loads the cursor of `endpoint` from the queue's cursor store.
+    ///
+    /// # Errors
+    /// When the cursor store cannot be read.
+    pub async fn load_cursor(&self, endpoint: &str) -> Result<Option<Cursor>, QueueError> {
+        self.queue.load_cursor(endpoint).await
+    }
+
+    /// Persists the cursor of `endpoint`, bounded by the hand-off deadline.
+    ///
+    /// # Errors
+    /// When the cursor store fails or does not answer in time.
+    pub async fn save_cursor(&self, endpoint: &str, cursor: &Cursor) -> Result<(), QueueError> {
+        match tokio::time::timeout(self.deadline, self.queue.save_cursor(endpoint, cursor)).await {
+            Ok(r) => r,
+            Err(_) => Err(QueueError::Timeout {
+                op: "save_cursor",
+                after: self.deadline,
+            }),
+        }
     }
 }

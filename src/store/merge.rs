@@ -94,13 +94,11 @@ pub fn plan(batch: &EnrichedBatch) -> Vec<TypePlan<'_>> {
         delta: NodeDelta<'a>,
         geo_time: Option<DateTime<Utc>>,
     }
-    let mut by_type: BTreeMap<
-        &BotnetType,
-        (
-            BTreeMap<NodeIp, Acc<'_>>,
-            BTreeMap<(NodeIp, DateTime<Utc>, LogType), &Geo>,
-        ),
-    > = BTreeMap::new();
+    type PerType<'a> = (
+        BTreeMap<NodeIp, Acc<'a>>,
+        BTreeMap<(NodeIp, DateTime<Utc>, LogType), &'a Geo>,
+    );
+    let mut by_type: BTreeMap<&BotnetType, PerType<'_>> = BTreeMap::new();
     for (i, r) in batch.batch.records.iter().enumerate() {
         let geo = batch.geo.get(i).unwrap_or(unknown);
         let (nodes, comms) = by_type.entry(&r.botnet_type).or_default();

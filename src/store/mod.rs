@@ -127,7 +127,6 @@ impl StoreError {
                         || c.starts_with("57P")
                         || c == "1213"
                         || c == "1205"
-                        || c == "40001"
                 }),
                 _ => false,
             },

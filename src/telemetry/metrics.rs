@@ -50,6 +50,29 @@ pub const STORE_BATCH_SECONDS: &str = "botpipe_store_batch_seconds";
 pub const STORE_BATCHES_TOTAL: &str = "botpipe_store_batches_total";
 /// Batches a worker finished, by `outcome`.
 pub const WORKER_BATCHES_TOTAL: &str = "botpipe_worker_batches_total";
+/// Lines and table rows a collector read, by `source` (configuration) and `outcome` (stored,
+/// duplicate, no_match, bad_ip, non_public_ip, bad_timestamp, filtered_status, oversized).
+pub const COLLECTOR_LINES_TOTAL: &str = "botpipe_collector_lines_total";
+/// Files or tables a collector source read again from the start, by `source` and `reason`
+/// (truncated, replaced, table_restarted).
+pub const COLLECTOR_FILE_RESETS_TOTAL: &str = "botpipe_collector_file_resets_total";
+/// Failed reads of a collector source (retried next scan), by `source`.
+pub const COLLECTOR_SOURCE_ERRORS_TOTAL: &str = "botpipe_collector_source_errors_total";
+/// Duration of one collector scan of all sources.
+pub const COLLECTOR_SCAN_DURATION_SECONDS: &str = "botpipe_collector_scan_duration_seconds";
+/// Records in the collector cache not yet confirmed, sampled from the cache.
+pub const COLLECTOR_UNPULLED_RECORDS: &str = "botpipe_collector_unpulled_records";
+/// Highest seq id the collector has assigned in its epoch.
+pub const COLLECTOR_MAX_SEQ_ID: &str = "botpipe_collector_max_seq_id";
+/// 1 while the collector's reading is paused because unpulled records reached the cap.
+pub const COLLECTOR_READING_PAUSED: &str = "botpipe_collector_reading_paused";
+/// Pull API requests, by `route` (pull, confirm, stats, health, metrics) and `outcome` (ok,
+/// unauthorized, bad_request, unavailable).
+pub const COLLECTOR_REQUESTS_TOTAL: &str = "botpipe_collector_requests_total";
+/// Records a collector marked as pulled by confirms.
+pub const COLLECTOR_CONFIRMED_RECORDS_TOTAL: &str = "botpipe_collector_confirmed_records_total";
+/// Confirmed records a collector deleted after their retention period.
+pub const COLLECTOR_EXPIRED_RECORDS_TOTAL: &str = "botpipe_collector_expired_records_total";
 
 /// Registers descriptions for every metric above.
 pub fn describe_all() {
@@ -110,6 +133,47 @@ pub fn describe_all() {
         WORKER_BATCHES_TOTAL,
         "Batches processed by workers, by outcome."
     );
+    describe_counter!(
+        COLLECTOR_LINES_TOTAL,
+        "Lines and table rows a collector read, by source and outcome."
+    );
+    describe_counter!(
+        COLLECTOR_FILE_RESETS_TOTAL,
+        "Files or tables a collector read again from the start, by source and reason."
+    );
+    describe_counter!(
+        COLLECTOR_SOURCE_ERRORS_TOTAL,
+        "Failed reads of a collector source, retried on the next scan."
+    );
+    describe_histogram!(
+        COLLECTOR_SCAN_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one collector scan of all sources."
+    );
+    describe_gauge!(
+        COLLECTOR_UNPULLED_RECORDS,
+        "Records in the collector cache not yet confirmed."
+    );
+    describe_gauge!(
+        COLLECTOR_MAX_SEQ_ID,
+        "Highest seq id the collector has assigned in its epoch."
+    );
+    describe_gauge!(
+        COLLECTOR_READING_PAUSED,
+        "1 while collector reading is paused by the unpulled-records cap."
+    );
+    describe_counter!(
+        COLLECTOR_REQUESTS_TOTAL,
+        "Collector pull API requests by route and outcome."
+    );
+    describe_counter!(
+        COLLECTOR_CONFIRMED_RECORDS_TOTAL,
+        "Records a collector marked as pulled by confirms."
+    );
+    describe_counter!(
+        COLLECTOR_EXPIRED_RECORDS_TOTAL,
+        "Confirmed records a collector deleted after the retention period."
+    );
 }
 
 /// Every metric name, for documentation checks.
@@ -134,4 +198,14 @@ pub const ALL: &[&str] = &[
     STORE_BATCH_SECONDS,
     STORE_BATCHES_TOTAL,
     WORKER_BATCHES_TOTAL,
+    COLLECTOR_LINES_TOTAL,
+    COLLECTOR_FILE_RESETS_TOTAL,
+    COLLECTOR_SOURCE_ERRORS_TOTAL,
+    COLLECTOR_SCAN_DURATION_SECONDS,
+    COLLECTOR_UNPULLED_RECORDS,
+    COLLECTOR_MAX_SEQ_ID,
+    COLLECTOR_READING_PAUSED,
+    COLLECTOR_REQUESTS_TOTAL,
+    COLLECTOR_CONFIRMED_RECORDS_TOTAL,
+    COLLECTOR_EXPIRED_RECORDS_TOTAL,
 ];

@@ -53,3 +53,19 @@ pub fn prometheus() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// Displays an error with its whole `source()` chain (`outer: inner: root`), for log fields;
+/// many library errors (reqwest, sqlx) keep the useful part in their sources.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}

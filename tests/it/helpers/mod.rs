@@ -1,11 +1,17 @@
-//! Shared test harness: waiting on conditions, per-test state, a TCP fault proxy.
-#![allow(dead_code)]
+//! Shared test harness: starting components, waiting on conditions, per-test state, a TCP
+//! fault proxy.
+#![allow(dead_code, unused_imports)]
 
+pub mod app;
 pub mod batch;
+pub mod collector;
 pub mod keyspace;
 pub mod proxy;
 pub mod wait;
 
+pub use app::{
+    endpoint, spawn_app, spawn_app_with, spawn_collector, test_settings, TestApp, TestCollector,
+};
 pub use batch::test_batch;
 pub use wait::wait_until;
 
@@ -14,4 +20,9 @@ pub fn init_test_log() {
     if std::env::var_os("TEST_LOG").is_some() {
         botpipe::telemetry::init_logging(botpipe::telemetry::LogFormat::Pretty, "debug");
     }
+}
+
+/// A record object as a collector serves it.
+pub fn wire(ip: &str, ts: &str, botnet_type: &str, log_type: &str) -> serde_json::Value {
+    serde_json::json!({"ip": ip, "timestamp": ts, "botnet_type": botnet_type, "log_type": log_type})
 }

@@ -1,0 +1,287 @@
+//! An in-process collector serving the pull API from memory, for `botpipe demo` and for tests.
+//!
+//! It speaks both dialects of `shared/spec/pull-api.md`: [`Flavor::Botpipe`] (epoch,
+//! `global_max_seq_id`, idempotent `up_to_seq` confirms) and [`Flavor::Legacy`] (no epoch, no
+//! `global_max_seq_id`, `records` duplicated, positional confirms of the N oldest unpulled
+//! records). It also records every confirm so tests can check what was confirmed when.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Which collector dialect to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// botpipe's collector: epoch, `global_max_seq_id`, `up_to_seq` confirms.
+    Botpipe,
+    /// The legacy `c2_data_transport` server: positional confirms, no `global_max_seq_id`.
+    Legacy,
+}
+
+/// One confirm the collector received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmCall {
+    /// `count` of the request.
+    pub count: u64,
+    /// `up_to_seq` of the request, if sent.
+    pub up_to_seq: Option<u64>,
+    /// Seq ids this call marked as pulled.
+    pub marked: Vec<u64>,
+}
+
+#[derive(Debug)]
+struct Row {
+    record: Value,
+    pulled: bool,
+}
+
+#[derive(Debug)]
+struct State0 {
+    rows: BTreeMap<u64, Row>,
+    next_seq: u64,
+    epoch: String,
+    confirms: Vec<ConfirmCall>,
+    pulls: u64,
+}
+
+/// A collector held in memory. Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct DemoCollector {
+    flavor: Flavor,
+    api_key: Option<String>,
+    state: Arc<Mutex<State0>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullQuery {
+    limit: Option<String>,
+    count: Option<String>,
+    since_seq: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfirmBody {
+    count: Option<u64>,
+    up_to_seq: Option<u64>,
+}
+
+impl DemoCollector {
+    /// An empty collector of the given dialect, requiring `api_key` when set.
+    pub fn new(flavor: Flavor, api_key: Option<String>) -> Self {
+        Self {
+            flavor,
+            api_key,
+            state: Arc::new(Mutex::new(State0 {
+                rows: BTreeMap::new(),
+                next_seq: 1,
+                epoch: uuid::Uuid::new_v4().to_string(),
+                confirms: Vec::new(),
+                pulls: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State0> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a record object (any JSON, valid or not); the collector stamps `seq_id`,
+    /// `_cache_id` and `_seq_id` when it is an object. Returns its seq id.
+    pub fn push(&self, mut record: Value) -> u64 {
+        let mut s = self.lock();
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        if let Value::Object(map) = &mut record {
+            map.insert("seq_id".into(), json!(seq));
+            map.insert("_cache_id".into(), json!(seq));
+            map.insert("_seq_id".into(), json!(seq));
+        }
+        s.rows.insert(
+            seq,
+            Row {
+                record,
+                pulled: false,
+            },
+        );
+        seq
+    }
+
+    /// Recreates the cache: all rows gone, seq restarts at 1, a new epoch.
+    pub fn reset(&self) {
+        let mut s = self.lock();
+        s.rows.clear();
+        s.next_seq = 1;
+        s.epoch = uuid::Uuid::new_v4().to_string();
+    }
+
+    /// Records not yet confirmed.
+    pub fn unpulled(&self) -> usize {
+        self.lock().rows.values().filter(|r| !r.pulled).count()
+    }
+
+    /// Records held (pulled or not).
+    pub fn total(&self) -> usize {
+        self.lock().rows.len()
+    }
+
+    /// Every confirm received so far.
+    pub fn confirms(&self) -> Vec<ConfirmCall> {
+        self.lock().confirms.clone()
+    }
+
+    /// Pull requests served so far.
+    pub fn pulls(&self) -> u64 {
+        self.lock().pulls
+    }
+
+    /// Serves the pull API on `listener` until `token` is cancelled.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        token: CancellationToken,
+    ) -> std::io::Result<()> {
+        let app = Router::new()
+            .route("/api/pull", get(pull))
+            .route("/pull", get(pull))
+            .route("/api/confirm", post(confirm))
+            .route("/confirm", post(confirm))
+            .route(
+                "/health",
+                get(|| async { Json(json!({"status":"ok","service":"c2-data-server"})) }),
+            )
+            .with_state(self);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(key) = &self.api_key else {
+            return true;
+        };
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+        given == Some(key.as_str())
+    }
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "Unauthorized"})),
+    )
+        .into_response()
+}
+
+async fn pull(
+    State(c): State<DemoCollector>,
+    headers: HeaderMap,
+    Query(q): Query<PullQuery>,
+) -> Response {
+    if !c.authorized(&headers) {
+        return unauthorized();
+    }
+    let limit = match q.limit.or(q.count).map(|s| s.parse::<i64>()) {
+        None => 1000,
+        Some(Ok(n)) if n >= 1 => n.min(5000) as usize,
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"success": false, "error": "bad limit"})),
+            )
+                .into_response()
+        }
+    };
+    let mut s = c.lock();
+    s.pulls += 1;
+    let since = q.since_seq.unwrap_or(0);
+    let data: Vec<Value> = s
+        .rows
+        .range(since + 1..)
+        .filter(|(_, r)| !r.pulled)
+        .take(limit)
+        .map(|(_, r)| r.record.clone())
+        .collect();
+    let max_seq = s
+        .rows
+        .range(since + 1..)
+        .filter(|(_, r)| !r.pulled)
+        .take(limit)
+        .map(|(k, _)| *k)
+        .last()
+        .unwrap_or(0);
+    let global = s.rows.keys().next_back().copied().unwrap_or(0);
+    let pulled = s.rows.values().filter(|r| r.pulled).count();
+    let mut body = json!({
+        "success": true,
+        "count": data.len(),
+        "max_seq_id": max_seq,
+        "stats": {"cached_records": s.rows.len(), "pulled_records": pulled,
+                  "total_generated": s.rows.len(), "total_pulled": pulled, "cache_full": false},
+    });
+    if c.flavor == Flavor::Botpipe {
+        body["global_max_seq_id"] = json!(global);
+        body["epoch"] = json!(s.epoch);
+    } else {
+        body["records"] = json!(data.clone());
+    }
+    body["data"] = Value::Array(data);
+    Json(body).into_response()
+}
+
+async fn confirm(
+    State(c): State<DemoCollector>,
+    headers: HeaderMap,
+    Json(b): Json<ConfirmBody>,
+) -> Response {
+    if !c.authorized(&headers) {
+        return unauthorized();
+    }
+    let count = b.count.unwrap_or(0);
+    let mut s = c.lock();
+    let marked: Vec<u64> = match (c.flavor, b.up_to_seq) {
+        (Flavor::Botpipe, Some(up_to)) => s
+            .rows
+            .range_mut(..=up_to)
+            .filter(|(_, r)| !r.pulled)
+            .map(|(k, r)| {
+                r.pulled = true;
+                *k
+            })
+            .collect(),
+        // Legacy (and botpipe without up_to_seq): the N oldest unpulled, whichever they are.
+        _ => s
+            .rows
+            .iter_mut()
+            .filter(|(_, r)| !r.pulled)
+            .take(count as usize)
+            .map(|(k, r)| {
+                r.pulled = true;
+                *k
+            })
+            .collect(),
+    };
+    let n = marked.len();
+    s.confirms.push(ConfirmCall {
+        count,
+        up_to_seq: b.up_to_seq,
+        marked,
+    });
+    Json(json!({"success": true, "message": format!("confirmed {n} records"), "confirmed": n}))
+        .into_response()
+}

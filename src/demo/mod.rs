@@ -1,0 +1,377 @@
+//! `botpipe demo`: two in-process collectors (one botpipe-dialect, one legacy) serve generated
+//! records for several botnet types (online and cleanup, with duplicates and a few invalid
+//! records); the real pipeline pulls them on the embedded default; a summary compares what was
+//! stored with what the generator knows must be stored, and fails if they differ.
+
+pub mod collector;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDateTime, TimeZone};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, AppError, Mode};
+use crate::cli::DemoArgs;
+use crate::config::{EndpointSettings, Settings};
+use crate::queue::Queue;
+use crate::record::{LogType, NodeIp};
+use crate::store::merge::derive_status;
+use crate::store::Store;
+
+pub use collector::{ConfirmCall, DemoCollector, Flavor};
+
+/// Botnet types the demo generates.
+pub const DEMO_TYPES: [&str; 4] = ["mozi", "ramnit", "utg_q_008", "fodcha"];
+/// Zone of the generated naive timestamps (the legacy fleet's).
+const DEMO_TZ: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
+/// Longest the demo waits for the pipeline to drain before giving up.
+const DEMO_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What the generator produced and therefore what the store must end up with.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Expected {
+    /// Records served, valid or not, duplicates included.
+    pub records: u64,
+    /// Records that must be dead-lettered.
+    pub invalid: u64,
+    /// Distinct communications per type.
+    pub communications: BTreeMap<String, u64>,
+    /// Nodes per type and status.
+    pub nodes: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// The demo's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Records the collectors served and botpipe confirmed.
+    pub records_pulled: u64,
+    /// Communication rows stored.
+    pub communications_stored: u64,
+    /// Dead letters stored.
+    pub dead_lettered: u64,
+    /// Nodes per type and status as stored.
+    pub nodes: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Communications per type as stored.
+    pub communications: BTreeMap<String, u64>,
+    /// Dead letters per reason.
+    pub dead_letters: BTreeMap<String, u64>,
+    /// What the generator says must be stored.
+    pub expected: Expected,
+    /// Wall time from start to drained.
+    pub elapsed_seconds: f64,
+    /// `records_pulled / elapsed_seconds`.
+    pub records_per_second: f64,
+    /// Where the data is.
+    pub data_dir: PathBuf,
+    /// Whether stored equals expected.
+    pub matches_expected: bool,
+}
+
+/// Generates `n` records spread over the collectors, returning what must be stored.
+pub fn generate(collectors: &[DemoCollector], n: u64, seed: u64) -> Expected {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut exp = Expected::default();
+    // (type, ip) -> (last online, last cleanup)
+    let mut node_times: BTreeMap<(String, String), (Option<i64>, Option<i64>)> = BTreeMap::new();
+    let mut comms: HashSet<(String, String, i64, LogType)> = HashSet::new();
+    let pool: Vec<String> = (0..(n / 3).max(10))
+        .map(|_| loop {
+            let ip = format!(
+                "{}.{}.{}.{}",
+                rng.random_range(1..224),
+                rng.random::<u8>(),
+                rng.random::<u8>(),
+                rng.random_range(1..255)
+            );
+            if NodeIp::parse(&ip).is_ok() {
+                break ip;
+            }
+        })
+        .collect();
+    let base = NaiveDateTime::parse_from_str("2026-03-03 00:00:00", "%Y-%m-%d %H:%M:%S")
+        .unwrap_or_default();
+    let mut last: Option<serde_json::Value> = None;
+    for i in 0..n {
+        let c = &collectors[(i as usize) % collectors.len()];
+        exp.records += 1;
+        // ~3%: an exact duplicate of the previous record.
+        if rng.random_ratio(3, 100) {
+            if let Some(prev) = &last {
+                let mut dup = prev.clone();
+                if let Some(m) = dup.as_object_mut() {
+                    m.remove("seq_id");
+                }
+                c.push(dup);
+                continue;
+            }
+        }
+        // ~1%: an invalid record of some kind.
+        if rng.random_ratio(1, 100) {
+            exp.invalid += 1;
+            let bad = match rng.random_range(0..5) {
+                0 => {
+                    json!({"ip": "999.1.1.1", "timestamp": "2026-03-03T10:00:00", "botnet_type": "mozi"})
+                }
+                1 => {
+                    json!({"ip": "192.168.1.10", "timestamp": "2026-03-03T10:00:00", "botnet_type": "mozi"})
+                }
+                2 => {
+                    json!({"ip": "8.8.8.8", "timestamp": "2026-03-03T10:00:00", "botnet_type": "conficker"})
+                }
+                3 => json!({"ip": "8.8.8.8", "timestamp": "not a time", "botnet_type": "ramnit"}),
+                _ => {
+                    json!({"ip": "8.8.8.8", "timestamp": "2026-03-03T10:00:00", "botnet_type": "ramnit", "log_type": "offline"})
+                }
+            };
+            c.push(bad);
+            continue;
+        }
+        let t = DEMO_TYPES[rng.random_range(0..DEMO_TYPES.len())];
+        let ip = &pool[rng.random_range(0..pool.len())];
+        let secs = rng.random_range(0..86_400i64);
+        let naive = base + chrono::Duration::seconds(secs);
+        let log_type = if rng.random_ratio(15, 100) {
+            LogType::Cleanup
+        } else {
+            LogType::Online
+        };
+        let ts = naive.format("%Y-%m-%dT%H:%M:%S").to_string();
+        let utc = DEMO_TZ
+            .from_local_datetime(&naive)
+            .earliest()
+            .map(|d| d.timestamp())
+            .unwrap_or_default();
+        let rec = json!({"ip": ip, "timestamp": ts, "date": naive.format("%Y-%m-%d").to_string(),
+            "log_hour": naive.format("%Y-%m-%d_%H").to_string(), "botnet_type": t, "log_type": log_type.as_str()});
+        c.push(rec.clone());
+        last = Some(rec);
+        comms.insert((t.to_owned(), ip.clone(), utc, log_type));
+        let e = node_times.entry((t.to_owned(), ip.clone())).or_default();
+        match log_type {
+            LogType::Online => e.0 = e.0.max(Some(utc)),
+            LogType::Cleanup => e.1 = e.1.max(Some(utc)),
+        }
+    }
+    for (t, _, _, _) in &comms {
+        *exp.communications.entry(t.clone()).or_default() += 1;
+    }
+    for ((t, _), (online, cleanup)) in node_times {
+        let to_dt = |s: Option<i64>| s.and_then(|s| chrono::DateTime::from_timestamp(s, 0));
+        let status = derive_status(to_dt(online), to_dt(cleanup));
+        *exp.nodes
+            .entry(t)
+            .or_default()
+            .entry(status.to_owned())
+            .or_default() += 1;
+    }
+    exp
+}
+
+fn endpoint(
+    name: &str,
+    port: u16,
+    interval: Duration,
+    batch_size: u32,
+) -> Result<EndpointSettings, AppError> {
+    let url = url::Url::parse(&format!("http://127.0.0.1:{port}/"))
+        .map_err(|e| AppError::Runtime(format!("demo collector URL: {e}")))?;
+    Ok(EndpointSettings {
+        name: name.to_owned(),
+        url,
+        api_key: None,
+        interval,
+        batch_size,
+        connect_timeout: Duration::from_secs(1),
+        timeout: interval.mul_f64(0.9).max(Duration::from_millis(50)),
+        timezone: DEMO_TZ,
+        max_body_bytes: 64 * 1024 * 1024,
+        enabled: true,
+    })
+}
+
+/// Runs the demo and prints its summary.
+///
+/// # Errors
+/// When the pipeline cannot start, does not drain in time, or stores something other than
+/// what the generator expects.
+pub async fn run(args: DemoArgs) -> Result<(), AppError> {
+    let summary = run_demo(&args).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).map_err(|e| AppError::Runtime(e.to_string()))?
+        );
+    } else {
+        print_summary(&summary);
+    }
+    if summary.matches_expected {
+        Ok(())
+    } else {
+        Err(AppError::Runtime(
+            "demo: stored rows differ from what the generator expects".into(),
+        ))
+    }
+}
+
+/// Runs the demo and returns its summary (for tests).
+///
+/// # Errors
+/// See [`run`].
+pub async fn run_demo(args: &DemoArgs) -> Result<Summary, AppError> {
+    let started = Instant::now();
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        PathBuf::from("botpipe-data").join(format!(
+            "demo-{}",
+            chrono::Utc::now().format("%Y%m%d-%H%M%S")
+        ))
+    });
+    let collectors = [
+        DemoCollector::new(Flavor::Botpipe, None),
+        DemoCollector::new(Flavor::Legacy, None),
+    ];
+    let expected = generate(&collectors, args.records, 0x0b07);
+
+    let token = CancellationToken::new();
+    let mut servers = Vec::new();
+    let mut ports = Vec::new();
+    for c in &collectors {
+        let l = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| AppError::Runtime(format!("demo collector: {e}")))?;
+        ports.push(
+            l.local_addr()
+                .map_err(|e| AppError::Runtime(e.to_string()))?
+                .port(),
+        );
+        servers.push(tokio::spawn(c.clone().serve(l, token.clone())));
+    }
+
+    let mut settings = Settings::embedded_default().with_data_dir(&data_dir);
+    settings.http_listen = ([127, 0, 0, 1], 0).into();
+    settings.endpoints = vec![
+        endpoint("demo-botpipe", ports[0], args.interval, args.batch_size)?,
+        endpoint("demo-legacy", ports[1], args.interval, args.batch_size)?,
+    ];
+    let app = App::build(settings, Mode::Full).await?;
+    let store = app.store().clone();
+    let queue = app.handoff().queue().clone();
+    let app_token = CancellationToken::new();
+    let running = tokio::spawn(app.run_until_stopped(app_token.clone(), Duration::from_secs(10)));
+
+    let tty = std::io::stderr().is_terminal();
+    let total = expected.records;
+    let drained = async {
+        loop {
+            let unpulled: usize = collectors.iter().map(DemoCollector::unpulled).sum();
+            let depth = queue.depth().await.map(|d| d.total).unwrap_or(u64::MAX);
+            let pulled = total - unpulled as u64;
+            if tty {
+                eprint!(
+                    "\r  pulled {pulled:>8}/{total}   queue {depth:>5} batches   {:>5.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            if unpulled == 0 && depth == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let finished = tokio::time::timeout(DEMO_TIMEOUT, drained).await.is_ok();
+    if tty {
+        eprintln!();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    app_token.cancel();
+    token.cancel();
+    match running.await {
+        Ok(r) => r?,
+        Err(e) => return Err(AppError::Runtime(format!("pipeline task: {e}"))),
+    }
+    for s in servers {
+        let _ = s.await;
+    }
+    if !finished {
+        return Err(AppError::Runtime(format!(
+            "demo did not drain within {DEMO_TIMEOUT:?}"
+        )));
+    }
+    let counts = store.counts().await?;
+    let unpulled: usize = collectors.iter().map(DemoCollector::unpulled).sum();
+    let records_pulled = total - unpulled as u64;
+    let nodes: BTreeMap<_, _> = counts
+        .nodes
+        .clone()
+        .into_iter()
+        .filter(|(_, m)| !m.is_empty())
+        .collect();
+    let communications: BTreeMap<_, _> = counts
+        .communications
+        .clone()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let matches_expected = nodes == expected.nodes
+        && communications == expected.communications
+        && counts.total_dead_letters() == expected.invalid;
+    Ok(Summary {
+        records_pulled,
+        communications_stored: counts.total_communications(),
+        dead_lettered: counts.total_dead_letters(),
+        nodes,
+        communications,
+        dead_letters: counts.dead_letters,
+        expected,
+        elapsed_seconds: elapsed,
+        records_per_second: records_pulled as f64 / elapsed.max(1e-9),
+        data_dir,
+        matches_expected,
+    })
+}
+
+fn print_summary(s: &Summary) {
+    println!("botpipe demo summary");
+    println!("  records pulled       {:>10}", s.records_pulled);
+    println!(
+        "  communications stored{:>10}   (expected {})",
+        s.communications_stored,
+        s.expected.communications.values().sum::<u64>()
+    );
+    println!(
+        "  dead-lettered        {:>10}   (expected {})",
+        s.dead_lettered, s.expected.invalid
+    );
+    for (reason, n) in &s.dead_letters {
+        println!("    {reason:<24}{n:>6}");
+    }
+    println!("  nodes per type and status:");
+    for (t, by_status) in &s.nodes {
+        let parts: Vec<String> = by_status
+            .iter()
+            .map(|(st, n)| format!("{st} {n}"))
+            .collect();
+        println!("    {t:<12} {}", parts.join(", "));
+    }
+    println!("  elapsed              {:>10.2} s", s.elapsed_seconds);
+    println!(
+        "  throughput           {:>10.0} records/s",
+        s.records_per_second
+    );
+    println!("  data                 {}", s.data_dir.display());
+    println!(
+        "  check                {}",
+        if s.matches_expected {
+            "OK: stored rows equal what the generator expects"
+        } else {
+            "MISMATCH: see expected vs stored above"
+        }
+    );
+}

@@ -1,0 +1,15 @@
+//! Pulling from collectors: one task per endpoint ([`scheduler`]) running the pull protocol
+//! ([`protocol`]) over HTTP ([`client`]), reporting to a shared [`status::StatusBoard`].
+//!
+//! Invariants: a pull awaits only its HTTP request and one deadline-bounded hand-off; the
+//! collector is confirmed only after the hand-off succeeded; the cursor moves only after a
+//! successful confirm.
+
+pub mod client;
+pub mod protocol;
+pub mod scheduler;
+pub mod status;
+
+pub use client::{ClientError, PullClient, PullStats};
+pub use protocol::{PullOutcome, Puller};
+pub use status::{EndpointStatus, StatusBoard};

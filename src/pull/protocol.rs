@@ -1,0 +1,314 @@
+//! One pull cycle, step by step as in `shared/spec/pull-api.md`:
+//! 1. `GET /api/pull?since_seq=<cursor>`;
+//! 2. reset detection (epoch changed, or cursor above `global_max_seq_id`);
+//! 3. validation into records and dead letters;
+//! 4. durable hand-off of the whole batch (queue, or spool);
+//! 5. only then `POST /api/confirm {count, up_to_seq}`;
+//! 6. on a 200, advance the cursor and persist it.
+//!
+//! A failure at any step leaves the cursor where it was: the collector keeps the records and
+//! returns them on the next pull, and the idempotent store absorbs any duplicate. The cycle
+//! awaits nothing downstream but the deadline-bounded hand-off.
+
+use std::time::Instant;
+
+use crate::queue::{Cursor, Handoff, HandoffTarget};
+use crate::record::{parse_batch, RecordContext};
+use crate::telemetry::metrics as m;
+use crate::telemetry::Chain;
+
+use super::client::{ClientError, PullClient};
+use super::status::StatusBoard;
+
+/// What one cycle did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullOutcome {
+    /// Records were handed off and confirmed; `full` when the batch hit the limit (a backlog).
+    Confirmed {
+        /// Records in the response.
+        count: usize,
+        /// `count == batch_size`.
+        full: bool,
+        /// Where the batch went.
+        target: HandoffTarget,
+    },
+    /// The collector had nothing new.
+    Empty,
+    /// The collector was reset; the cursor was dropped and the next pull starts over.
+    Reset,
+    /// The request or the response failed; nothing was confirmed.
+    PullFailed,
+    /// The batch could not be made durable; nothing was confirmed.
+    HandoffFailed,
+    /// Handed off but the confirm failed; the records will come back and be deduplicated.
+    ConfirmFailed,
+}
+
+impl PullOutcome {
+    /// Label for `botpipe_pulls_total{outcome}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed { .. } => "ok",
+            Self::Empty => "empty",
+            Self::Reset => "reset",
+            Self::PullFailed => "pull_failed",
+            Self::HandoffFailed => "handoff_failed",
+            Self::ConfirmFailed => "confirm_failed",
+        }
+    }
+}
+
+/// The state of one endpoint's protocol: its client, cursor and hand-off.
+#[derive(Debug)]
+pub struct Puller {
+    name: String,
+    client: PullClient,
+    ctx: RecordContext,
+    handoff: Handoff,
+    cursor: Option<Cursor>,
+    batch_size: usize,
+    board: StatusBoard,
+}
+
+impl Puller {
+    /// A puller starting from `cursor` (as loaded from the cursor store).
+    pub fn new(
+        client: PullClient,
+        ctx: RecordContext,
+        handoff: Handoff,
+        cursor: Option<Cursor>,
+        batch_size: u32,
+        board: StatusBoard,
+    ) -> Self {
+        let name = ctx.source.clone();
+        board.update(&name, |s| {
+            s.cursor = cursor.as_ref().map(|c| c.seq);
+            s.epoch = cursor.as_ref().and_then(|c| c.epoch.clone());
+        });
+        Self {
+            name,
+            client,
+            ctx,
+            handoff,
+            cursor,
+            batch_size: batch_size as usize,
+            board,
+        }
+    }
+
+    /// The endpoint name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The confirmed cursor.
+    pub fn cursor(&self) -> Option<&Cursor> {
+        self.cursor.as_ref()
+    }
+
+    fn failed(
+        &self,
+        outcome: PullOutcome,
+        error: &(dyn std::error::Error + 'static),
+    ) -> PullOutcome {
+        self.board.update(&self.name, |s| {
+            s.last_outcome = Some(outcome.as_str().into());
+            s.last_error = Some(Chain(error).to_string());
+        });
+        outcome
+    }
+
+    /// Runs one cycle. Never panics and never returns an error: failures are outcomes, logged
+    /// and counted here.
+    #[tracing::instrument(skip_all, fields(endpoint = %self.name))]
+    pub async fn try_pull_one(&mut self) -> PullOutcome {
+        let started = Instant::now();
+        let outcome = self.cycle().await;
+        let elapsed = started.elapsed();
+        metrics::histogram!(m::PULL_DURATION_SECONDS, "endpoint" => self.name.clone())
+            .record(elapsed.as_secs_f64());
+        let label = match outcome {
+            PullOutcome::PullFailed => None,
+            o => Some(o.as_str()),
+        };
+        if let Some(label) = label {
+            metrics::counter!(m::PULLS_TOTAL, "endpoint" => self.name.clone(), "outcome" => label)
+                .increment(1);
+        }
+        self.board.update(&self.name, |s| {
+            s.pulls += 1;
+            if !matches!(
+                outcome,
+                PullOutcome::PullFailed | PullOutcome::HandoffFailed | PullOutcome::ConfirmFailed
+            ) {
+                s.last_outcome = Some(outcome.as_str().into());
+                s.last_error = None;
+            }
+        });
+        tracing::debug!(
+            outcome = outcome.as_str(),
+            duration_ms = elapsed.as_millis() as u64,
+            "Pull cycle finished."
+        );
+        outcome
+    }
+
+    async fn cycle(&mut self) -> PullOutcome {
+        let since = self.cursor.as_ref().map(|c| c.seq).filter(|s| *s > 0);
+        let body = match self.client.pull(since).await {
+            Ok(b) => b,
+            Err(e) => return self.pull_error(&e),
+        };
+        let resp = match self.client.decode(&body) {
+            Ok(r) => r,
+            Err(e) => return self.pull_error(&e),
+        };
+
+        // Step 2: reset detection.
+        if let Some(cur) = &self.cursor {
+            let epoch_changed = matches!((&cur.epoch, &resp.epoch), (Some(a), Some(b)) if a != b);
+            let seq_above_global = resp.global_max_seq_id.is_some_and(|g| cur.seq > g);
+            // Legacy collectors without epoch or global_max_seq_id: nothing above the cursor, yet
+            // the cache says it holds unconfirmed records. Since the cursor only moves past
+            // confirmed records, those must sit below it: the seq restarted.
+            let unpulled_below_cursor = cur.seq > 0
+                && resp.items().is_empty()
+                && resp.epoch.is_none()
+                && resp.global_max_seq_id.is_none()
+                && resp
+                    .stats
+                    .as_ref()
+                    .and_then(|s| s.unpulled())
+                    .is_some_and(|n| n > 0);
+            if epoch_changed || seq_above_global || unpulled_below_cursor {
+                tracing::warn!(
+                    endpoint = %self.name,
+                    cursor = cur.seq,
+                    old_epoch = cur.epoch.as_deref().unwrap_or(""),
+                    new_epoch = resp.epoch.as_deref().unwrap_or(""),
+                    global_max_seq_id = resp.global_max_seq_id,
+                    "Collector was reset; dropping the cursor and pulling from the start."
+                );
+                metrics::counter!(m::PULL_RESETS_TOTAL, "endpoint" => self.name.clone())
+                    .increment(1);
+                let fresh = Cursor {
+                    epoch: resp.epoch.clone(),
+                    seq: 0,
+                };
+                self.persist_cursor(fresh).await;
+                return PullOutcome::Reset;
+            }
+        }
+        if let Some(global) = resp.global_max_seq_id {
+            let cur = self.cursor.as_ref().map_or(0, |c| c.seq);
+            self.board
+                .update(&self.name, |s| s.lag = Some(global.saturating_sub(cur)));
+        }
+
+        let items = resp.items();
+        if items.is_empty() {
+            if self.cursor.as_ref().map(|c| &c.epoch) != Some(&resp.epoch) && resp.epoch.is_some() {
+                // First contact with an epoch-aware collector: remember its epoch.
+                let seq = self.cursor.as_ref().map_or(0, |c| c.seq);
+                self.persist_cursor(Cursor {
+                    epoch: resp.epoch.clone(),
+                    seq,
+                })
+                .await;
+            }
+            return PullOutcome::Empty;
+        }
+
+        // Step 3: validation.
+        let count = items.len();
+        let parsed = parse_batch(items, &self.ctx);
+        let record_max = parsed
+            .records
+            .iter()
+            .filter_map(|r| r.seq_id)
+            .map(|s| s.0)
+            .max();
+        let up_to = resp.max_seq_id.filter(|m| *m > 0).or(record_max);
+        let valid = parsed.records.len();
+        let rejected = parsed.dead_letters.len();
+        for d in &parsed.dead_letters {
+            metrics::counter!(m::DEAD_LETTERS_TOTAL, "reason" => d.reason.as_str()).increment(1);
+        }
+        metrics::counter!(m::RECORDS_TOTAL, "stage" => "pull", "outcome" => "valid")
+            .increment(valid as u64);
+        if rejected > 0 {
+            metrics::counter!(m::RECORDS_TOTAL, "stage" => "pull", "outcome" => "rejected")
+                .increment(rejected as u64);
+        }
+        let batch = parsed.into_batch(self.name.clone());
+
+        // Step 4: durable hand-off.
+        let target = match self.handoff.handoff(&batch).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(endpoint = %self.name, error = %Chain(&e), "Batch not durable; not confirming. The collector keeps it.");
+                return self.failed(PullOutcome::HandoffFailed, &e);
+            }
+        };
+
+        // Step 5: confirm.
+        if let Err(e) = self.client.confirm(count, up_to).await {
+            tracing::warn!(endpoint = %self.name, error = %Chain(&e), "Confirm failed; the records will be pulled again and deduplicated.");
+            return self.failed(PullOutcome::ConfirmFailed, &e);
+        }
+
+        // Step 6: advance the cursor.
+        if let Some(seq) = up_to {
+            let seq = seq.max(self.cursor.as_ref().map_or(0, |c| c.seq));
+            self.persist_cursor(Cursor {
+                epoch: resp.epoch.clone(),
+                seq,
+            })
+            .await;
+        }
+        self.board.update(&self.name, |s| {
+            s.records_pulled += count as u64;
+            s.records_rejected += rejected as u64;
+            if target == HandoffTarget::Spool {
+                s.spooled_batches += 1;
+            }
+        });
+        tracing::info!(
+            endpoint = %self.name,
+            count,
+            valid,
+            rejected,
+            cursor = self.cursor.as_ref().map_or(0, |c| c.seq),
+            target = target.as_str(),
+            batch = %batch.id,
+            "Pulled batch."
+        );
+        PullOutcome::Confirmed {
+            count,
+            full: count >= self.batch_size,
+            target,
+        }
+    }
+
+    fn pull_error(&self, e: &ClientError) -> PullOutcome {
+        metrics::counter!(m::PULLS_TOTAL, "endpoint" => self.name.clone(), "outcome" => e.outcome())
+            .increment(1);
+        tracing::warn!(endpoint = %self.name, error = %Chain(e), "Pull failed.");
+        self.failed(PullOutcome::PullFailed, e)
+    }
+
+    /// Sets the in-memory cursor and persists it. A failed write is logged: the collector has
+    /// confirmed the records either way, and a lost cursor only means re-pulling from an older
+    /// seq, which returns nothing already confirmed.
+    async fn persist_cursor(&mut self, cursor: Cursor) {
+        if let Err(e) = self.handoff.save_cursor(&self.name, &cursor).await {
+            tracing::error!(endpoint = %self.name, error = %e, "Could not persist the pull cursor.");
+        }
+        metrics::gauge!(m::PULL_CURSOR, "endpoint" => self.name.clone()).set(cursor.seq as f64);
+        self.board.update(&self.name, |s| {
+            s.cursor = Some(cursor.seq);
+            s.epoch = cursor.epoch.clone();
+        });
+        self.cursor = Some(cursor);
+    }
+}
