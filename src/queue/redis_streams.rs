@@ -38,14 +38,14 @@
 //! depends on the server's AOF setting (`appendfsync everysec` loses at most about a second).
 //!
 //! Cursors: [`RedisStreamsQueue::save_cursor`] writes the hash, bounded by `cursor_deadline`
-//! (the hand-off deadline, since the puller awaits it). If Redis does not answer in time the
-//! cursor goes to the local spool's cursor table instead, and stays there only until Redis takes
-//! a write again. [`RedisStreamsQueue::load_cursor`] reads both; when both hold a cursor for the
-//! endpoint it takes the higher seq if the epochs match and otherwise the more recently written
-//! one, writes the winner back to Redis and clears the local copy. When another process took
-//! the endpoint over while this one could not reach Redis, the local copy it left is lost to the
-//! new owner; at worst that re-pulls batches the collector already confirmed, which the merge
-//! rules absorb.
+//! (half the hand-off deadline: the puller awaits the save under that deadline). If Redis does
+//! not answer in time the cursor goes to the local spool's cursor table instead, and stays there
+//! only until Redis takes a write again. [`RedisStreamsQueue::load_cursor`] reads both; when
+//! both hold a cursor for the endpoint it takes the higher seq if the epochs match and otherwise
+//! the more recently written one, writes the winner back to Redis and clears the local copy.
+//! When another process took the endpoint over while this one could not reach Redis, the local
+//! copy it left is lost to the new owner; at worst that re-pulls records the collector already
+//! handed over, which the merge rules absorb.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -178,14 +178,16 @@ pub struct RedisQueueOptions {
 
 impl RedisQueueOptions {
     /// The options for `[queue]`: its lease timeout and deliveries, the default dial and command
-    /// timeouts, and the hand-off deadline for cursors (the puller awaits both).
+    /// timeouts, and half the hand-off deadline for cursors. Half, because the puller awaits a
+    /// cursor save under the whole hand-off deadline (`Handoff::save_cursor`), and the spool
+    /// write after a Redis timeout must fit in what is left.
     pub fn from_settings(settings: &QueueSettings) -> Self {
         Self {
             lease_timeout: settings.lease_timeout,
             max_deliveries: settings.max_deliveries.max(1),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
-            cursor_deadline: settings.handoff_deadline,
+            cursor_deadline: settings.handoff_deadline / 2,
         }
     }
 }

@@ -213,3 +213,25 @@ async fn redis_restarting_mid_run_loses_no_batch() {
     worker.await.unwrap();
     assert!(rig.proxy.accepted() > 2, "the resets forced reconnections");
 }
+
+#[rstest]
+#[case::dead(Mode::Refuse)]
+#[case::hanging(Mode::Hang)]
+#[tokio::test]
+async fn cursor_save_in_the_pull_cycle_falls_back_to_the_spool_within_the_deadline(
+    #[case] fault: Mode,
+) {
+    let rig = Rig::start().await;
+    let at = |seq| botpipe::queue::Cursor {
+        epoch: Some("e1".into()),
+        seq,
+    };
+    rig.handoff.save_cursor("east", &at(1)).await.unwrap();
+    rig.proxy.set_mode(fault);
+    let started = Instant::now();
+    rig.handoff.save_cursor("east", &at(2)).await.unwrap();
+    let took = started.elapsed();
+    assert!(took <= DEADLINE + SLACK, "cursor save took {took:?}");
+    assert_eq!(rig.spool.load_cursor("east").await.unwrap(), Some(at(2)));
+    assert_eq!(rig.handoff.load_cursor("east").await.unwrap(), Some(at(2)));
+}

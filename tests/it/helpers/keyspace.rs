@@ -106,7 +106,7 @@ pub fn fast_options(lease_timeout: Duration, max_deliveries: u32) -> RedisQueueO
         max_deliveries,
         connect_timeout: Duration::from_millis(500),
         command_timeout: Duration::from_secs(1),
-        cursor_deadline: Duration::from_millis(300),
+        cursor_deadline: Duration::from_millis(100),
     }
 }
 
