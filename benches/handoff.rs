@@ -145,6 +145,19 @@ async fn main() {
     println!("| case | batches | batches/s | records/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|");
 
+    // What every hand-off pays before any I/O: encoding the batch.
+    let stats = measure("encode only (serde_json), 1 at a time", secs, 1, {
+        let b = sample.clone();
+        move || {
+            let b = b.clone();
+            async move {
+                std::hint::black_box(b.encode().expect("encode"));
+            }
+        }
+    })
+    .await;
+    println!("{}", stats.row());
+
     // Baseline: raw XADD of the same encoded payload, one connection, one at a time.
     let client = redis::Client::open(REDIS_URL).expect("url");
     let conn = client
