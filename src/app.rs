@@ -19,10 +19,11 @@ use crate::enrich::AnyLookup;
 use crate::http::{router, HttpState};
 use crate::pull::{PullClient, Puller, StatusBoard};
 use crate::push::{PushIngest, PushSetupError};
-use crate::queue::{AnyQueue, Backpressure, EmbeddedQueue, Handoff, Queue, QueueError};
+use crate::queue::{
+    AnyQueue, Backpressure, DepthSampler, EmbeddedQueue, Handoff, QueueError, SpoolDrainer,
+};
 use crate::record::RecordContext;
 use crate::store::{AnyStore, SqliteStore, Store, StoreError};
-use crate::telemetry::metrics as m;
 use crate::worker::Worker;
 
 /// How often queue and spool depth are sampled for gauges and backpressure.
@@ -35,7 +36,7 @@ pub enum AppError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A secret could not be resolved.
-    #[error("endpoint {endpoint}: {source}")]
+    #[error("endpoint {endpoint}: resolving its secret")]
     Secret {
         /// Which endpoint or component.
         endpoint: String,
@@ -44,13 +45,13 @@ pub enum AppError {
         source: SecretError,
     },
     /// The queue could not be opened.
-    #[error("opening the queue: {0}")]
+    #[error("opening the queue")]
     Queue(#[from] QueueError),
     /// The store could not be opened or migrated.
-    #[error("opening the store: {0}")]
+    #[error("opening the store")]
     Store(#[from] StoreError),
     /// The HTTP listener could not be bound.
-    #[error("binding the HTTP listener on {addr}: {source}")]
+    #[error("binding the HTTP listener on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -59,7 +60,7 @@ pub enum AppError {
         source: std::io::Error,
     },
     /// An HTTP client could not be built.
-    #[error("endpoint {endpoint}: building the HTTP client: {source}")]
+    #[error("endpoint {endpoint}: building the HTTP client")]
     Client {
         /// The endpoint.
         endpoint: String,
@@ -68,7 +69,7 @@ pub enum AppError {
         source: reqwest::Error,
     },
     /// A push secret could not be resolved.
-    #[error("push ingest: {0}")]
+    #[error("push ingest")]
     Push(#[from] PushSetupError),
     /// An operator command (`status`, `validate`, `dlq`) failed.
     #[error(transparent)]
@@ -123,25 +124,15 @@ pub struct App {
     http_addr: Option<SocketAddr>,
 }
 
-/// Opens the configured queue and, for Redis, the spool.
+/// Opens the configured queue and, for Redis, the spool (see [`crate::queue::open`]).
 ///
 /// # Errors
-/// When the queue file cannot be opened.
+/// When a queue file cannot be opened or the Redis URL is unusable; a Redis that does not answer
+/// is not an error (hand-offs go to the spool until it does).
 pub async fn open_queue(
     settings: &Settings,
 ) -> Result<(AnyQueue, Option<EmbeddedQueue>), QueueError> {
-    let q = &settings.queue;
-    match &q.backend {
-        QueueBackend::Embedded { path } => Ok((
-            AnyQueue::Embedded(EmbeddedQueue::open(
-                path,
-                q.lease_timeout,
-                q.max_deliveries,
-            )?),
-            None,
-        )),
-        QueueBackend::Redis(_) => Err(QueueError::Closed),
-    }
+    crate::queue::open(&settings.queue).await
 }
 
 /// Opens the configured queue beside a botpipe that may be running on it, for `status` and
@@ -278,11 +269,22 @@ impl App {
         let geo_watch = self.lookup.clone();
         let geo_token = aux_token.clone();
         aux.spawn(async move { geo_watch.watch_until_stopped(geo_token).await });
-        aux.spawn(sample_depths(
-            self.handoff.clone(),
-            Arc::clone(&self.backpressure),
-            aux_token.clone(),
-        ));
+        aux.spawn(
+            DepthSampler::new(
+                self.handoff.queue().clone(),
+                self.handoff.spool().cloned(),
+                Arc::clone(&self.backpressure),
+                DEPTH_SAMPLE_INTERVAL,
+            )
+            .run_until_stopped(aux_token.clone()),
+        );
+        if let Some(spool) = self.handoff.spool() {
+            // Stopped with the auxiliaries, after the workers: a step in flight finishes first.
+            aux.spawn(
+                SpoolDrainer::new(spool.clone(), self.handoff.queue().clone())
+                    .run_until_stopped(aux_token.clone()),
+            );
+        }
 
         if self.mode == Mode::Full && self.settings.enabled_endpoints().next().is_none() {
             tracing::warn!("No enabled endpoints are configured: nothing will be pulled. Add [endpoints.<name>] sections (see botpipe.example.toml), or try `botpipe demo`.");
@@ -405,66 +407,6 @@ impl App {
 fn consumer_prefix() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "botpipe".into());
     format!("{host}-{}", std::process::id())
-}
-
-/// Samples queue and spool depth from the backends themselves, sets the gauges and feeds
-/// backpressure.
-async fn sample_depths(
-    handoff: Handoff,
-    backpressure: Arc<Backpressure>,
-    token: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(DEPTH_SAMPLE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Logged on changes only: a dead queue is sampled four times a second.
-    let mut queue_up = true;
-    let mut spool_up = true;
-    loop {
-        tokio::select! {
-            () = token.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let probe = crate::http::PROBE_TIMEOUT;
-        let queue = tokio::time::timeout(probe, handoff.queue().depth())
-            .await
-            .ok()
-            .and_then(Result::ok);
-        let spool = match handoff.spool() {
-            Some(s) => tokio::time::timeout(probe, s.depth())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|d| d.total),
-            None => Some(0),
-        };
-        if let Some(q) = queue {
-            metrics::gauge!(m::QUEUE_DEPTH).set(q.total as f64);
-            metrics::gauge!(m::QUEUE_PENDING).set(q.pending as f64);
-        }
-        if let Some(s) = spool {
-            metrics::gauge!(m::SPOOL_DEPTH).set(s as f64);
-        }
-        if queue.is_some() != queue_up {
-            queue_up = queue.is_some();
-            if queue_up {
-                tracing::info!("Queue answers again.");
-            } else {
-                tracing::warn!("Queue does not answer its depth probe; hand-offs go to the spool if there is one.");
-            }
-        }
-        if spool.is_some() != spool_up {
-            spool_up = spool.is_some();
-            if spool_up {
-                tracing::info!("Spool answers again.");
-            } else {
-                tracing::error!("Spool does not answer its depth probe.");
-            }
-        }
-        // Only the pending work counts against the marks: leased batches are being stored.
-        if let (Some(q), Some(s)) = (queue, spool) {
-            backpressure.observe(q.total.saturating_sub(q.pending), s);
-        }
-    }
 }
 
 fn load_settings(config: Option<&Path>) -> Result<Settings, AppError> {

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use super::{Lease, Queue, QueueDepth, QueueError};
 use crate::record::Batch;
+use crate::telemetry::metrics as m;
 
 /// How long SQLite waits on a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -203,6 +204,80 @@ impl EmbeddedQueue {
         .await
     }
 
+    /// Waits until a batch is appended (or a lease released), or `max` passes.
+    pub async fn wait_for_append(&self, max: Duration) {
+        // Timing out is the normal idle case, not an error.
+        tokio::time::timeout(max, self.inner.ready.notified())
+            .await
+            .ok();
+    }
+
+    /// Loads the saved cursor of `endpoint` with when it was written (ms since the Unix epoch),
+    /// for reconciling with the Redis copy.
+    pub(crate) async fn load_cursor_stamped(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<(Cursor, i64)>, QueueError> {
+        let endpoint = endpoint.to_owned();
+        self.with_conn(move |inner, conn| {
+            conn.query_row(
+                "SELECT epoch, seq, updated_at_ms FROM botpipe_cursors WHERE endpoint = ?1",
+                params![endpoint],
+                |r| {
+                    Ok((
+                        Cursor {
+                            epoch: r.get(0)?,
+                            seq: r.get::<_, i64>(1)?.max(0) as u64,
+                        },
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(Self::sqlite_err(inner))
+        })
+        .await
+    }
+
+    /// Forgets the cursor of `endpoint` (after Redis took a newer one).
+    pub(crate) async fn delete_cursor(&self, endpoint: &str) -> Result<(), QueueError> {
+        let endpoint = endpoint.to_owned();
+        self.with_conn(move |inner, conn| {
+            conn.execute(
+                "DELETE FROM botpipe_cursors WHERE endpoint = ?1",
+                params![endpoint],
+            )
+            .map(drop)
+            .map_err(Self::sqlite_err(inner))
+        })
+        .await
+    }
+
+    /// Gives a lease back without counting it as a delivery, so the entry is ready again at once
+    /// and keeps its place (the spool drainer uses this when Redis refuses the batch). A stale
+    /// lease releases nothing.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub async fn release(&self, lease: &Lease) -> Result<(), QueueError> {
+        let id: i64 = lease.entry.parse().map_err(|_| QueueError::BadLease {
+            entry: lease.entry.clone(),
+        })?;
+        let token = lease.token.clone();
+        self.with_conn(move |inner, conn| {
+            conn.execute(
+                "UPDATE botpipe_queue SET leased_until_ms = NULL, lease_token = NULL,
+                 deliveries = MAX(deliveries - 1, 0) WHERE id = ?1 AND lease_token = ?2",
+                params![id, token],
+            )
+            .map(drop)
+            .map_err(Self::sqlite_err(inner))
+        })
+        .await?;
+        self.inner.ready.notify_waiters();
+        Ok(())
+    }
+
     /// Saves the cursor of `endpoint` in one durable transaction.
     ///
     /// # Errors
@@ -261,8 +336,11 @@ impl EmbeddedQueue {
                 return Ok(None);
             };
             let deliveries = deliveries.max(0) as u32;
-            let reason = if deliveries > inner.max_deliveries {
-                Some(format!("delivered {deliveries} times without an ack"))
+            let (label, reason) = if deliveries > inner.max_deliveries {
+                (
+                    "max_deliveries",
+                    format!("delivered {deliveries} times without an ack"),
+                )
             } else {
                 match Batch::decode(&payload) {
                     Ok(batch) => {
@@ -273,10 +351,10 @@ impl EmbeddedQueue {
                             batch,
                         }))
                     }
-                    Err(e) => Some(format!("corrupt entry: {e}")),
+                    Err(e) => ("corrupt", format!("corrupt entry: {e}")),
                 }
             };
-            if let Some(reason) = reason {
+            {
                 tracing::error!(entry = id, path = %inner.path.display(), %reason, "Moving queue entry to botpipe_queue_dead.");
                 let tx = conn.transaction().map_err(&err)?;
                 tx.execute(
@@ -288,6 +366,7 @@ impl EmbeddedQueue {
                 tx.execute("DELETE FROM botpipe_queue WHERE id = ?1", params![id])
                     .map_err(&err)?;
                 tx.commit().map_err(&err)?;
+                metrics::counter!(m::QUEUE_DEAD_LETTERED_TOTAL, "reason" => label).increment(1);
             }
         }
     }
@@ -362,7 +441,9 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
-        let id: i64 = lease.entry.parse().map_err(|_| QueueError::Closed)?;
+        let id: i64 = lease.entry.parse().map_err(|_| QueueError::BadLease {
+            entry: lease.entry.clone(),
+        })?;
         let token = lease.token.clone();
         self.with_conn(move |inner, conn| {
             let n = conn
@@ -511,6 +592,44 @@ mod tests {
             .is_none());
         assert_eq!(q.dead_count().await.unwrap(), 1);
         assert_eq!(q.depth().await.unwrap().total, 0);
+    }
+
+    #[tokio::test]
+    async fn released_lease_is_ready_again_without_counting_a_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let q =
+            EmbeddedQueue::open(&dir.path().join("q.sqlite"), Duration::from_secs(60), 5).unwrap();
+        let first = batch(1);
+        q.append(&first).await.unwrap();
+        q.append(&batch(1)).await.unwrap();
+        let lease = q.lease("d", Duration::ZERO).await.unwrap().unwrap();
+        q.release(&lease).await.unwrap();
+        let again = q.lease("d", Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(again.batch.id, first.id, "it keeps its place");
+        assert_eq!(again.deliveries, 1);
+        q.release(&lease).await.unwrap();
+        assert_eq!(
+            q.depth().await.unwrap().pending,
+            1,
+            "a stale release is ignored"
+        );
+    }
+
+    #[tokio::test]
+    async fn stamped_cursor_can_be_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let q =
+            EmbeddedQueue::open(&dir.path().join("q.sqlite"), Duration::from_secs(60), 5).unwrap();
+        let c = Cursor {
+            epoch: None,
+            seq: 7,
+        };
+        q.save_cursor("east", &c).await.unwrap();
+        let (got, at_ms) = q.load_cursor_stamped("east").await.unwrap().unwrap();
+        assert_eq!(got, c);
+        assert!(at_ms > 0);
+        q.delete_cursor("east").await.unwrap();
+        assert_eq!(q.load_cursor("east").await.unwrap(), None);
     }
 
     #[tokio::test]

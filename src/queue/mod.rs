@@ -2,7 +2,12 @@
 //!
 //! [`Queue`] is one of botpipe's three seams, with two real implementations:
 //! [`EmbeddedQueue`] (a SQLite file; the default, and the spool when Redis is down) and Redis
-//! Streams. Callers use [`AnyQueue`], an enum chosen at start-up.
+//! Streams ([`RedisStreamsQueue`], with the embedded queue as its local spool). Callers use
+//! [`AnyQueue`], an enum chosen at start-up by [`open`].
+//!
+//! Around the trait: [`Handoff`] (the puller's deadline-bounded append with spool fallback),
+//! [`SpoolDrainer`] (moves spooled batches into Redis once it answers), [`Backpressure`] and
+//! [`DepthSampler`] (depth gauges and the pull gate, sampled from the backends themselves).
 //!
 //! Contract, checked by `tests/it/queue_contract.rs` for every backend:
 //! - `append` returns only once the batch is durable; then the puller may confirm upstream.
@@ -12,16 +17,26 @@
 //! - Acking twice is harmless.
 
 mod backpressure;
+mod depth;
+mod drain;
 mod embedded;
 mod handoff;
+mod redis_link;
+mod redis_streams;
 
 pub use backpressure::Backpressure;
+pub use depth::{sample_depths, DepthSample, DepthSampler};
+pub use drain::{DrainError, DrainStep, SpoolDrainer};
 pub use embedded::{Cursor, EmbeddedQueue};
 pub use handoff::{Handoff, HandoffError, HandoffTarget};
+pub use redis_streams::{
+    RedisQueueOptions, RedisStreamsQueue, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+};
 
 use std::future::Future;
 use std::time::Duration;
 
+use crate::config::{QueueBackend, QueueSettings};
 use crate::record::Batch;
 
 /// Why a queue operation failed.
@@ -62,12 +77,68 @@ pub enum QueueError {
     /// The background thread serving the queue is gone (process shutting down).
     #[error("queue worker thread stopped")]
     Closed,
+    /// A Redis command failed (connection, timeout or error reply).
+    #[error("redis {op} at {addr}: {source}")]
+    Redis {
+        /// The operation.
+        op: &'static str,
+        /// The server, without credentials.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Redis did not answer the last connection attempt; calls fail fast until the next one.
+    #[error("redis at {addr} is unreachable: {source}")]
+    Unavailable {
+        /// The server, without credentials.
+        addr: String,
+        /// Why the last connection attempt failed.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The Redis URL is not usable (it is not printed: it may hold a password).
+    #[error("{field} is not a usable Redis URL: {source}")]
+    BadUrl {
+        /// The configuration field.
+        field: &'static str,
+        /// The parse error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Redis answered something this version does not understand.
+    #[error("redis {op} at {addr}: unexpected reply")]
+    UnexpectedReply {
+        /// The operation.
+        op: &'static str,
+        /// The server, without credentials.
+        addr: String,
+    },
+    /// A lease handed to `ack` was not made by this backend.
+    #[error("lease of queue entry {entry} does not belong to this queue")]
+    BadLease {
+        /// The entry id.
+        entry: String,
+    },
 }
 
 impl QueueError {
     /// Whether retrying later may succeed (timeouts, connection problems) as opposed to a defect.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Sqlite { .. } | Self::Timeout { .. })
+        match self {
+            Self::Sqlite { .. } | Self::Timeout { .. } | Self::Unavailable { .. } => true,
+            Self::Redis { source, .. } => {
+                !matches!(source.retry_method(), redis::RetryMethod::NoRetry)
+                    || source.is_io_error()
+                    || source.is_timeout()
+            }
+            Self::Poisoned { .. }
+            | Self::Corrupt { .. }
+            | Self::Closed
+            | Self::BadUrl { .. }
+            | Self::UnexpectedReply { .. }
+            | Self::BadLease { .. } => false,
+        }
     }
 }
 
@@ -117,30 +188,84 @@ pub trait Queue: Send + Sync {
 pub enum AnyQueue {
     /// SQLite file.
     Embedded(EmbeddedQueue),
+    /// Redis Streams.
+    Redis(RedisStreamsQueue),
+}
+
+/// Opens the configured queue: the embedded file alone, or Redis plus its local spool (at
+/// `settings.spool_path`), which the caller gives to [`Handoff`] and [`SpoolDrainer`].
+///
+/// Redis is not required to answer: connections are made on first use, and until Redis answers
+/// hand-offs go to the spool. The spool also backs the Redis queue's cursors.
+///
+/// # Errors
+/// When a SQLite file cannot be opened, or the Redis URL is not usable.
+pub async fn open(
+    settings: &QueueSettings,
+) -> Result<(AnyQueue, Option<EmbeddedQueue>), QueueError> {
+    let open_file = |path: std::path::PathBuf| {
+        let (lease, max) = (settings.lease_timeout, settings.max_deliveries);
+        async move {
+            tokio::task::spawn_blocking(move || EmbeddedQueue::open(&path, lease, max))
+                .await
+                .map_err(|_| QueueError::Closed)?
+        }
+    };
+    match &settings.backend {
+        QueueBackend::Embedded { path } => {
+            let queue = open_file(path.clone()).await?;
+            Ok((AnyQueue::Embedded(queue), None))
+        }
+        QueueBackend::Redis(redis) => {
+            let spool = open_file(settings.spool_path.clone()).await?;
+            let queue = RedisStreamsQueue::new(
+                redis,
+                RedisQueueOptions::from_settings(settings),
+                Some(spool.clone()),
+            )?;
+            // Only to say early in the log whether Redis answers; failing here is fine, and it
+            // costs start-up at most one dial timeout.
+            let probe = tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, queue.ping()).await;
+            if let Some(error) = match probe {
+                Ok(r) => r.err(),
+                Err(_) => Some(QueueError::Timeout {
+                    op: "ping",
+                    after: DEFAULT_CONNECT_TIMEOUT,
+                }),
+            } {
+                tracing::warn!(addr = %queue.addr(), %error, spool = %spool.path().display(), "Redis does not answer at start; hand-offs go to the spool until it does.");
+            }
+            Ok((AnyQueue::Redis(queue), Some(spool)))
+        }
+    }
 }
 
 impl Queue for AnyQueue {
     async fn append(&self, batch: &Batch) -> Result<(), QueueError> {
         match self {
             Self::Embedded(q) => q.append(batch).await,
+            Self::Redis(q) => q.append(batch).await,
         }
     }
 
     async fn lease(&self, consumer: &str, wait: Duration) -> Result<Option<Lease>, QueueError> {
         match self {
             Self::Embedded(q) => q.lease(consumer, wait).await,
+            Self::Redis(q) => q.lease(consumer, wait).await,
         }
     }
 
     async fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
         match self {
             Self::Embedded(q) => q.ack(lease).await,
+            Self::Redis(q) => q.ack(lease).await,
         }
     }
 
     async fn depth(&self) -> Result<QueueDepth, QueueError> {
         match self {
             Self::Embedded(q) => q.depth().await,
+            Self::Redis(q) => q.depth().await,
         }
     }
 }
@@ -153,6 +278,7 @@ impl AnyQueue {
     pub async fn load_cursor(&self, endpoint: &str) -> Result<Option<Cursor>, QueueError> {
         match self {
             Self::Embedded(q) => q.load_cursor(endpoint).await,
+            Self::Redis(q) => q.load_cursor(endpoint).await,
         }
     }
 
@@ -163,6 +289,27 @@ impl AnyQueue {
     pub async fn save_cursor(&self, endpoint: &str, cursor: &Cursor) -> Result<(), QueueError> {
         match self {
             Self::Embedded(q) => q.save_cursor(endpoint, cursor).await,
+            Self::Redis(q) => q.save_cursor(endpoint, cursor).await,
+        }
+    }
+
+    /// Batches moved aside (dead-lettered) after too many deliveries or because they no longer
+    /// decode.
+    ///
+    /// # Errors
+    /// When the backend cannot be read.
+    pub async fn dead_count(&self) -> Result<u64, QueueError> {
+        match self {
+            Self::Embedded(q) => q.dead_count().await,
+            Self::Redis(q) => q.dead_count().await,
+        }
+    }
+
+    /// The backend's name, for logs and status.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "embedded",
+            Self::Redis(_) => "redis",
         }
     }
 }

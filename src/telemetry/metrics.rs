@@ -34,6 +34,10 @@ pub const QUEUE_DEPTH: &str = "botpipe_queue_depth";
 pub const QUEUE_PENDING: &str = "botpipe_queue_pending";
 /// Batches waiting in the local spool, sampled from the spool file.
 pub const SPOOL_DEPTH: &str = "botpipe_spool_depth";
+/// Batches the queue moved to its dead-letter area, by `reason` (max_deliveries, corrupt).
+pub const QUEUE_DEAD_LETTERED_TOTAL: &str = "botpipe_queue_dead_lettered_total";
+/// Batches the spool drainer moved from the spool into Redis.
+pub const SPOOL_DRAINED_TOTAL: &str = "botpipe_spool_drained_total";
 /// Hand-offs by `target` (queue, spool) and `outcome`.
 pub const HANDOFF_TOTAL: &str = "botpipe_handoff_total";
 /// Duration of one durable hand-off.
@@ -116,6 +120,14 @@ pub fn describe_all() {
         "Batches leased to workers and not yet acked."
     );
     describe_gauge!(SPOOL_DEPTH, "Batches in the local spool.");
+    describe_counter!(
+        QUEUE_DEAD_LETTERED_TOTAL,
+        "Batches moved to the queue's dead-letter area, by reason."
+    );
+    describe_counter!(
+        SPOOL_DRAINED_TOTAL,
+        "Batches moved from the local spool into Redis."
+    );
     describe_counter!(HANDOFF_TOTAL, "Durable hand-offs by target and outcome.");
     describe_histogram!(
         HANDOFF_SECONDS,
@@ -205,6 +217,8 @@ pub const ALL: &[&str] = &[
     QUEUE_DEPTH,
     QUEUE_PENDING,
     SPOOL_DEPTH,
+    QUEUE_DEAD_LETTERED_TOTAL,
+    SPOOL_DRAINED_TOTAL,
     HANDOFF_TOTAL,
     HANDOFF_SECONDS,
     ENRICH_LOOKUPS_TOTAL,

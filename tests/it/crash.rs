@@ -235,3 +235,116 @@ async fn kill_9_mid_run_then_restart_loses_nothing_and_counts_nothing_twice() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_worker_process_holding_pending_entries_then_another_consumer_reclaims_them() {
+    use crate::helpers::keyspace::{fast_options, redis_url, TestRedis};
+    let redis = TestRedis::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("botpipe.sqlite");
+    let store = SqliteStore::open(&store_path).unwrap();
+    let types = [BotnetType::parse("mozi").unwrap()].into_iter().collect();
+    store.migrate(&types).await.unwrap();
+
+    // Ten batches of overlapping records in Redis.
+    let producer = redis.queue(&redis_url(), fast_options(Duration::from_secs(2), 5), None);
+    let mut distinct = HashSet::new();
+    for b in 0..10 {
+        let mut batch = batch();
+        for (i, r) in batch.records.iter_mut().enumerate() {
+            r.timestamp =
+                chrono::DateTime::from_timestamp(1_772_000_000 + (b * 37 + i as i64) % 400, 0)
+                    .unwrap();
+            distinct.insert((r.ip, r.timestamp, r.log_type));
+        }
+        producer.append(&batch).await.unwrap();
+    }
+
+    // The store is held locked, so the worker process leases batches and cannot finish them.
+    let blocker = rusqlite::Connection::open(&store_path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let config = dir.path().join("worker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[botnet]\nallowed_types = [\"mozi\"]\n[store]\nmigrate_on_start = false\n[queue]\nbackend = \"redis\"\n\
+             redis_url = {:?}\nredis_prefix = {:?}\ngroup = {:?}\nlease_timeout = \"2s\"\n",
+            dir.path().display().to_string(),
+            redis_url(),
+            redis.prefix,
+            redis.group
+        ),
+    )
+    .unwrap();
+    let log = if std::env::var_os("TEST_LOG").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    let child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_botpipe"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "worker",
+                "--workers",
+                "2",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the worker process holds pending entries",
+        || async {
+            producer
+                .depth()
+                .await
+                .map(|d| d.pending >= 2)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    drop(child); // kill -9 while it holds its leases
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+
+    // Another consumer (another "process") reclaims the dead consumer's entries after the lease
+    // timeout and stores everything once.
+    let survivor_queue = redis.queue(&redis_url(), fast_options(Duration::from_secs(2), 5), None);
+    let survivor = Worker::new(
+        "survivor",
+        AnyQueue::Redis(survivor_queue),
+        AnyStore::Sqlite(store.clone()),
+        AnyLookup::Disabled,
+    );
+    let token = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(survivor.run_until_stopped(token.clone()));
+    wait_until(
+        Duration::from_secs(60),
+        "every batch reclaimed and stored",
+        || async {
+            producer
+                .depth()
+                .await
+                .map(|d| d.total == 0)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    token.cancel();
+    running.await.unwrap();
+
+    let conn = rusqlite::Connection::open(&store_path).unwrap();
+    let (sum_counts, rows): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT SUM(communication_count) FROM botnet_nodes_mozi), (SELECT COUNT(*) FROM botnet_communications_mozi)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(rows, distinct.len() as i64, "nothing lost");
+    assert_eq!(sum_counts, rows, "nothing double-counted");
+}

@@ -1,15 +1,20 @@
-//! Shared test harness: starting components, waiting on conditions, per-test state.
+//! Shared test harness: starting components, waiting on conditions, per-test state, a TCP
+//! fault proxy.
 #![allow(dead_code, unused_imports)]
 
 pub mod app;
+pub mod batch;
 pub mod bin;
 pub mod collector;
+pub mod keyspace;
 pub mod prom;
+pub mod proxy;
 pub mod wait;
 
 pub use app::{
     endpoint, spawn_app, spawn_app_with, spawn_collector, test_settings, TestApp, TestCollector,
 };
+pub use batch::test_batch;
 pub use wait::wait_until;
 
 /// Turns on logs when `TEST_LOG` is set.
