@@ -63,8 +63,16 @@ fn spawn_producer(c: DemoCollector, stop: CancellationToken) -> tokio::task::Joi
                 c.push(wire(
                     &ip,
                     &ts,
-                    if n % 2 == 0 { "mozi" } else { "ramnit" },
-                    if n % 6 == 0 { "cleanup" } else { "online" },
+                    if n.is_multiple_of(2) {
+                        "mozi"
+                    } else {
+                        "ramnit"
+                    },
+                    if n.is_multiple_of(6) {
+                        "cleanup"
+                    } else {
+                        "online"
+                    },
                 ));
                 n += 1;
             }
