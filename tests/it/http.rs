@@ -148,12 +148,24 @@ async fn ready_is_503_while_the_store_is_locked_and_200_again_after() {
 
 #[tokio::test]
 async fn ready_is_503_when_a_configured_geodata_file_is_missing() {
-    let missing = std::env::temp_dir().join("botpipe-test-no-such-city.mmdb");
+    // A file missing at start is a start-up error (`enrich::open`); one that disappears while
+    // botpipe runs (a botched update) makes it unready.
+    let geo_dir = tempfile::tempdir().unwrap();
+    let city = geo_dir.path().join("city.mmdb");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/geo/geoip2-city.mmdb"),
+        &city,
+    )
+    .unwrap();
     let app = spawn_app(vec![], |s| {
-        s.geo.city = vec![missing.clone()];
+        s.geo.city = vec![city.clone()];
         s.geo.discovered = false;
     })
     .await;
+    let (code, ready) = get_json(&app, "/ready").await;
+    assert_eq!(code, 200, "{ready}");
+    std::fs::remove_file(&city).unwrap();
     let (code, ready) = get_json(&app, "/ready").await;
     assert_eq!(code, 503, "{ready}");
     assert_eq!(ready["geodata"]["ok"], false);

@@ -1,7 +1,6 @@
 //! botpipe's integration tests: one binary, real components on random ports, real PostgreSQL,
 //! MariaDB and Redis on this machine. `TEST_LOG=1` shows logs.
 
-mod cadence;
 mod cli;
 mod collector;
 mod collector_e2e;
