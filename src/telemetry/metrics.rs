@@ -44,6 +44,8 @@ pub const ENRICH_LOOKUPS_TOTAL: &str = "botpipe_enrich_lookups_total";
 pub const STORE_BATCH_SECONDS: &str = "botpipe_store_batch_seconds";
 /// Store batches by `outcome` (ok, retry, failed).
 pub const STORE_BATCHES_TOTAL: &str = "botpipe_store_batches_total";
+/// Transient store failures retried inside one batch, by `backend` (postgres, mysql).
+pub const STORE_RETRIES_TOTAL: &str = "botpipe_store_retries_total";
 /// Batches a worker finished, by `outcome`.
 pub const WORKER_BATCHES_TOTAL: &str = "botpipe_worker_batches_total";
 
@@ -95,6 +97,10 @@ pub fn describe_all() {
     );
     describe_counter!(STORE_BATCHES_TOTAL, "Store batch transactions by outcome.");
     describe_counter!(
+        STORE_RETRIES_TOTAL,
+        "Transient store failures (deadlock, serialization, lost connection) retried within a batch, by backend."
+    );
+    describe_counter!(
         WORKER_BATCHES_TOTAL,
         "Batches processed by workers, by outcome."
     );
@@ -119,5 +125,6 @@ pub const ALL: &[&str] = &[
     ENRICH_LOOKUPS_TOTAL,
     STORE_BATCH_SECONDS,
     STORE_BATCHES_TOTAL,
+    STORE_RETRIES_TOTAL,
     WORKER_BATCHES_TOTAL,
 ];

@@ -4,3 +4,4 @@
 mod crash;
 mod helpers;
 mod pull;
+mod store_contract;
