@@ -14,13 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::RunArgs;
-use crate::config::{ConfigError, QueueBackend, SecretError, Settings, StoreKind};
+use crate::config::{ConfigError, QueueBackend, SecretError, Settings};
 use crate::enrich::AnyLookup;
 use crate::http::{router, HttpState};
 use crate::pull::{PullClient, Puller, StatusBoard};
 use crate::queue::{AnyQueue, Backpressure, EmbeddedQueue, Handoff, Queue, QueueError};
 use crate::record::RecordContext;
-use crate::store::{AnyStore, SqliteStore, Store, StoreError};
+use crate::store::{AnyStore, Store, StoreError};
 use crate::telemetry::metrics as m;
 use crate::worker::Worker;
 
@@ -133,12 +133,7 @@ pub async fn open_queue(
 /// # Errors
 /// When the database cannot be opened.
 pub async fn open_store(settings: &Settings) -> Result<AnyStore, AppError> {
-    match &settings.store.kind {
-        StoreKind::Sqlite(path) => Ok(AnyStore::Sqlite(SqliteStore::open(path)?)),
-        StoreKind::Postgres(_) | StoreKind::Mysql(_) => {
-            Err(AppError::NotBuilt("PostgreSQL/MySQL store"))
-        }
-    }
+    Ok(crate::store::open(&settings.store).await?)
 }
 
 impl App {

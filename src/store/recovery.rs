@@ -79,9 +79,11 @@ pub(crate) struct Isolation {
 impl Isolation {
     /// All `n` records pending as one slice.
     pub(crate) fn new(n: usize) -> Self {
-        Self {
-            pending: if n == 0 { Vec::new() } else { [0..n].to_vec() },
+        let mut pending = Vec::new();
+        if n > 0 {
+            pending.push(0..n);
         }
+        Self { pending }
     }
 
     /// The next slice to apply, in record order.
