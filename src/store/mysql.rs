@@ -3,13 +3,16 @@
 //! **Write path.** A batch is one transaction at READ COMMITTED; per botnet type:
 //! 1. `SELECT id, ip … WHERE ip IN (…) FOR UPDATE` locks the nodes that exist, in index order;
 //! 2. the new IPs go in with a multi-row `INSERT … ON DUPLICATE KEY UPDATE` (the merge handles a
-//!    concurrent insert of the same IP), and a `SELECT` fetches their ids;
+//!    concurrent insert of the same IP), counting all their communications as new, and a
+//!    `SELECT` fetches their ids;
 //! 3. a `SELECT … WHERE (ip, communication_time, event_type) IN (…)` finds the communications
 //!    already stored; only the others are inserted, so botpipe knows per node how many rows were
 //!    new. This is exact because a communication is only written by a transaction holding its
 //!    node's row lock, and READ COMMITTED reads what committed before that lock was granted;
-//! 4. one multi-row `INSERT (id, …) … ON DUPLICATE KEY UPDATE` merges every node delta with
-//!    `LEAST`/`GREATEST` and adds the new communications to `communication_count`.
+//! 4. one multi-row `INSERT (id, …) … ON DUPLICATE KEY UPDATE` merges the existing nodes' deltas
+//!    with `LEAST`/`GREATEST` and adds their new communications to `communication_count` (and
+//!    corrects a new node whose communications turned out to be stored already). Every node row
+//!    is written once per batch in the common case.
 //!
 //! Why not simply upsert everything by IP: InnoDB consumes an `AUTO_INCREMENT` value for every
 //! row of an `INSERT … ON DUPLICATE KEY UPDATE` that has no explicit id, so updating existing
@@ -164,11 +167,11 @@ const INDEXES: &[(bool, &str, &str)] = &[
     (false, "idx_location", "country,province,city"),
 ];
 
-/// Columns of the node insert for new IPs (`communication_count` is the literal 0).
+/// Columns of the node insert for new IPs.
 const NEW_NODE_COLUMNS: &str = "ip, first_seen, last_seen, cleaned_time, active_time, status, \
      longitude, latitude, country, province, city, continent, isp, asn, is_china, \
      communication_count, created_time, updated_at";
-const NEW_NODE_ROW: &str = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?)";
+const NEW_NODE_ROW: &str = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 /// Columns of the merge by id.
 const MERGE_NODE_COLUMNS: &str = "id, ip, first_seen, last_seen, cleaned_time, active_time, \
      status, longitude, latitude, country, province, city, continent, isp, asn, is_china, \
@@ -178,13 +181,14 @@ const COMM_COLUMNS: &str = "node_id, ip, communication_time, received_at, longit
      country, province, city, continent, isp, asn, event_type, status, is_china";
 const COMM_ROW: &str = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 
-/// The `ON DUPLICATE KEY UPDATE` list of the node merge rules.
-fn merge_assignments(add_count: bool) -> String {
+/// The `ON DUPLICATE KEY UPDATE` list of the node merge rules; the proposed
+/// `communication_count` is a difference to add.
+fn merge_assignments() -> String {
     let merged =
         |col: &str, f: &str| format!("COALESCE({f}({col}, VALUES({col})), {col}, VALUES({col}))");
     let last = merged("last_seen", "GREATEST");
     let cleaned = merged("cleaned_time", "GREATEST");
-    let mut s = format!(
+    format!(
         "first_seen = {first},
          last_seen = {last},
          active_time = {active},
@@ -200,16 +204,11 @@ fn merge_assignments(add_count: bool) -> String {
          isp = COALESCE(VALUES(isp), isp),
          asn = COALESCE(VALUES(asn), asn),
          is_china = IF(VALUES(country) IS NOT NULL, VALUES(is_china), is_china),
+         communication_count = COALESCE(communication_count, 0) + VALUES(communication_count),
          updated_at = VALUES(updated_at)",
         first = merged("first_seen", "LEAST"),
         active = merged("active_time", "GREATEST"),
-    );
-    if add_count {
-        s.push_str(
-            ",\n         communication_count = COALESCE(communication_count, 0) + VALUES(communication_count)",
-        );
-    }
-    s
+    )
 }
 
 fn repeat_row(row: &str, rows: usize) -> String {
@@ -229,8 +228,7 @@ fn repeat_row(row: &str, rows: usize) -> String {
 pub struct MysqlStatements {
     nodes: String,
     comms: String,
-    merge_new: String,
-    merge_by_id: String,
+    merge: String,
 }
 
 impl MysqlStatements {
@@ -239,8 +237,7 @@ impl MysqlStatements {
         Self {
             nodes: t.nodes_table(),
             comms: t.communications_table(),
-            merge_new: merge_assignments(false),
-            merge_by_id: merge_assignments(true),
+            merge: merge_assignments(),
         }
     }
 
@@ -262,13 +259,14 @@ impl MysqlStatements {
         )
     }
 
-    /// Inserts `rows` new nodes, merging with any inserted concurrently.
+    /// Inserts `rows` new nodes with their planned communications as count, merging with any
+    /// inserted concurrently.
     pub fn insert_new_nodes(&self, rows: usize) -> String {
         format!(
             "INSERT INTO {} ({NEW_NODE_COLUMNS}) VALUES {} ON DUPLICATE KEY UPDATE {}",
             self.nodes,
             repeat_row(NEW_NODE_ROW, rows),
-            self.merge_new
+            self.merge
         )
     }
 
@@ -291,13 +289,13 @@ impl MysqlStatements {
         )
     }
 
-    /// Merges `rows` node deltas by id and adds their new communications to the count.
+    /// Merges `rows` node deltas by id and adds a difference to their count.
     pub fn merge_nodes(&self, rows: usize) -> String {
         format!(
             "INSERT INTO {} ({MERGE_NODE_COLUMNS}) VALUES {} ON DUPLICATE KEY UPDATE {}",
             self.nodes,
             repeat_row(MERGE_NODE_ROW, rows),
-            self.merge_by_id
+            self.merge
         )
     }
 }
@@ -358,16 +356,17 @@ impl<'a> NodeRow<'a> {
     }
 }
 
-/// Binds the new-node insert for `rows`.
+/// Binds the new-node insert for `rows`: `(row, planned communications)`.
 pub fn bind_new_nodes<'q>(
     sql: &'q str,
-    rows: &'q [&'q NodeRow<'q>],
+    rows: &'q [(&'q NodeRow<'q>, i64)],
     now: DateTime<Utc>,
 ) -> MyQuery<'q> {
     let mut q = sqlx::query(sql);
-    for r in rows {
+    for (r, planned) in rows {
         q = r
             .bind_merge_values(q.bind(r.ip.as_str()))
+            .bind(*planned)
             .bind(now)
             .bind(now);
     }
@@ -1018,8 +1017,19 @@ pub async fn write_type(
             .await
             .map_err(|e| (Stage::LockNodes, e))?;
     }
-    // 2. Insert the new ones and read their ids.
-    let new: Vec<&NodeRow<'_>> = nodes.iter().filter(|r| !ids.contains_key(&r.ip)).collect();
+    // 2. Insert the new ones, counting all their communications as new (a node that did not
+    //    exist has none stored, unless another writer inserted it meanwhile: corrected below),
+    //    and read their ids.
+    let mut planned: HashMap<&str, i64> = HashMap::with_capacity(nodes.len());
+    for c in comms {
+        *planned.entry(c.ip.as_str()).or_default() += 1;
+    }
+    let existing: HashSet<String> = ids.keys().cloned().collect();
+    let new: Vec<(&NodeRow<'_>, i64)> = nodes
+        .iter()
+        .filter(|r| !existing.contains(r.ip.as_str()))
+        .map(|r| (r, planned.get(r.ip.as_str()).copied().unwrap_or(0)))
+        .collect();
     for chunk in new.chunks(ROWS_PER_STATEMENT) {
         let text = sql.insert_new_nodes(chunk.len());
         bind_new_nodes(&text, chunk, now)
@@ -1028,7 +1038,7 @@ pub async fn write_type(
             .map_err(|e| (Stage::InsertNodes, e))?;
         let text = sql.select_ids(chunk.len());
         let mut q = sqlx::query(&text);
-        for r in chunk {
+        for (r, _) in chunk {
             q = q.bind(r.ip.as_str());
         }
         fetch_ids(conn, q, &mut ids)
@@ -1053,7 +1063,7 @@ pub async fn write_type(
         }
     }
     let mut fresh: Vec<(&CommRow<'_>, i64)> = Vec::with_capacity(comms.len());
-    let mut added: HashMap<i64, i64> = HashMap::new();
+    let mut added: HashMap<&str, i64> = HashMap::new();
     for r in comms {
         let (ip, secs, event) = r.key();
         if stored.contains(&(ip.to_owned(), secs, event.to_owned())) {
@@ -1063,7 +1073,7 @@ pub async fn write_type(
             return Err((Stage::MissingId(r.ip.clone()), sqlx::Error::RowNotFound));
         };
         fresh.push((r, id));
-        *added.entry(id).or_default() += 1;
+        *added.entry(r.ip.as_str()).or_default() += 1;
     }
     for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
         let text = sql.insert_communications(chunk.len());
@@ -1072,13 +1082,22 @@ pub async fn write_type(
             .await
             .map_err(|e| (Stage::InsertCommunications, e))?;
     }
-    // 4. Merge every node by id and add its new communications.
+    // 4. Merge the existing nodes by id, adding their new communications; a new node only
+    //    needs this when its planned count was wrong.
     let mut merge: Vec<(&NodeRow<'_>, i64, i64)> = Vec::with_capacity(nodes.len());
     for r in nodes {
         let Some(&id) = ids.get(&r.ip) else {
             return Err((Stage::MissingId(r.ip.clone()), sqlx::Error::RowNotFound));
         };
-        merge.push((r, id, added.get(&id).copied().unwrap_or(0)));
+        let got = added.get(r.ip.as_str()).copied().unwrap_or(0);
+        if existing.contains(r.ip.as_str()) {
+            merge.push((r, id, got));
+        } else {
+            let counted = planned.get(r.ip.as_str()).copied().unwrap_or(0);
+            if got != counted {
+                merge.push((r, id, got - counted));
+            }
+        }
     }
     for chunk in merge.chunks(ROWS_PER_STATEMENT) {
         let text = sql.merge_nodes(chunk.len());
@@ -1359,7 +1378,7 @@ mod tests {
     #[test]
     fn statements_bind_one_placeholder_per_value() {
         let s = MysqlStatements::new(&BotnetType::parse("mozi").unwrap());
-        assert_eq!(placeholders(&s.insert_new_nodes(3)), 3 * 17);
+        assert_eq!(placeholders(&s.insert_new_nodes(3)), 3 * 18);
         assert_eq!(placeholders(&s.merge_nodes(2)), 2 * 18);
         assert_eq!(placeholders(&s.insert_communications(4)), 4 * 15);
         assert_eq!(placeholders(&s.existing_communications(5)), 5 * 3);
@@ -1376,7 +1395,11 @@ mod tests {
         assert!(sql.contains(
             "communication_count = COALESCE(communication_count, 0) + VALUES(communication_count)"
         ));
-        assert!(!s.insert_new_nodes(1).contains("communication_count = "));
+        // New nodes add their planned count too, so a concurrent insert of the same IP still
+        // ends with the right count after the correction.
+        assert!(s
+            .insert_new_nodes(1)
+            .contains("+ VALUES(communication_count)"));
     }
 
     #[test]

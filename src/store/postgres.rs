@@ -3,11 +3,12 @@
 //! **Write path.** A batch is one transaction; per botnet type, two statements whose text never
 //! changes (so they stay prepared), each taking one array per column:
 //! 1. `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (ip) DO UPDATE` merges every node delta with
-//!    `LEAST`/`GREATEST` (PostgreSQL's ignore NULLs, which is the NULL-safe rule) and returns the
-//!    node ids;
+//!    `LEAST`/`GREATEST` (PostgreSQL's ignore NULLs, which is the NULL-safe rule), adds each
+//!    node's planned communications to `communication_count`, and returns the node ids;
 //! 2. a `WITH ins AS (INSERT … ON CONFLICT DO NOTHING RETURNING node_id)` inserts the
-//!    communications and, in the same statement, adds to `communication_count` only the rows
-//!    actually inserted.
+//!    communications and, in the same statement, takes back from the count those that were
+//!    already stored. A node row is therefore written once per batch unless the batch replays
+//!    some of its communications; the count is only ever visible corrected, at commit.
 //!
 //! UNNEST beat COPY and multi-row VALUES on this machine (`shared/perf-notes.md`), needs no
 //! TCP_NODELAY, and uses one bind parameter per column whatever the batch size, so there is no
@@ -138,10 +139,11 @@ fn indexes_ddl(t: &BotnetType) -> Vec<String> {
 /// `benches/store_write.rs` can time exactly these statements without the store around them.
 #[derive(Debug, Clone)]
 pub struct PgStatements {
-    /// Node upsert over UNNEST arrays; binds [`NodeArrays`] then `now`; returns `(id, ip)`.
+    /// Node upsert over UNNEST arrays, adding each node's planned communications to its
+    /// count; binds [`NodeArrays`] then `now`; returns `(id, ip)`.
     pub upsert_nodes: String,
-    /// Communication insert plus count bump; binds node ids, [`CommArrays`], then `now`;
-    /// returns one row per bumped node with the number of rows it gained.
+    /// Communication insert plus the correction of counts for communications already stored;
+    /// binds node ids, [`CommArrays`], then `now`; returns the number of rows inserted.
     pub insert_communications: String,
 }
 
@@ -156,12 +158,12 @@ impl PgStatements {
                 communication_count, created_time, updated_at)
              SELECT u.ip, u.first_seen, u.last_seen, u.cleaned_time, u.last_seen, u.status,
                 u.longitude, u.latitude, u.country, u.province, u.city, u.continent, u.isp, u.asn,
-                u.is_china, 0, $15, $15
+                u.is_china, u.planned, $16, $16
              FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[],
                 $5::text[], $6::float8[], $7::float8[], $8::text[], $9::text[], $10::text[],
-                $11::text[], $12::text[], $13::text[], $14::bool[])
+                $11::text[], $12::text[], $13::text[], $14::bool[], $15::int4[])
                 AS u(ip, first_seen, last_seen, cleaned_time, status, longitude, latitude,
-                     country, province, city, continent, isp, asn, is_china)
+                     country, province, city, continent, isp, asn, is_china, planned)
              ON CONFLICT (ip) DO UPDATE SET
                 first_seen = LEAST(n.first_seen, EXCLUDED.first_seen),
                 last_seen = GREATEST(n.last_seen, EXCLUDED.last_seen),
@@ -183,9 +185,14 @@ impl PgStatements {
                 asn = COALESCE(EXCLUDED.asn, n.asn),
                 is_china = CASE WHEN EXCLUDED.country IS NOT NULL
                                 THEN EXCLUDED.is_china ELSE n.is_china END,
+                communication_count = COALESCE(n.communication_count, 0)
+                                      + EXCLUDED.communication_count,
                 updated_at = EXCLUDED.updated_at
              RETURNING n.id::bigint, n.ip::text"
         );
+        // The upsert added every planned communication to the count; give back those that
+        // were already stored (replays, concurrent duplicates). Usually no row matches, so a
+        // node is written once per batch.
         let insert_communications = format!(
             "WITH ins AS (
                 INSERT INTO {c} (node_id, ip, communication_time, received_at, longitude, latitude,
@@ -201,10 +208,18 @@ impl PgStatements {
                 RETURNING node_id
              ), added AS (
                 SELECT node_id, count(*) AS rows FROM ins GROUP BY node_id
+             ), planned AS (
+                SELECT node_id, count(*) AS rows FROM UNNEST($1::bigint[]) AS p(node_id)
+                GROUP BY node_id
+             ), fix AS (
+                UPDATE {n} AS n
+                SET communication_count = n.communication_count
+                                          - (planned.rows - COALESCE(added.rows, 0))
+                FROM planned LEFT JOIN added ON added.node_id = planned.node_id
+                WHERE n.id = planned.node_id AND planned.rows > COALESCE(added.rows, 0)
+                RETURNING n.id
              )
-             UPDATE {n} AS n SET communication_count = COALESCE(n.communication_count, 0) + added.rows
-             FROM added WHERE n.id = added.node_id
-             RETURNING added.rows::bigint"
+             SELECT (SELECT count(*) FROM ins)::bigint"
         );
         Self {
             upsert_nodes,
@@ -228,13 +243,20 @@ pub struct NodeArrays<'a> {
     cleaned_time: Vec<Option<DateTime<Utc>>>,
     status: Vec<&'static str>,
     geo: GeoArrays<'a>,
+    /// Communications planned for each node: added to its count up front.
+    planned: Vec<i32>,
 }
 
 impl<'a> NodeArrays<'a> {
-    /// The columns of `nodes`, in their (IP) order.
-    pub fn new(nodes: &[NodeDelta<'a>]) -> Self {
+    /// The columns of `nodes` (in their IP order), with the number of `comms` of each.
+    pub fn new(nodes: &[NodeDelta<'a>], comms: &[Communication<'_>]) -> Self {
+        let mut per_ip: HashMap<NodeIp, i32> = HashMap::with_capacity(nodes.len());
+        for c in comms {
+            *per_ip.entry(c.ip).or_default() += 1;
+        }
         let mut a = Self::default();
         for n in nodes {
+            a.planned.push(per_ip.get(&n.ip).copied().unwrap_or(0));
             a.ips.push(n.ip.to_string());
             a.first_seen.push(n.first_online.map(whole_seconds));
             a.last_seen.push(n.last_online.map(whole_seconds));
@@ -350,6 +372,7 @@ pub async fn upsert_nodes(
         .bind(&a.geo.isp)
         .bind(&a.geo.asn)
         .bind(&a.geo.is_china)
+        .bind(&a.planned)
         .bind(now)
         .fetch_all(conn)
         .await?;
@@ -358,7 +381,8 @@ pub async fn upsert_nodes(
         .collect()
 }
 
-/// Runs the communication insert and count bump; returns the number of rows inserted.
+/// Runs the communication insert and the count correction; returns the number of rows
+/// inserted.
 ///
 /// # Errors
 /// Whatever the database reports.
@@ -385,13 +409,9 @@ pub async fn insert_communications(
         .bind(&a.status)
         .bind(&a.geo.is_china)
         .bind(now)
-        .fetch_all(conn)
+        .fetch_one(conn)
         .await?;
-    let mut added = 0u64;
-    for r in &rows {
-        added += u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0);
-    }
-    Ok(added)
+    Ok(u64::try_from(rows.try_get::<i64, _>(0)?).unwrap_or(0))
 }
 
 /// The PostgreSQL store. Cheap to clone; clones share the pool.
@@ -780,7 +800,7 @@ impl PostgresStore {
         };
         let n = p.botnet_type.nodes_table();
         let c = p.botnet_type.communications_table();
-        let nodes = NodeArrays::new(&p.nodes);
+        let nodes = NodeArrays::new(&p.nodes, &p.communications);
         if nodes.is_empty() {
             return Ok(());
         }
@@ -1085,8 +1105,8 @@ mod tests {
         assert!(s
             .insert_communications
             .contains("UPDATE botnet_nodes_mozi AS n"));
-        // 15 parameters each; UNNEST keeps that constant whatever the batch size.
-        assert!(s.upsert_nodes.contains("$15") && !s.upsert_nodes.contains("$16"));
+        // A fixed number of parameters; UNNEST keeps it constant whatever the batch size.
+        assert!(s.upsert_nodes.contains("$16") && !s.upsert_nodes.contains("$17"));
         assert!(
             s.insert_communications.contains("$15") && !s.insert_communications.contains("$16")
         );
