@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::RunArgs;
-use crate::config::{ConfigError, QueueBackend, SecretError, Settings, StoreKind};
+use crate::config::{ConfigError, QueueBackend, SecretError, Settings};
 use crate::enrich::AnyLookup;
 use crate::http::{router, HttpState};
 use crate::pull::{PullClient, Puller, StatusBoard};
@@ -23,7 +23,7 @@ use crate::queue::{
     AnyQueue, Backpressure, DepthSampler, EmbeddedQueue, Handoff, QueueError, SpoolDrainer,
 };
 use crate::record::RecordContext;
-use crate::store::{AnyStore, SqliteStore, Store, StoreError};
+use crate::store::{AnyStore, Store, StoreError};
 use crate::worker::Worker;
 
 /// How often queue and spool depth are sampled for gauges and backpressure.
@@ -162,12 +162,7 @@ pub async fn attach_queue(
 /// # Errors
 /// When the database cannot be opened.
 pub async fn open_store(settings: &Settings) -> Result<AnyStore, AppError> {
-    match &settings.store.kind {
-        StoreKind::Sqlite(path) => Ok(AnyStore::Sqlite(SqliteStore::open(path)?)),
-        StoreKind::Postgres(_) | StoreKind::Mysql(_) => {
-            Err(AppError::NotBuilt("PostgreSQL/MySQL store"))
-        }
-    }
+    Ok(crate::store::open(&settings.store).await?)
 }
 
 impl App {

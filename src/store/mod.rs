@@ -7,8 +7,14 @@
 //! a retryable failure leaves the batch unacked in the queue.
 
 pub mod merge;
+pub mod mysql;
+pub mod postgres;
+mod recovery;
+mod schema;
 mod sqlite;
 
+pub use mysql::MysqlStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,14 +96,49 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// A communication row appeared between botpipe's existence check and its insert: a writer
+    /// outside botpipe's lock order touched the table. Retrying re-reads the table.
+    #[error("{table}: communication inserted concurrently by another writer")]
+    Conflict {
+        /// The communications table.
+        table: String,
+    },
+    /// Another botpipe process held the migration lock for too long.
+    #[error("waiting for the migration lock {lock}: timed out")]
+    MigrationLockTimeout {
+        /// The lock name.
+        lock: String,
+    },
+    /// The schema cannot be upgraded automatically.
+    #[error("migrating {table}: {problem}")]
+    Schema {
+        /// The table.
+        table: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The store password could not be read.
+    #[error("store password: {0}")]
+    Secret(#[from] crate::config::SecretError),
     /// The blocking thread serving the store is gone.
     #[error("store worker thread stopped")]
     Closed,
 }
 
+/// MySQL/MariaDB error numbers that a retry may cure: deadlock, lock wait timeout, too many
+/// connections, server shutdown, connection killed, query interrupted or timed out, network errors.
+const MYSQL_TRANSIENT: &[u16] = &[
+    1040, 1053, 1158, 1159, 1160, 1161, 1205, 1213, 1317, 1927, 1969, 2006, 2013, 3024, 4031,
+];
+
+/// MySQL/MariaDB error numbers that reject a value of one row: out of range (1264, 1690), data
+/// truncated (1265), bad datetime (1292), bad string or number (1366, 1367, 1411), too long
+/// (1406), NULL into NOT NULL (1048).
+const MYSQL_ROW_REJECTION: &[u16] = &[1048, 1264, 1265, 1292, 1366, 1367, 1406, 1411, 1690];
+
 impl StoreError {
-    /// Whether the same batch may succeed later (busy, locked, connection lost, deadlock), as
-    /// opposed to a defect of the data or the schema.
+    /// Whether the same batch may succeed later (busy, locked, connection lost, deadlock,
+    /// serialization failure), as opposed to a defect of the data or the schema.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Sqlite { source, .. } => matches!(
@@ -110,28 +151,61 @@ impl StoreError {
                         | rusqlite::ErrorCode::CannotOpen
                 )
             ),
-            Self::Sqlx { source, .. } => match source {
-                sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_) => true,
-                sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-                    // PostgreSQL: serialization failure, deadlock, connection and resource classes.
-                    // MySQL: deadlock (1213), lock wait timeout (1205), server gone (2006/2013).
+            Self::Sqlx { source, .. } => sqlx_is_transient(source),
+            Self::Conflict { .. } | Self::MigrationLockTimeout { .. } | Self::Closed => true,
+            Self::Schema { .. } | Self::Secret(_) => false,
+        }
+    }
+
+    /// Whether the database refused a value of the data itself (a timestamp out of range, an
+    /// over-long string): retrying cannot help, but the rest of the batch can still commit once
+    /// the offending record is set aside as a dead letter.
+    pub fn is_row_rejection(&self) -> bool {
+        match self {
+            Self::Sqlx {
+                source: sqlx::Error::Database(db),
+                ..
+            } => {
+                if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                    MYSQL_ROW_REJECTION.contains(&my.number())
+                        || my.code().is_some_and(|c| c.starts_with("22"))
+                } else {
+                    // PostgreSQL class 22: data exception.
+                    db.code().is_some_and(|c| c.starts_with("22"))
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+fn sqlx_is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                MYSQL_TRANSIENT.contains(&my.number())
+            } else {
+                // PostgreSQL: serialization failure, deadlock, lock not available, query
+                // cancelled (statement timeout), connection exceptions (08), insufficient
+                // resources (53), operator intervention such as a restart (57P).
+                db.code().is_some_and(|c| {
                     c == "40001"
                         || c == "40P01"
+                        || c == "55P03"
+                        || c == "57014"
                         || c.starts_with("08")
                         || c.starts_with("53")
                         || c.starts_with("57P")
-                        || c == "1213"
-                        || c == "1205"
-                }),
-                _ => false,
-            },
-            Self::Closed => true,
+                })
+            }
         }
+        _ => false,
     }
 }
 
@@ -187,41 +261,102 @@ pub trait Store: Send + Sync {
 pub enum AnyStore {
     /// Embedded SQLite.
     Sqlite(SqliteStore),
+    /// PostgreSQL.
+    Postgres(PostgresStore),
+    /// MySQL or MariaDB.
+    Mysql(MysqlStore),
+}
+
+/// Opens the configured store: the SQLite file, or a connection pool with the password resolved
+/// from its [`SecretSource`](crate::config::SecretSource). Does not migrate; call
+/// [`Store::migrate`] with the allowed types (`botpipe migrate`, or at start unless
+/// `store.migrate_on_start = false`).
+///
+/// # Errors
+/// When the password cannot be read, the URL is invalid or the database is unreachable.
+pub async fn open(settings: &crate::config::StoreSettings) -> Result<AnyStore, StoreError> {
+    use crate::config::StoreKind;
+    use secrecy::ExposeSecret;
+    let password = settings
+        .password
+        .as_ref()
+        .map(|p| p.resolve())
+        .transpose()?;
+    let password = password.as_ref().map(|p| p.expose_secret());
+    match &settings.kind {
+        StoreKind::Sqlite(path) => SqliteStore::open(path).map(AnyStore::Sqlite),
+        StoreKind::Postgres(url) => PostgresStore::connect(url, password, settings.max_connections)
+            .await
+            .map(AnyStore::Postgres),
+        StoreKind::Mysql(url) => MysqlStore::connect(url, password, settings.max_connections)
+            .await
+            .map(AnyStore::Mysql),
+    }
+}
+
+/// Dispatches one call to the configured backend.
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Self::Sqlite($s) => $call,
+            Self::Postgres($s) => $call,
+            Self::Mysql($s) => $call,
+        }
+    };
 }
 
 impl Store for AnyStore {
     async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(s) => s.migrate(types).await,
-        }
+        dispatch!(self, s => s.migrate(types).await)
     }
     async fn apply(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.apply(batch).await,
-        }
+        dispatch!(self, s => s.apply(batch).await)
     }
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.counts().await,
-        }
+        dispatch!(self, s => s.counts().await)
     }
     async fn dead_letters(
         &self,
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<StoredDeadLetter>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.dead_letters(limit, before).await,
-        }
+        dispatch!(self, s => s.dead_letters(limit, before).await)
     }
     async fn delete_dead_letters(&self, ids: &[i64]) -> Result<u64, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.delete_dead_letters(ids).await,
-        }
+        dispatch!(self, s => s.delete_dead_letters(ids).await)
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(s) => s.ping().await,
+        dispatch!(self, s => s.ping().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_and_pool_errors_are_retryable() {
+        let e = StoreError::Sqlx {
+            op: "x".into(),
+            source: sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        };
+        assert!(e.is_retryable());
+        assert!(!e.is_row_rejection());
+        let e = StoreError::Sqlx {
+            op: "x".into(),
+            source: sqlx::Error::PoolTimedOut,
+        };
+        assert!(e.is_retryable());
+        let e = StoreError::Sqlx {
+            op: "x".into(),
+            source: sqlx::Error::RowNotFound,
+        };
+        assert!(!e.is_retryable());
+        assert!(StoreError::Conflict { table: "t".into() }.is_retryable());
+        assert!(!StoreError::Schema {
+            table: "t".into(),
+            problem: "p".into()
         }
+        .is_retryable());
     }
 }

@@ -54,6 +54,8 @@ pub const ENRICH_RELOADS_TOTAL: &str = "botpipe_enrich_reloads_total";
 pub const STORE_BATCH_SECONDS: &str = "botpipe_store_batch_seconds";
 /// Store batches by `outcome` (ok, retry, failed).
 pub const STORE_BATCHES_TOTAL: &str = "botpipe_store_batches_total";
+/// Transient store failures retried inside one batch, by `backend` (postgres, mysql).
+pub const STORE_RETRIES_TOTAL: &str = "botpipe_store_retries_total";
 /// Batches a worker finished, by `outcome`.
 pub const WORKER_BATCHES_TOTAL: &str = "botpipe_worker_batches_total";
 /// Lines and table rows a collector read, by `source` (configuration) and `outcome` (stored,
@@ -151,6 +153,10 @@ pub fn describe_all() {
     );
     describe_counter!(STORE_BATCHES_TOTAL, "Store batch transactions by outcome.");
     describe_counter!(
+        STORE_RETRIES_TOTAL,
+        "Transient store failures (deadlock, serialization, lost connection) retried within a batch, by backend."
+    );
+    describe_counter!(
         WORKER_BATCHES_TOTAL,
         "Batches processed by workers, by outcome."
     );
@@ -226,6 +232,7 @@ pub const ALL: &[&str] = &[
     ENRICH_RELOADS_TOTAL,
     STORE_BATCH_SECONDS,
     STORE_BATCHES_TOTAL,
+    STORE_RETRIES_TOTAL,
     WORKER_BATCHES_TOTAL,
     PUSH_REQUESTS_TOTAL,
     PUSH_DURATION_SECONDS,

@@ -14,3 +14,4 @@ mod pull;
 mod push;
 mod queue_contract;
 mod queue_redis;
+mod store_contract;

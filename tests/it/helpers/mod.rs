@@ -6,6 +6,7 @@ pub mod app;
 pub mod batch;
 pub mod bin;
 pub mod collector;
+pub mod db;
 pub mod keyspace;
 pub mod prom;
 pub mod proxy;

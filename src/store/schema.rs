@@ -1,0 +1,111 @@
+//! The migration steps of the network stores, shared by PostgreSQL and MySQL/MariaDB so that
+//! `botpipe_schema_migrations` means the same on both.
+//!
+//! Each botnet type has its own history (scope = the type name), because types appear over time.
+//! Every step is guarded by introspection: it changes a table only when the table still has the
+//! legacy shape, so it is safe on a fresh table, a legacy table, or a table an earlier,
+//! interrupted migration half-upgraded. A step is recorded once it has run; recorded steps are
+//! skipped. Steps only ever add or rename, never drop a row. New steps are appended with the
+//! next version; versions are never reused.
+
+/// The scope of botpipe's own tables in `botpipe_schema_migrations`.
+pub(crate) const BOTPIPE_SCOPE: &str = "botpipe";
+/// Version of botpipe's own tables (`botpipe_schema_migrations`, `botpipe_dead_letters`).
+pub(crate) const BOTPIPE_VERSION: i32 = 1;
+
+/// One upgrade of the two tables of a botnet type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TypeStep {
+    /// Create the node and communication tables if missing (legacy tables are kept as they are).
+    CreateTables,
+    /// Legacy `log_time` is now `active_time`.
+    RenameLogTime,
+    /// Legacy `created_at` is now `created_time`.
+    RenameCreatedAt,
+    /// Legacy tables have no `cleaned_time` (nor its index).
+    AddCleanedTime,
+    /// Legacy `status` does not accept `cleaned`.
+    StatusAcceptsCleaned,
+    /// Legacy `ip` is `VARCHAR(15)`: IPv6 needs 45.
+    WidenIp,
+    /// Legacy communications are unique on `(ip, communication_time)`, so an online and a
+    /// cleanup event in the same second collide: the key gains `event_type`.
+    CommunicationKeyWithEventType,
+    /// Secondary indexes of the current schema that legacy tables may lack.
+    Indexes,
+}
+
+impl TypeStep {
+    /// Every step in order.
+    pub(crate) const ALL: [TypeStep; 8] = [
+        Self::CreateTables,
+        Self::RenameLogTime,
+        Self::RenameCreatedAt,
+        Self::AddCleanedTime,
+        Self::StatusAcceptsCleaned,
+        Self::WidenIp,
+        Self::CommunicationKeyWithEventType,
+        Self::Indexes,
+    ];
+
+    /// The recorded version: position in [`Self::ALL`], from 1.
+    pub(crate) fn version(self) -> i32 {
+        match self {
+            Self::CreateTables => 1,
+            Self::RenameLogTime => 2,
+            Self::RenameCreatedAt => 3,
+            Self::AddCleanedTime => 4,
+            Self::StatusAcceptsCleaned => 5,
+            Self::WidenIp => 6,
+            Self::CommunicationKeyWithEventType => 7,
+            Self::Indexes => 8,
+        }
+    }
+
+    /// The recorded description.
+    pub(crate) fn description(self) -> &'static str {
+        match self {
+            Self::CreateTables => "create node and communication tables",
+            Self::RenameLogTime => "rename log_time to active_time",
+            Self::RenameCreatedAt => "rename created_at to created_time",
+            Self::AddCleanedTime => "add cleaned_time",
+            Self::StatusAcceptsCleaned => "status accepts cleaned",
+            Self::WidenIp => "widen ip to VARCHAR(45)",
+            Self::CommunicationKeyWithEventType => {
+                "communications unique on (ip, communication_time, event_type)"
+            }
+            Self::Indexes => "secondary indexes",
+        }
+    }
+}
+
+/// The width botpipe gives `ip` columns: the longest textual IPv6 address.
+pub(crate) const IP_WIDTH: u32 = 45;
+
+/// Parses the length out of a `varchar(n)` / `character varying(n)` type, if it is one.
+pub(crate) fn varchar_len(column_type: &str) -> Option<u32> {
+    let t = column_type.trim().to_ascii_lowercase();
+    let inner = t
+        .strip_prefix("varchar(")
+        .or_else(|| t.strip_prefix("character varying("))?;
+    inner.strip_suffix(')')?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_positions() {
+        for (i, s) in TypeStep::ALL.iter().enumerate() {
+            assert_eq!(s.version(), i as i32 + 1);
+        }
+    }
+
+    #[test]
+    fn varchar_lengths() {
+        assert_eq!(varchar_len("varchar(15)"), Some(15));
+        assert_eq!(varchar_len("character varying(45)"), Some(45));
+        assert_eq!(varchar_len("text"), None);
+    }
+}
