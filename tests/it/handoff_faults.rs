@@ -167,10 +167,14 @@ async fn redis_restarting_mid_run_loses_no_batch() {
     let drainer = tokio::spawn(
         SpoolDrainer::new(rig.spool.clone(), rig.queue.clone()).run_until_stopped(token.clone()),
     );
-    // A worker in another process, reaching Redis through the same proxy.
-    let worker_queue = rig
-        .redis
-        .queue(&rig.proxy.redis_url(), fast_options(LEASE, 5), None);
+    // A worker in another process, reaching Redis through the same proxy. A reset can swallow
+    // the reply to its XREADGROUP: that entry is then pending under "w" and comes back only by
+    // reclaim after the lease timeout, so the lease here is short.
+    let worker_queue = rig.redis.queue(
+        &rig.proxy.redis_url(),
+        fast_options(Duration::from_secs(2), 20),
+        None,
+    );
     let seen = Arc::new(Mutex::new(BTreeSet::new()));
     let worker = {
         let (seen, token) = (Arc::clone(&seen), token.clone());
