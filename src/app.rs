@@ -17,6 +17,7 @@ use crate::cli::RunArgs;
 use crate::config::{ConfigError, QueueBackend, SecretError, Settings};
 use crate::enrich::AnyLookup;
 use crate::http::{router, HttpState};
+use crate::pull::scheduler::PullRuntime;
 use crate::pull::{PullClient, Puller, StatusBoard};
 use crate::push::{PushIngest, PushSetupError};
 use crate::queue::{
@@ -80,6 +81,9 @@ pub enum AppError {
     /// Something failed while running.
     #[error("{0}")]
     Runtime(String),
+    /// The pullers' runtime thread could not be started.
+    #[error("starting the pull runtime thread")]
+    PullRuntime(#[source] std::io::Error),
     /// `botpipe collector` failed.
     #[error(transparent)]
     Collector(#[from] crate::collector::CollectorError),
@@ -258,6 +262,9 @@ impl App {
         let work_token = CancellationToken::new();
         let aux_token = CancellationToken::new();
         let pullers = TaskTracker::new();
+        // Dropped at the end of this function (also on an early error return): its worker thread
+        // also drives any Redis connection a puller dialled, which the workers may share.
+        let pull_runtime = PullRuntime::start().map_err(AppError::PullRuntime)?;
         let workers = TaskTracker::new();
         let aux = TaskTracker::new();
 
@@ -317,13 +324,16 @@ impl App {
                     e.batch_size,
                     self.board.clone(),
                 );
-                pullers.spawn(crate::pull::scheduler::run_until_stopped(
-                    puller,
-                    e.interval,
-                    Arc::clone(&self.backpressure),
-                    self.board.clone(),
-                    pull_token.clone(),
-                ));
+                pullers.spawn_on(
+                    crate::pull::scheduler::run_until_stopped(
+                        puller,
+                        e.interval,
+                        Arc::clone(&self.backpressure),
+                        self.board.clone(),
+                        pull_token.clone(),
+                    ),
+                    pull_runtime.handle(),
+                );
             }
         }
 
@@ -393,6 +403,7 @@ impl App {
         }
         aux_token.cancel();
         let _ = tokio::time::timeout_at(deadline, aux.wait()).await;
+        drop(pull_runtime);
         tracing::info!("botpipe stopped.");
         Ok(())
     }
