@@ -1,8 +1,9 @@
 //! ASN databases: a GeoLite2-ASN `.mmdb` (memory-mapped) or the `@ip-location-db/asn` CSV ranges
 //! (`start,end,asn,"org"`, IPv4 and IPv6 rows, no header) loaded into a sorted range table.
 //!
-//! The range table keeps one sorted vector per IP family with the organisation names interned,
-//! so a lookup is one binary search and no allocation until the answer is copied out. The IPv4
+//! The range table keeps one sorted vector per IP family with the AS labels (`AS4134`) and
+//! organisation names interned as [`ArcStr`]s, so a lookup is one binary search and no
+//! allocation: the answer shares the table's strings. The IPv4
 //! table (6.6 MB for the free file) is too big for the CPU cache, so each of a plain binary
 //! search's 19 probes would miss; a 256 KB index by the address's top 16 bits narrows the search
 //! to the few ranges of one /16 first (about 5× faster in `benches/enrich.rs`; figures in
@@ -17,6 +18,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use arcstr::ArcStr;
 use maxminddb::{Mmap, Reader};
 use serde::Deserialize;
 
@@ -24,13 +26,15 @@ use super::city::display_name;
 use super::mmdb::{self, Fingerprint};
 use super::EnrichError;
 
-/// One ASN answer: the number and the organisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AsnInfo<'a> {
+/// One ASN answer: the number, its label and the organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsnInfo {
     /// AS number.
     pub number: u32,
+    /// The number as the platform stores it, `AS4134`.
+    pub label: ArcStr,
     /// AS organisation, when the database has one.
-    pub organisation: Option<&'a str>,
+    pub organisation: Option<ArcStr>,
 }
 
 /// How an ASN database is stored.
@@ -144,7 +148,7 @@ impl AsnDb {
     }
 
     /// The AS that announces `ip`, if known.
-    pub fn lookup(&self, ip: IpAddr) -> Option<AsnInfo<'_>> {
+    pub fn lookup(&self, ip: IpAddr) -> Option<AsnInfo> {
         match &self.source {
             AsnSource::Ranges(t) => t.lookup(ip),
             AsnSource::Mmdb(r) => {
@@ -152,12 +156,15 @@ impl AsnDb {
                     return None;
                 }
                 let rec = r.lookup(ip).ok()?.decode::<AsnRecord<'_>>().ok()??;
+                let number = rec.autonomous_system_number?;
                 Some(AsnInfo {
-                    number: rec.autonomous_system_number?,
+                    number,
+                    label: number_label(number),
                     organisation: rec
                         .autonomous_system_organization
                         .map(str::trim)
-                        .filter(|s| !s.is_empty()),
+                        .filter(|s| !s.is_empty())
+                        .map(ArcStr::from),
                 })
             }
         }
@@ -171,7 +178,9 @@ pub struct RangeTable {
     /// `v4_index[p]`: the first IPv4 range starting at or after `p << 16`; 65,537 entries.
     v4_index: Vec<u32>,
     v6: Vec<Range<u128>>,
-    organisations: Vec<Box<str>>,
+    /// Distinct AS numbers with their labels; `Range::asn` indexes it.
+    asns: Vec<(u32, ArcStr)>,
+    organisations: Vec<ArcStr>,
     overlaps: usize,
 }
 
@@ -179,6 +188,7 @@ pub struct RangeTable {
 struct Range<T> {
     start: T,
     end: T,
+    /// Index into `asns`.
     asn: u32,
     /// Index into `organisations`; `u32::MAX` for none.
     organisation: u32,
@@ -193,6 +203,7 @@ impl RangeTable {
     fn parse(text: &str) -> Result<Self, (usize, String)> {
         let mut table = Self::default();
         let mut interned: HashMap<String, u32> = HashMap::new();
+        let mut asn_index: HashMap<u32, u32> = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
             if line.trim().is_empty() || line.starts_with('#') {
@@ -219,13 +230,19 @@ impl RangeTable {
                 .trim_start_matches("AS")
                 .parse()
                 .map_err(|_| err(format!("{asn:?} is not an AS number")))?;
+            let next = u32::try_from(table.asns.len())
+                .map_err(|_| err("too many AS numbers".to_owned()))?;
+            let asn = *asn_index.entry(asn).or_insert_with(|| {
+                table.asns.push((asn, number_label(asn)));
+                next
+            });
             let organisation = match org.trim() {
                 "" => NO_ORGANISATION,
                 org => {
                     let next = u32::try_from(table.organisations.len())
                         .map_err(|_| err("too many organisations".to_owned()))?;
                     *interned.entry(org.to_owned()).or_insert_with(|| {
-                        table.organisations.push(org.into());
+                        table.organisations.push(ArcStr::from(org));
                         next
                     })
                 }
@@ -269,19 +286,26 @@ impl RangeTable {
         find(slice, ip)
     }
 
-    fn lookup(&self, ip: IpAddr) -> Option<AsnInfo<'_>> {
+    fn lookup(&self, ip: IpAddr) -> Option<AsnInfo> {
         let (asn, organisation) = match ip {
             IpAddr::V4(v4) => self.find_v4(u32::from(v4)),
             IpAddr::V6(v6) => find(&self.v6, u128::from(v6)),
         }?;
+        let (number, label) = self.asns.get(asn as usize)?;
         Some(AsnInfo {
-            number: asn,
-            organisation: self.organisations.get(organisation as usize).map(|s| &**s),
+            number: *number,
+            label: label.clone(),
+            organisation: self.organisations.get(organisation as usize).cloned(),
         })
     }
 }
 
-/// The AS number and organisation index of the range holding `ip`.
+/// `AS4134` for 4134.
+fn number_label(number: u32) -> ArcStr {
+    arcstr::format!("AS{number}")
+}
+
+/// The AS and organisation indexes of the range holding `ip`.
 fn find<T: Ord + Copy>(ranges: &[Range<T>], ip: T) -> Option<(u32, u32)> {
     let after = ranges.partition_point(|r| r.start <= ip);
     let candidate = ranges.get(after.checked_sub(1)?)?;
@@ -357,14 +381,20 @@ mod tests {
     fn csv_ranges_answer_ipv4_and_ipv6() {
         let db = AsnDb::open(&fixture("asn.csv")).unwrap();
         let a = db.lookup(ip("14.19.132.125")).unwrap();
-        assert_eq!((a.number, a.organisation), (4134, Some("Chinanet")));
+        assert_eq!(
+            (a.number, a.label.as_str(), a.organisation.as_deref()),
+            (4134, "AS4134", Some("Chinanet"))
+        );
         let a = db.lookup(ip("1.1.1.1")).unwrap();
         assert_eq!(
-            (a.number, a.organisation),
+            (a.number, a.organisation.as_deref()),
             (13335, Some("Cloudflare, Inc."))
         );
         let a = db.lookup(ip("81.2.69.1")).unwrap();
-        assert_eq!(a.organisation, Some("Andrews \"A&A\" Arnold Ltd"));
+        assert_eq!(
+            a.organisation.as_deref(),
+            Some("Andrews \"A&A\" Arnold Ltd")
+        );
         let a = db.lookup(ip("2400:cb00:1::1")).unwrap();
         assert_eq!(a.number, 13335);
         let a = db
@@ -386,8 +416,8 @@ mod tests {
         let db = AsnDb::open(&fixture("geolite2-asn.mmdb")).unwrap();
         let a = db.lookup(ip("14.19.132.125")).unwrap();
         assert_eq!(
-            (a.number, a.organisation),
-            (4134, Some("CHINANET-BACKBONE"))
+            (a.number, a.label.as_str(), a.organisation.as_deref()),
+            (4134, "AS4134", Some("CHINANET-BACKBONE"))
         );
         assert_eq!(db.lookup(ip("2400:cb00::1")).unwrap().number, 13335);
         assert!(db.lookup(ip("9.9.9.9")).is_none());
@@ -465,7 +495,7 @@ mod tests {
         }
         assert_eq!(
             t.find_v4(u32::from(std::net::Ipv4Addr::new(10, 1, 2, 3)))
-                .map(|r| r.0),
+                .map(|r| t.asns[r.0 as usize].0),
             Some(4)
         );
     }

@@ -14,13 +14,16 @@
 //! Chinese province and city names are normalised like the legacy platform (广东省 → 广东). The
 //! layout is chosen once when the file is opened, from its marker and metadata. Decoding borrows
 //! from the mapping and ignores fields botpipe does not store, so a lookup allocates only the
-//! strings it returns.
+//! names it returns that botpipe's own tables do not hold (in the flat layout: the city, and the
+//! province outside China).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use arcstr::ArcStr;
 use maxminddb::{Mmap, Reader};
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -53,8 +56,35 @@ impl fmt::Display for Layout {
     }
 }
 
+/// Slots of each thread's cache of decoded records (see [`CityDb::lookup`]); a power of two.
+const DECODED_SLOTS: usize = 16_384;
+
+/// Identifies each opened [`CityDb`], so a reopened file never answers from the old one's slots.
+static NEXT_DB_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One slot of the decoded-record cache: which database and data offset it holds (`db` 0: empty).
+#[derive(Default)]
+struct DecodedSlot {
+    db: u64,
+    offset: usize,
+    geo: Option<Geo>,
+}
+
+thread_local! {
+    /// Decoded records by (database, data offset), direct-mapped, allocated on a thread's first
+    /// lookup. Per thread, so a hit takes no lock and no atomic beyond the name clones.
+    static DECODED: RefCell<Vec<DecodedSlot>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The slot of a data offset: Fibonacci hashing of the offset into `DECODED_SLOTS`.
+fn decoded_slot(offset: usize) -> usize {
+    let bits = DECODED_SLOTS.trailing_zeros();
+    ((offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+}
+
 /// One opened city database.
 pub struct CityDb {
+    id: u64,
     path: PathBuf,
     name: String,
     layout: Layout,
@@ -108,6 +138,7 @@ impl CityDb {
             Layout::Flat
         };
         Ok(Self {
+            id: NEXT_DB_ID.fetch_add(1, Ordering::Relaxed),
             name: display_name(path),
             path: path.to_path_buf(),
             layout,
@@ -152,28 +183,61 @@ impl CityDb {
     }
 
     /// What this database knows about `ip`; `None` when it has no record or the record is empty.
+    ///
+    /// Many networks share one data record (one per city), and a few thousand records answer
+    /// most addresses: in DB-IP City Lite the 16,384 most used records answer 88% of random
+    /// public IPv4 addresses. Decoded records are therefore kept per thread by their data
+    /// offset (the cache key maxminddb offers for this), so most lookups are a tree walk and a
+    /// clone of shared names, not a decode and fresh allocations (`docs/performance.md`).
     pub fn lookup(&self, ip: IpAddr) -> Option<Geo> {
         if ip.is_ipv6() && !self.has_ipv6() {
             return None;
         }
-        let found = self.reader.lookup(ip).and_then(|r| match self.layout {
-            Layout::GeoIp2 => r.decode::<GeoIp2Record<'_>>().map(|o| o.map(Geo::from)),
-            Layout::Flat => r.decode::<FlatRecord<'_>>().map(|o| o.map(Geo::from)),
-            Layout::Awdb => r.decode::<AwdbRecord<'_>>().map(|o| o.map(Geo::from)),
-        });
-        match found {
+        let found = match self.reader.lookup(ip) {
+            Ok(found) => found,
+            Err(error) => return self.undecodable(ip, &error),
+        };
+        let offset = found.offset()?;
+        DECODED.with_borrow_mut(|slots| {
+            if slots.is_empty() {
+                slots.resize_with(DECODED_SLOTS, DecodedSlot::default);
+            }
+            let slot = &mut slots[decoded_slot(offset)];
+            if slot.db == self.id && slot.offset == offset {
+                return slot.geo.clone();
+            }
+            let geo = self.decode(ip, &found);
+            *slot = DecodedSlot {
+                db: self.id,
+                offset,
+                geo: geo.clone(),
+            };
+            geo
+        })
+    }
+
+    /// Decodes the record `found` points at, in this database's layout.
+    fn decode(&self, ip: IpAddr, found: &maxminddb::LookupResult<'_, Mmap>) -> Option<Geo> {
+        let decoded = match self.layout {
+            Layout::GeoIp2 => found.decode::<GeoIp2Record<'_>>().map(|o| o.map(Geo::from)),
+            Layout::Flat => found.decode::<FlatRecord<'_>>().map(|o| o.map(Geo::from)),
+            Layout::Awdb => found.decode::<AwdbRecord<'_>>().map(|o| o.map(Geo::from)),
+        };
+        match decoded {
             Ok(Some(geo)) if geo.is_known() => Some(geo),
             Ok(_) => None,
-            Err(error) => {
-                // Unknown, not fatal: one bad record must not stop a batch. Logged once per file
-                // so a corrupt database is visible without a log line per lookup.
-                if !self.warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(path = %self.path.display(), %ip, %error,
-                        "Geo database has a record it cannot decode; such IPs stay unknown.");
-                }
-                None
-            }
+            Err(error) => self.undecodable(ip, &error),
         }
+    }
+
+    /// Unknown, not fatal: one bad record must not stop a batch. Logged once per file, so a
+    /// corrupt database is visible without a log line per lookup.
+    fn undecodable(&self, ip: IpAddr, error: &maxminddb::MaxMindDbError) -> Option<Geo> {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(path = %self.path.display(), %ip, %error,
+                "Geo database has a record it cannot decode; such IPs stay unknown.");
+        }
+        None
     }
 }
 
@@ -191,18 +255,16 @@ fn place(geo: &mut Geo, is_china: bool, province: Option<&str>, city: Option<&st
     let city = city.map(str::trim).filter(|s| !s.is_empty());
     geo.is_china = is_china;
     if is_china {
-        geo.province = province.map(|p| names::normalise_province(p).to_owned());
-        geo.city = city.map(|c| names::normalise_city(c).to_owned());
+        geo.province = province.map(|p| ArcStr::from(names::normalise_province(p)));
+        geo.city = city.map(|c| ArcStr::from(names::normalise_city(c)));
     } else {
-        geo.province = province.map(str::to_owned);
-        geo.city = city.map(str::to_owned);
+        geo.province = province.map(ArcStr::from);
+        geo.city = city.map(ArcStr::from);
     }
 }
 
-fn some_text(s: Option<&str>) -> Option<String> {
-    s.map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+fn some_text(s: Option<&str>) -> Option<ArcStr> {
+    s.map(str::trim).filter(|s| !s.is_empty()).map(ArcStr::from)
 }
 
 // ---- GeoIP2 layout ----
@@ -314,9 +376,9 @@ impl From<FlatRecord<'_>> for Geo {
         let known = code.and_then(names::country);
         let is_china = known.is_some_and(|(name, _)| name == CHINA);
         let mut geo = Geo {
-            continent: known.map(|(_, c)| c.chinese_name().to_owned()),
+            continent: known.map(|(_, c)| c.chinese_name()),
             // A code missing from the table is kept as is rather than dropped.
-            country: known.map(|(n, _)| n.to_owned()).or(code.map(str::to_owned)),
+            country: known.map(|(n, _)| n.clone()).or(code.map(ArcStr::from)),
             ..Geo::default()
         };
         // (0, 0) is what the flat files hold when they have no position.
@@ -327,12 +389,19 @@ impl From<FlatRecord<'_>> for Geo {
             }
         }
         let state = r.state1.map(str::trim).filter(|s| !s.is_empty());
-        let province = if is_china {
-            state.map(|s| names::china_province_from_english(s).unwrap_or(s))
+        // China's provinces come from the static table, without allocating.
+        let table_province = state
+            .filter(|_| is_china)
+            .and_then(names::china_province_from_english);
+        let province = if table_province.is_some() {
+            None
         } else {
             state
         };
         place(&mut geo, is_china, province, r.city);
+        if let Some(p) = table_province {
+            geo.province = Some(p.clone());
+        }
         geo
     }
 }
@@ -372,9 +441,9 @@ impl From<AwdbRecord<'_>> for Geo {
                 .filter(|v| v.is_finite())
         };
         let mut geo = Geo {
-            continent: text(r.continent).map(str::to_owned),
-            country: country.map(str::to_owned),
-            isp: text(r.isp).map(str::to_owned),
+            continent: text(r.continent).map(ArcStr::from),
+            country: country.map(ArcStr::from),
+            isp: text(r.isp).map(ArcStr::from),
             asn: text(r.asnumber).map(asn_label),
             longitude: coordinate(r.lngwgs),
             latitude: coordinate(r.latwgs),
@@ -386,12 +455,12 @@ impl From<AwdbRecord<'_>> for Geo {
 }
 
 /// `AS4134` from `4134` or `AS4134`.
-pub(crate) fn asn_label(raw: &str) -> String {
+pub(crate) fn asn_label(raw: &str) -> ArcStr {
     let raw = raw.trim();
     if raw.bytes().all(|b| b.is_ascii_digit()) {
-        format!("AS{raw}")
+        arcstr::format!("AS{raw}")
     } else {
-        raw.to_owned()
+        ArcStr::from(raw)
     }
 }
 
@@ -468,6 +537,55 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// A lookup without the per-thread cache of decoded records.
+    fn decoded_afresh(db: &CityDb, ip: IpAddr) -> Option<Geo> {
+        let found = db.reader.lookup(ip).unwrap();
+        found.offset()?;
+        db.decode(ip, &found)
+    }
+
+    #[test]
+    fn cached_records_answer_as_a_fresh_decode_across_databases() {
+        // Several databases share each thread's cache of decoded records; whatever their
+        // offsets, each must get its own answers, on first and on repeated lookups.
+        let dbs: Vec<CityDb> = [
+            "geoip2-city.mmdb",
+            "flat-city-ipv4.mmdb",
+            "flat-city-ipv6.mmdb",
+            "awdb-city.awdb",
+        ]
+        .iter()
+        .map(|f| CityDb::open(&fixture(f)).unwrap())
+        .collect();
+        let ips = [
+            "14.19.132.125",
+            "110.16.0.1",
+            "1.1.1.1",
+            "8.8.8.8",
+            "81.2.69.160",
+            "9.9.9.9",
+            "240e:3b0::1",
+            "2400:cb00::1",
+        ];
+        let mut known = 0;
+        for _ in 0..3 {
+            for db in &dbs {
+                for ip in ips.map(ip) {
+                    if ip.is_ipv6() && !db.has_ipv6() {
+                        continue;
+                    }
+                    let cached = db.lookup(ip);
+                    known += usize::from(cached.is_some());
+                    assert_eq!(cached, decoded_afresh(db, ip), "{} {ip}", db.name());
+                }
+            }
+        }
+        assert!(known > 0, "the fixtures know some of these IPs");
+        // A reopened file is a new database: it never answers from the old one's slots.
+        let again = CityDb::open(&fixture("geoip2-city.mmdb")).unwrap();
+        assert_ne!(again.id, dbs[0].id);
     }
 
     #[test]

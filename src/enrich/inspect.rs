@@ -125,7 +125,7 @@ fn render(ips: &[IpAddr], city: &[Opened<CityDb>], asn: Option<&Opened<AsnDb>>) 
         }
         if let Some((_, Ok(db))) = asn {
             let answer = match db.lookup(*ip) {
-                Some(a) => format!("AS{} {}", a.number, a.organisation.unwrap_or("")),
+                Some(a) => format!("{} {}", a.label, a.organisation.as_deref().unwrap_or("")),
                 None => "unknown".to_owned(),
             };
             let _ = writeln!(out, "  {:<width$}  {}", db.name(), answer.trim_end());
@@ -147,7 +147,7 @@ fn describe(geo: Option<&Geo>) -> String {
         return "unknown".to_owned();
     };
     let mut parts = Vec::new();
-    let mut text = |k: &str, v: &Option<String>| {
+    let mut text = |k: &str, v: &Option<crate::enrich::ArcStr>| {
         if let Some(v) = v {
             parts.push(format!("{k}={v}"));
         }

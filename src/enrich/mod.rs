@@ -24,26 +24,33 @@ pub use lookup::{DatabaseLookup, DEFAULT_CACHE_CAPACITY, RELOAD_POLL_INTERVAL};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+pub use arcstr::ArcStr;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, GeoSettings};
 
 /// What the databases know about one IP. `None` fields are unknown.
+///
+/// Names are [`ArcStr`]s, because a worker keeps one `Geo` per record until the store has run:
+/// names from botpipe's own tables (countries, continents, China's provinces) are static and cost
+/// nothing, names from the ASN table are shared with it, and only names decoded from a city
+/// record (city, a province outside China) are allocated. With six owned `String`s a batch of
+/// 5,000 spent about as long allocating and freeing as looking up (`docs/performance.md`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Geo {
     /// Continent name (Chinese where the database has it).
-    pub continent: Option<String>,
+    pub continent: Option<ArcStr>,
     /// Country name (中国 for China).
-    pub country: Option<String>,
+    pub country: Option<ArcStr>,
     /// Province or state, normalised (广东, not 广东省).
-    pub province: Option<String>,
+    pub province: Option<ArcStr>,
     /// City.
-    pub city: Option<String>,
+    pub city: Option<ArcStr>,
     /// ISP or AS organisation.
-    pub isp: Option<String>,
+    pub isp: Option<ArcStr>,
     /// AS number, e.g. `AS4134`.
-    pub asn: Option<String>,
+    pub asn: Option<ArcStr>,
     /// WGS84 longitude.
     pub longitude: Option<f64>,
     /// WGS84 latitude.

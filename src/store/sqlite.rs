@@ -282,17 +282,21 @@ fn insert_dead_letters(
     Ok(())
 }
 
-fn geo_params(g: &Geo) -> [&dyn rusqlite::ToSql; 8] {
-    [
-        &g.longitude,
-        &g.latitude,
-        &g.country,
-        &g.province,
-        &g.city,
-        &g.continent,
-        &g.isp,
-        &g.asn,
-    ]
+/// The geo columns of `g` in statement order: longitude, latitude, then country, province,
+/// city, continent, isp and asn.
+fn geo_params(g: &Geo) -> (Option<f64>, Option<f64>, [Option<&str>; 6]) {
+    (
+        g.longitude,
+        g.latitude,
+        [
+            g.country.as_deref(),
+            g.province.as_deref(),
+            g.city.as_deref(),
+            g.continent.as_deref(),
+            g.isp.as_deref(),
+            g.asn.as_deref(),
+        ],
+    )
 }
 
 fn apply_type(
@@ -312,7 +316,7 @@ fn apply_type(
         let unknown = Geo::unknown();
         for n in &p.nodes {
             let g = n.geo.unwrap_or(&unknown);
-            let [lon, lat, country, province, city, continent, isp, asn] = geo_params(g);
+            let (lon, lat, [country, province, city, continent, isp, asn]) = geo_params(g);
             let id: i64 = upsert
                 .query_row(
                     params![
@@ -348,7 +352,7 @@ fn apply_type(
             let Some(&node_id) = ids.get(&c.ip) else {
                 continue;
             };
-            let [lon, lat, country, province, city, continent, isp, asn] = geo_params(c.geo);
+            let (lon, lat, [country, province, city, continent, isp, asn]) = geo_params(c.geo);
             let n = insert
                 .execute(params![
                     node_id,
