@@ -169,6 +169,7 @@ fn rusqlite_prepared(path: &Path, plans: &[Vec<TypePlan<'_>>], records: usize) -
                 let mut up = tx.prepare_cached(&sql.upsert).expect("prepare");
                 for n in &p.nodes {
                     let g = n.geo.unwrap_or(unknown());
+                    let [country, province, city, continent, isp, asn] = g.names();
                     let id: i64 = up
                         .query_row(
                             rusqlite::params![
@@ -179,12 +180,12 @@ fn rusqlite_prepared(path: &Path, plans: &[Vec<TypePlan<'_>>], records: usize) -
                                 n.status(),
                                 g.longitude,
                                 g.latitude,
-                                g.country.as_deref(),
-                                g.province.as_deref(),
-                                g.city.as_deref(),
-                                g.continent.as_deref(),
-                                g.isp.as_deref(),
-                                g.asn.as_deref(),
+                                country,
+                                province,
+                                city,
+                                continent,
+                                isp,
+                                asn,
                                 g.is_china,
                                 now
                             ],
@@ -200,6 +201,7 @@ fn rusqlite_prepared(path: &Path, plans: &[Vec<TypePlan<'_>>], records: usize) -
                 for c in &p.communications {
                     let id = ids[&c.ip];
                     let g = c.geo;
+                    let [country, province, city, continent, isp, asn] = g.names();
                     let k = ins
                         .execute(rusqlite::params![
                             id,
@@ -208,12 +210,12 @@ fn rusqlite_prepared(path: &Path, plans: &[Vec<TypePlan<'_>>], records: usize) -
                             now,
                             g.longitude,
                             g.latitude,
-                            g.country.as_deref(),
-                            g.province.as_deref(),
-                            g.city.as_deref(),
-                            g.continent.as_deref(),
-                            g.isp.as_deref(),
-                            g.asn.as_deref(),
+                            country,
+                            province,
+                            city,
+                            continent,
+                            isp,
+                            asn,
                             c.log_type.event_type(),
                             c.log_type.communication_status(),
                             g.is_china

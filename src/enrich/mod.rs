@@ -65,6 +65,18 @@ impl Geo {
         Self::default()
     }
 
+    /// The names in the platform's column order: country, province, city, continent, isp, asn.
+    pub fn names(&self) -> [Option<&str>; 6] {
+        [
+            self.country.as_deref(),
+            self.province.as_deref(),
+            self.city.as_deref(),
+            self.continent.as_deref(),
+            self.isp.as_deref(),
+            self.asn.as_deref(),
+        ]
+    }
+
     /// True when any field is known; only known results may overwrite stored geography.
     pub fn is_known(&self) -> bool {
         self.country.is_some()

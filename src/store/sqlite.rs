@@ -285,18 +285,7 @@ fn insert_dead_letters(
 /// The geo columns of `g` in statement order: longitude, latitude, then country, province,
 /// city, continent, isp and asn.
 fn geo_params(g: &Geo) -> (Option<f64>, Option<f64>, [Option<&str>; 6]) {
-    (
-        g.longitude,
-        g.latitude,
-        [
-            g.country.as_deref(),
-            g.province.as_deref(),
-            g.city.as_deref(),
-            g.continent.as_deref(),
-            g.isp.as_deref(),
-            g.asn.as_deref(),
-        ],
-    )
+    (g.longitude, g.latitude, g.names())
 }
 
 fn apply_type(
