@@ -262,9 +262,13 @@ impl App {
         let work_token = CancellationToken::new();
         let aux_token = CancellationToken::new();
         let pullers = TaskTracker::new();
-        // Dropped at the end of this function (also on an early error return): its worker thread
-        // also drives any Redis connection a puller dialled, which the workers may share.
-        let pull_runtime = PullRuntime::start().map_err(AppError::PullRuntime)?;
+        // Only where there are pullers. Dropped at the end of this function (also on an early
+        // error return): its worker thread also drives any Redis connection a puller dialled,
+        // which the workers may share.
+        let pull_runtime = match self.mode {
+            Mode::Full => Some(PullRuntime::start().map_err(AppError::PullRuntime)?),
+            Mode::WorkersOnly => None,
+        };
         let workers = TaskTracker::new();
         let aux = TaskTracker::new();
 
@@ -291,7 +295,7 @@ impl App {
         if self.mode == Mode::Full && self.settings.enabled_endpoints().next().is_none() {
             tracing::warn!("No enabled endpoints are configured: nothing will be pulled. Add [endpoints.<name>] sections (see botpipe.example.toml), or try `botpipe demo`.");
         }
-        if self.mode == Mode::Full {
+        if let Some(pull_runtime) = &pull_runtime {
             for e in self.settings.enabled_endpoints() {
                 let key = match &e.api_key {
                     Some(src) => Some(src.resolve().map_err(|source| AppError::Secret {
