@@ -4,9 +4,9 @@
 //! For each backend, on a fresh database per run:
 //! - **store**: `Store::apply` for every batch (planning, retries, error context, pool), one
 //!   writer, as a worker calls it;
-//! - **raw**: the same statements, with parameters prepared before the clock starts, issued by a
-//!   bare loop on one connection: `BEGIN`, the statements, `COMMIT`; no planning, no pool, no
-//!   retry wrapper. This is the capacity the store is compared with.
+//! - **raw**: the same statements from a bare loop (`SqlStore::apply_raw`): one transaction
+//!   per batch, `BEGIN`, the dialect's statements, `COMMIT`; no column fitting, no write
+//!   partitions, no retry wrapper. This is the capacity the store is compared with.
 //!
 //! Workload: `BOTPIPE_BENCH_RECORDS` records (default 1,000,000), batches of 1,000, 30% of the
 //! records repeating an earlier IP, 90% online. `BOTPIPE_BENCH_RUNS` runs per mode (default 3,
@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 use botpipe::config::{StoreKind, StoreSettings};
 use botpipe::record::BotnetType;
 use botpipe::store::merge::plan;
-use botpipe::store::{mysql, postgres, EnrichedBatch, Store};
-use chrono::Utc;
+use botpipe::store::{EnrichedBatch, Store};
 use sqlx::{Connection, Executor};
 
 use workload::{batches, env_usize, median, thousands, Run};
@@ -150,87 +149,18 @@ async fn run_store(backend: Backend, work: &[EnrichedBatch], records: usize) -> 
 
 async fn run_raw(backend: Backend, work: &[EnrichedBatch], records: usize) -> Run {
     let db = backend.create().await;
-    // Migrated by the store, then closed: the raw loop has only its own connection.
-    drop(backend.store(&db).await);
-    let t = BotnetType::parse(TYPE).expect("type");
-    let plans: Vec<_> = work.iter().map(plan).collect();
-    let now = Utc::now();
+    let store = backend.store(&db).await;
     let mut lat = Vec::with_capacity(work.len());
-    let total;
-    match backend {
-        Backend::Postgres => {
-            let sql = postgres::PgStatements::new(&t);
-            let params: Vec<_> = plans
-                .iter()
-                .flat_map(|p| p.iter())
-                .map(|p| {
-                    (
-                        postgres::NodeArrays::new(&p.nodes, &p.communications),
-                        postgres::CommArrays::new(&p.communications),
-                    )
-                })
-                .collect();
-            let mut conn = sqlx::PgConnection::connect(&backend.url(&db))
-                .await
-                .expect("connect");
-            conn.execute("SET TIME ZONE 'UTC'").await.expect("tz");
-            let start = Instant::now();
-            for (nodes, comms) in &params {
-                let t0 = Instant::now();
-                let mut tx = conn.begin().await.expect("begin");
-                let ids = postgres::upsert_nodes(&mut tx, &sql.upsert_nodes, nodes, now)
-                    .await
-                    .expect("upsert");
-                let node_ids = comms.node_ids(&ids).expect("ids");
-                postgres::insert_communications(
-                    &mut tx,
-                    &sql.insert_communications,
-                    comms,
-                    &node_ids,
-                    now,
-                )
-                .await
-                .expect("insert");
-                tx.commit().await.expect("commit");
-                lat.push(t0.elapsed());
-            }
-            total = start.elapsed();
-        }
-        Backend::Mysql => {
-            let sql = mysql::MysqlStatements::new(&t);
-            let rows: Vec<_> = plans
-                .iter()
-                .flat_map(|p| p.iter())
-                .map(|p| {
-                    (
-                        mysql::NodeRow::rows(&p.nodes),
-                        mysql::CommRow::rows(&p.communications),
-                    )
-                })
-                .collect();
-            let mut conn = sqlx::MySqlConnection::connect(&backend.url(&db))
-                .await
-                .expect("connect");
-            conn.execute("SET time_zone = '+00:00'").await.expect("tz");
-            conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                .await
-                .expect("isolation");
-            let start = Instant::now();
-            for (nodes, comms) in &rows {
-                let t0 = Instant::now();
-                let mut tx = conn.begin().await.expect("begin");
-                mysql::write_type(&mut tx, &sql, nodes, comms, now)
-                    .await
-                    .map_err(|(stage, e)| format!("{stage:?}: {e}"))
-                    .expect("write");
-                tx.commit().await.expect("commit");
-                lat.push(t0.elapsed());
-            }
-            total = start.elapsed();
-        }
+    let start = Instant::now();
+    for b in work {
+        let t0 = Instant::now();
+        store.apply_raw(b).await.expect("raw apply");
+        lat.push(t0.elapsed());
     }
+    let run = Run::new(records, start.elapsed(), lat);
+    drop(store);
     backend.drop_db(&db).await;
-    Run::new(records, total, lat)
+    run
 }
 
 fn ms(d: Duration) -> String {

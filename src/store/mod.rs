@@ -1,21 +1,28 @@
 //! The platform database: the legacy per-botnet-type tables and botpipe's own `botpipe_*`
 //! tables, behind the [`Store`] seam.
 //!
-//! Every backend applies a batch in **one transaction** using the merge rules of
-//! `shared/spec/platform-schema.md`, computed once in [`merge`]: replays and reorderings leave the
-//! same rows. A backend decides per error whether it is retryable ([`StoreError::is_retryable`]);
-//! a retryable failure leaves the batch unacked in the queue.
+//! Two implementations: [`SqliteStore`] (embedded, rusqlite, one writer) and the generic
+//! [`sql::SqlStore`] over a [`sql::Dialect`], with [`postgres::Postgres`] and [`mysql::Mysql`].
+//! Every backend applies the merge rules of `docs/schema.md`, computed once in [`merge`], so
+//! replays and reorderings leave the same rows, and cuts geography to its columns first
+//! ([`columns`]). A backend decides per error whether it is retryable
+//! ([`StoreError::is_retryable`]); a retryable failure leaves the batch unacked in the queue.
 
+pub mod columns;
 pub mod merge;
 pub mod mysql;
 pub mod postgres;
 mod recovery;
 mod schema;
+pub mod sql;
 mod sqlite;
 
-pub use mysql::MysqlStore;
-pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// The PostgreSQL store.
+pub type PostgresStore = sql::SqlStore<postgres::Postgres>;
+/// The MySQL/MariaDB store.
+pub type MysqlStore = sql::SqlStore<mysql::Mysql>;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -23,7 +30,7 @@ use std::future::Future;
 use serde::Serialize;
 
 use crate::enrich::Geo;
-use crate::record::{Batch, BotnetType, DeadLetter};
+use crate::record::{Batch, BotnetType, DeadLetter, RejectReason};
 
 /// A batch with one geo result per record (same order as `batch.records`).
 #[derive(Debug, Clone)]
@@ -103,6 +110,12 @@ pub enum StoreError {
         /// The communications table.
         table: String,
     },
+    /// A write partition stayed locked by another writer for longer than the lock wait.
+    #[error("write partition {partition} stayed busy")]
+    PartitionBusy {
+        /// The partition.
+        partition: u32,
+    },
     /// Another botpipe process held the migration lock for too long.
     #[error("waiting for the migration lock {lock}: timed out")]
     MigrationLockTimeout {
@@ -152,8 +165,26 @@ impl StoreError {
                 )
             ),
             Self::Sqlx { source, .. } => sqlx_is_transient(source),
-            Self::Conflict { .. } | Self::MigrationLockTimeout { .. } | Self::Closed => true,
+            Self::Conflict { .. }
+            | Self::PartitionBusy { .. }
+            | Self::MigrationLockTimeout { .. }
+            | Self::Closed => true,
             Self::Schema { .. } | Self::Secret(_) => false,
+        }
+    }
+
+    /// Whether the database broke a deadlock by failing this transaction (PostgreSQL 40P01,
+    /// MySQL 1213).
+    pub fn is_deadlock(&self) -> bool {
+        match self {
+            Self::Sqlx {
+                source: sqlx::Error::Database(db),
+                ..
+            } => match db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                Some(my) => my.number() == 1213,
+                None => db.code().is_some_and(|c| c == "40P01"),
+            },
+            _ => false,
         }
     }
 
@@ -217,6 +248,47 @@ pub struct StoredDeadLetter {
     /// The letter.
     #[serde(flatten)]
     pub letter: DeadLetter,
+}
+
+impl StoredDeadLetter {
+    /// A dead letter from its stored columns, the same way on every backend: a reason this
+    /// version does not know reads as [`RejectReason::StoreRejected`] and an unreadable
+    /// `rejected_at` as the Unix epoch, each said in the detail rather than hidden.
+    pub fn from_columns(
+        id: i64,
+        source: String,
+        reason: &str,
+        detail: String,
+        raw: String,
+        rejected_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Self {
+        let mut notes = Vec::new();
+        let parsed = RejectReason::parse(reason).unwrap_or_else(|| {
+            notes.push(format!(
+                "stored reason {reason:?} is unknown to this botpipe"
+            ));
+            RejectReason::StoreRejected
+        });
+        let at = rejected_at.unwrap_or_else(|| {
+            notes.push("stored rejected_at is unreadable".to_owned());
+            chrono::DateTime::UNIX_EPOCH
+        });
+        let detail = if notes.is_empty() {
+            detail
+        } else {
+            format!("[{}] {detail}", notes.join("; "))
+        };
+        Self {
+            id,
+            letter: DeadLetter {
+                source,
+                reason: parsed,
+                detail,
+                raw,
+                rejected_at: at,
+            },
+        }
+    }
 }
 
 /// The platform database.
@@ -305,6 +377,32 @@ macro_rules! dispatch {
     };
 }
 
+impl AnyStore {
+    /// Closes the connections of a network store (waiting for those in use to come back);
+    /// nothing to do for SQLite.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(_) => {}
+            Self::Postgres(s) => s.pool().close().await,
+            Self::Mysql(s) => s.pool().close().await,
+        }
+    }
+
+    /// The backend's write statements for `batch` from a bare loop, without the store around
+    /// them (see [`sql::SqlStore::apply_raw`]); SQLite has no other path than
+    /// [`Store::apply`]. For `botpipe bench` and `benches/`.
+    ///
+    /// # Errors
+    /// Whatever the database reports.
+    pub async fn apply_raw(&self, batch: &EnrichedBatch) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.apply(batch).await.map(|o| o.communications_inserted),
+            Self::Postgres(s) => s.apply_raw(batch).await,
+            Self::Mysql(s) => s.apply_raw(batch).await,
+        }
+    }
+}
+
 impl Store for AnyStore {
     async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
         dispatch!(self, s => s.migrate(types).await)
@@ -353,10 +451,41 @@ mod tests {
         };
         assert!(!e.is_retryable());
         assert!(StoreError::Conflict { table: "t".into() }.is_retryable());
+        assert!(StoreError::PartitionBusy { partition: 3 }.is_retryable());
         assert!(!StoreError::Schema {
             table: "t".into(),
             problem: "p".into()
         }
         .is_retryable());
+    }
+}
+
+#[cfg(test)]
+mod dead_letter_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_reasons_and_times_read_back_the_same_everywhere_and_say_so() {
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0);
+        let ok =
+            StoredDeadLetter::from_columns(1, "s".into(), "bad_ip", "d".into(), "r".into(), at);
+        assert_eq!(ok.letter.reason, RejectReason::BadIp);
+        assert_eq!(ok.letter.detail, "d");
+        let odd = StoredDeadLetter::from_columns(
+            2,
+            "s".into(),
+            "from_the_future",
+            "d".into(),
+            "r".into(),
+            None,
+        );
+        assert_eq!(odd.letter.reason, RejectReason::StoreRejected);
+        assert!(
+            odd.letter.detail.contains("\"from_the_future\" is unknown"),
+            "{}",
+            odd.letter.detail
+        );
+        assert!(odd.letter.detail.contains("rejected_at is unreadable"));
+        assert!(odd.letter.detail.ends_with("] d"));
     }
 }

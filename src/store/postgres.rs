@@ -1,7 +1,8 @@
-//! [`PostgresStore`]: the platform schema on PostgreSQL, written with sqlx.
+//! [`Postgres`]: the PostgreSQL [`Dialect`] of the generic [`SqlStore`](super::sql::SqlStore).
 //!
-//! **Write path.** A batch is one transaction; per botnet type, two statements whose text never
-//! changes (so they stay prepared), each taking one array per column:
+//! **Write path.** Inside a partition's transaction (see [`super::sql`]), per botnet type, two
+//! statements whose text never changes (so they stay prepared), each taking one array per
+//! column:
 //! 1. `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (ip) DO UPDATE` merges every node delta with
 //!    `LEAST`/`GREATEST` (PostgreSQL's ignore NULLs, which is the NULL-safe rule), adds each
 //!    node's planned communications to `communication_count`, and returns the node ids;
@@ -10,133 +11,351 @@
 //!    already stored. A node row is therefore written once per batch unless the batch replays
 //!    some of its communications; the count is only ever visible corrected, at commit.
 //!
-//! UNNEST beat COPY and multi-row VALUES on this machine (`shared/perf-notes.md`), needs no
+//! UNNEST beat COPY and multi-row VALUES on this machine (`docs/performance.md`), needs no
 //! TCP_NODELAY, and uses one bind parameter per column whatever the batch size, so there is no
-//! bind limit to chunk around. Node deltas arrive sorted by IP (see [`super::merge`]): concurrent
-//! workers lock node rows in the same order, and a communication row is only ever inserted by a
-//! transaction that already holds its node's row lock, so the two statements cannot deadlock
-//! each other across workers.
+//! bind limit to chunk around.
 //!
 //! **Types.** Timestamps are `timestamptz`, and every session runs with `TimeZone=UTC`. Ids are
 //! `BIGINT` identities: `ON CONFLICT` consumes a sequence value per attempted row, which would
 //! exhaust an `INT` in weeks at full speed. Legacy column names and meanings are kept; `status`
-//! is a `VARCHAR` with a `CHECK`.
+//! is a `VARCHAR` with a `CHECK`. The DDL is in `src/store/ddl/postgres/`.
 //!
-//! **Migrations** run in one transaction under `pg_advisory_xact_lock`, so two processes starting
-//! at once serialise, and a failed upgrade leaves nothing half-done (PostgreSQL DDL is
-//! transactional).
+//! **Locks.** Migrations run in one transaction under `pg_advisory_xact_lock(key)`, so two
+//! processes starting at once serialise, and a failed upgrade leaves nothing half-done
+//! (PostgreSQL DDL is transactional). Write partitions take the two-key form
+//! `pg_advisory_xact_lock(class, partition)`, a separate key space; both are released at the end
+//! of their transaction. Sessions set `lock_timeout`, so no lock is waited for forever.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Timelike, Utc};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Acquire, Executor, Row};
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Executor, Row};
 
-use super::merge::{plan, Communication, NodeDelta, TypePlan};
-use super::recovery::{self, Isolation};
-use super::schema::{TypeStep, BOTPIPE_SCOPE, BOTPIPE_VERSION, IP_WIDTH};
-use super::{ApplyOutcome, EnrichedBatch, Store, StoreCounts, StoreError, StoredDeadLetter};
-use crate::record::{BotnetType, DeadLetter, NodeIp, RejectReason};
-use crate::telemetry::metrics::DEAD_LETTERS_TOTAL;
+use super::merge::{Communication, NodeDelta, TypePlan};
+use super::schema::fill;
+use super::sql::{
+    sql_err, whole_seconds, Change, ColumnInfo, ConnectOptions, Dialect, TimeDefault,
+};
+use super::StoreError;
+use crate::record::{BotnetType, DeadLetter, NodeIp};
 
-/// Backend label for metrics and logs.
-const BACKEND: &str = "postgres";
-/// How long a batch waits for a pooled connection before the attempt counts as transient.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Key of the advisory lock that serialises migrations (per database): "botpipe" + 1.
 const MIGRATION_LOCK_KEY: i64 = 0x626f_7470_6970_6501;
 /// How long `migrate` waits for another process's migration before giving up (retryable).
 const MIGRATION_LOCK_TIMEOUT: &str = "120s";
+/// First key of the write-partition locks ("bpw"); the second is the partition.
+const PARTITION_LOCK_CLASS: i32 = 0x0062_7077;
+/// How long a session waits for any lock (a busy write partition, a row held by a writer
+/// outside botpipe) before the attempt fails as retryable.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
-const BOTPIPE_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS botpipe_schema_migrations (
-    scope VARCHAR(64) NOT NULL,
-    version INTEGER NOT NULL,
-    description TEXT NOT NULL,
-    applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (scope, version)
-);
-CREATE TABLE IF NOT EXISTS botpipe_dead_letters (
-    id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    source TEXT NOT NULL,
-    reason VARCHAR(32) NOT NULL,
-    detail TEXT NOT NULL,
-    raw TEXT NOT NULL,
-    batch_id VARCHAR(64),
-    rejected_at TIMESTAMPTZ NOT NULL,
-    stored_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS idx_botpipe_dead_letters_reason ON botpipe_dead_letters (reason);
-";
-
-fn nodes_ddl(t: &BotnetType) -> String {
-    let n = t.nodes_table();
-    format!(
-        "CREATE TABLE IF NOT EXISTS {n} (
-            id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-            ip VARCHAR({IP_WIDTH}) NOT NULL,
-            longitude REAL, latitude REAL,
-            country VARCHAR(50), province VARCHAR(50), city VARCHAR(50), continent VARCHAR(50),
-            isp VARCHAR(255), asn VARCHAR(50),
-            status VARCHAR(16) NOT NULL DEFAULT 'active'
-                CONSTRAINT {n}_status_check CHECK (status IN ('active','inactive','cleaned')),
-            active_time TIMESTAMPTZ, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ,
-            cleaned_time TIMESTAMPTZ,
-            communication_count INTEGER NOT NULL DEFAULT 0,
-            created_time TIMESTAMPTZ DEFAULT now(),
-            updated_at TIMESTAMPTZ,
-            is_china BOOLEAN NOT NULL DEFAULT FALSE,
-            CONSTRAINT idx_unique_ip_{t} UNIQUE (ip)
-        )"
-    )
+/// The PostgreSQL dialect.
+#[derive(Debug)]
+pub struct Postgres {
+    /// `postgres host:port/database`, for messages.
+    target: String,
 }
 
-fn communications_ddl(t: &BotnetType) -> String {
-    let n = t.nodes_table();
-    let c = t.communications_table();
-    format!(
-        "CREATE TABLE IF NOT EXISTS {c} (
-            id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-            node_id BIGINT NOT NULL CONSTRAINT fk_node_{t} REFERENCES {n}(id) ON DELETE RESTRICT,
-            ip VARCHAR({IP_WIDTH}) NOT NULL,
-            communication_time TIMESTAMPTZ NOT NULL,
-            received_at TIMESTAMPTZ DEFAULT now(),
-            longitude REAL, latitude REAL,
-            country VARCHAR(50), province VARCHAR(50), city VARCHAR(50), continent VARCHAR(50),
-            isp VARCHAR(255), asn VARCHAR(50),
-            event_type VARCHAR(50),
-            status VARCHAR(50) DEFAULT 'active',
-            is_china BOOLEAN NOT NULL DEFAULT FALSE,
-            CONSTRAINT idx_unique_communication_{t} UNIQUE (ip, communication_time, event_type)
-        )"
-    )
+impl Dialect for Postgres {
+    type Db = sqlx::Postgres;
+    type Statements = PgStatements;
+
+    const BACKEND: &'static str = "postgres";
+    const SESSION_SETUP: &'static [&'static str] = &[];
+    const BOTPIPE_SCHEMA: &'static [&'static str] = &[include_str!("ddl/postgres/botpipe.sql")];
+    const INDEX_NAMES_ARE_GLOBAL: bool = true;
+    const LIST_TABLES: &'static str = "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = current_schema()";
+    const COUNT_BY_STATUS: &'static str =
+        "SELECT COALESCE(status::text, 'null'), count(*) FROM {table} GROUP BY 1";
+    const COUNT_DEAD_LETTERS: &'static str =
+        "SELECT reason::text, count(*) FROM botpipe_dead_letters GROUP BY reason";
+    const COUNT_ROWS: &'static str = "SELECT 'rows'::text, count(*) FROM {table}";
+    const DEAD_LETTER_PAGE: &'static str =
+        "SELECT id, source, reason::text, detail, raw, rejected_at FROM botpipe_dead_letters
+         WHERE id < $1 ORDER BY id DESC LIMIT $2";
+    const RECORD_STEP: &'static str =
+        "INSERT INTO botpipe_schema_migrations (scope, description, version) VALUES ($1, $2, $3)
+         ON CONFLICT (scope, version) DO NOTHING";
+    const APPLIED_VERSIONS: &'static str =
+        "SELECT scope::text, max(version)::int8 FROM botpipe_schema_migrations GROUP BY scope";
+    const COLUMNS: &'static str =
+        "SELECT column_name::text, data_type::text, character_maximum_length::int8,
+                is_nullable::text
+         FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1";
+    const INDEXES: &'static str = "SELECT i.relname::text,
+                string_agg(a.attname::text, ',' ORDER BY k.ord),
+                (CASE WHEN x.indisunique THEN 1 ELSE 0 END)::int8,
+                (SELECT con.conname::text FROM pg_constraint con
+                  WHERE con.conindid = x.indexrelid AND con.contype = 'u' LIMIT 1)
+         FROM pg_index x
+         JOIN pg_class i ON i.oid = x.indexrelid
+         CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+         JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+         WHERE x.indrelid = to_regclass($1) AND NOT x.indisprimary
+         GROUP BY i.relname, x.indexrelid, x.indisunique";
+
+    fn configure(
+        url: &str,
+        password: Option<&str>,
+    ) -> Result<(Self, ConnectOptions<Self>), sqlx::Error> {
+        let mut opts = PgConnectOptions::from_str(url)?;
+        if let Some(p) = password {
+            opts = opts.password(p);
+        }
+        // Sessions in UTC: timestamptz values print and compare as UTC, and a legacy
+        // `timestamp without time zone` column is read and written as UTC.
+        let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
+        opts = opts.options([("TimeZone", "UTC"), ("lock_timeout", lock_timeout.as_str())]);
+        let target = format!(
+            "postgres {}:{}/{}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("")
+        );
+        Ok((Self { target }, opts))
+    }
+
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn placeholders(n: usize) -> String {
+        (1..=n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn statements(t: &BotnetType) -> PgStatements {
+        PgStatements::new(t)
+    }
+
+    fn create_tables(t: &BotnetType) -> Vec<String> {
+        vec![
+            fill(include_str!("ddl/postgres/nodes.sql"), t),
+            fill(include_str!("ddl/postgres/communications.sql"), t),
+        ]
+    }
+
+    fn alter(table: &str, changes: &[Change<'_>]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Rename { from, to, .. } => {
+                    format!("ALTER TABLE {table} RENAME COLUMN {} TO {to}", from.name)
+                }
+                Change::AddTime {
+                    name,
+                    default,
+                    like,
+                } => {
+                    let ty = like.map_or("TIMESTAMPTZ", |c| c.ty.as_str());
+                    let default = match default {
+                        TimeDefault::Now => " DEFAULT now()",
+                        TimeDefault::Null => "",
+                    };
+                    format!("ALTER TABLE {table} ADD COLUMN {name} {ty}{default}")
+                }
+                Change::WidenIp(_) => format!(
+                    "ALTER TABLE {table} ALTER COLUMN ip TYPE VARCHAR({})",
+                    super::schema::IP_WIDTH
+                ),
+                Change::DropUnique(i) => match &i.constraint {
+                    Some(con) => format!("ALTER TABLE {table} DROP CONSTRAINT \"{con}\""),
+                    None => format!("DROP INDEX \"{}\"", i.name),
+                },
+                Change::AddUnique { name, columns } => {
+                    format!("ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE ({columns})")
+                }
+                Change::AddIndex { name, columns } => {
+                    format!("CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+                }
+            })
+            .collect()
+    }
+
+    fn status_accepts_cleaned<'a>(
+        conn: &'a mut PgConnection,
+        table: &'a str,
+        status: &'a ColumnInfo,
+    ) -> BoxFuture<'a, Result<Vec<String>, sqlx::Error>> {
+        Box::pin(async move {
+            let n = table;
+            let mut ddl = Vec::new();
+            if status.ty == "USER-DEFINED" {
+                // A legacy enum type cannot gain a value usable in the same transaction; a
+                // VARCHAR with a CHECK is the current shape anyway.
+                ddl.push(format!(
+                    "ALTER TABLE {n} ALTER COLUMN status DROP DEFAULT,
+                        ALTER COLUMN status TYPE VARCHAR(16) USING status::text,
+                        ALTER COLUMN status SET DEFAULT 'active'"
+                ));
+            }
+            let checks: Vec<(String, String)> = sqlx::query(
+                "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
+                 WHERE conrelid = to_regclass($1) AND contype = 'c'",
+            )
+            .bind(n)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+            let status_checks: Vec<&(String, String)> = checks
+                .iter()
+                .filter(|(_, def)| def.contains("status"))
+                .collect();
+            if !status_checks
+                .iter()
+                .any(|(_, def)| def.contains("'cleaned'"))
+            {
+                for (name, _) in &status_checks {
+                    ddl.push(format!("ALTER TABLE {n} DROP CONSTRAINT \"{name}\""));
+                }
+                ddl.push(format!(
+                    "ALTER TABLE {n} ADD CONSTRAINT {n}_status_check
+                        CHECK (status IN ('active','inactive','cleaned'))"
+                ));
+            }
+            Ok(ddl)
+        })
+    }
+
+    fn lock_migrations<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let set_timeout = format!("SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'");
+            conn.execute(set_timeout.as_str())
+                .await
+                .map_err(sql_err(&self.target, "setting the migration lock timeout"))?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(MIGRATION_LOCK_KEY)
+                .execute(&mut *conn)
+                .await
+                .map_err(sql_err(&self.target, "taking the migration lock"))?;
+            Ok(())
+        })
+    }
+
+    fn unlock_migrations<'a>(
+        &'a self,
+        _conn: &'a mut PgConnection,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        // A transaction-level lock: released with the transaction.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn lock_partition<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        p: u32,
+        wait: bool,
+    ) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
+        Box::pin(async move {
+            let key = i32::try_from(p).unwrap_or(i32::MAX);
+            if wait {
+                sqlx::query("SELECT pg_advisory_xact_lock($1, $2)::text")
+                    .bind(PARTITION_LOCK_CLASS)
+                    .bind(key)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(true)
+            } else {
+                sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+                    .bind(PARTITION_LOCK_CLASS)
+                    .bind(key)
+                    .fetch_one(&mut *conn)
+                    .await
+            }
+        })
+    }
+
+    fn unlock_partition<'a>(
+        &'a self,
+        _conn: &'a mut PgConnection,
+        _p: u32,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        // A transaction-level lock: released with the transaction.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn write_type<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        sql: &'a PgStatements,
+        p: &'a TypePlan<'a>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let n = p.botnet_type.nodes_table();
+            let c = p.botnet_type.communications_table();
+            let nodes = NodeArrays::new(&p.nodes, &p.communications);
+            let ids = upsert_nodes(conn, &sql.upsert_nodes, &nodes, now)
+                .await
+                .map_err(sql_err(&self.target, format_args!("upserting into {n}")))?;
+            let comms = CommArrays::new(&p.communications);
+            if comms.is_empty() {
+                return Ok(0);
+            }
+            let node_ids = comms.node_ids(&ids).map_err(|ip| StoreError::Schema {
+                table: n.clone(),
+                problem: format!("the upsert returned no id for {ip}"),
+            })?;
+            insert_communications(conn, &sql.insert_communications, &comms, &node_ids, now)
+                .await
+                .map_err(sql_err(&self.target, format_args!("inserting into {c}")))
+        })
+    }
+
+    fn insert_dead_letters<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        letters: &'a [DeadLetter],
+        batch_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if letters.is_empty() {
+                return Ok(());
+            }
+            // PostgreSQL text cannot hold NUL; a garbage record may contain one, and a dead
+            // letter that cannot be stored would block its whole batch forever.
+            let clean = |s: &str| s.replace('\0', "\u{FFFD}");
+            let sources: Vec<String> = letters.iter().map(|d| clean(&d.source)).collect();
+            let reasons: Vec<&str> = letters.iter().map(|d| d.reason.as_str()).collect();
+            let details: Vec<String> = letters.iter().map(|d| clean(&d.detail)).collect();
+            let raws: Vec<String> = letters.iter().map(|d| clean(&d.raw)).collect();
+            let times: Vec<DateTime<Utc>> = letters
+                .iter()
+                .map(|d| whole_seconds(d.rejected_at))
+                .collect();
+            sqlx::query(
+                "INSERT INTO botpipe_dead_letters (source, reason, detail, raw, batch_id, rejected_at)
+                 SELECT u.source, u.reason, u.detail, u.raw, $5, u.rejected_at
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $6::timestamptz[])
+                    AS u(source, reason, detail, raw, rejected_at)",
+            )
+            .bind(&sources)
+            .bind(&reasons)
+            .bind(&details)
+            .bind(&raws)
+            .bind(clean(batch_id))
+            .bind(&times)
+            .execute(conn)
+            .await
+            .map_err(sql_err(&self.target, "inserting into botpipe_dead_letters"))?;
+            Ok(())
+        })
+    }
 }
 
-fn indexes_ddl(t: &BotnetType) -> Vec<String> {
-    let n = t.nodes_table();
-    let c = t.communications_table();
-    vec![
-        format!("CREATE INDEX IF NOT EXISTS idx_location_{t} ON {n} (country, province, city)"),
-        format!("CREATE INDEX IF NOT EXISTS idx_status_{t} ON {n} (status)"),
-        format!("CREATE INDEX IF NOT EXISTS idx_first_seen_{t} ON {n} (first_seen)"),
-        format!("CREATE INDEX IF NOT EXISTS idx_last_seen_{t} ON {n} (last_seen)"),
-        format!("CREATE INDEX IF NOT EXISTS idx_cleaned_time_{t} ON {n} (cleaned_time)"),
-        format!("CREATE INDEX IF NOT EXISTS idx_is_china_{t} ON {n} (is_china)"),
-        format!("CREATE INDEX IF NOT EXISTS idx_node_id_{t} ON {c} (node_id)"),
-        format!(
-            "CREATE INDEX IF NOT EXISTS idx_communication_time_{t} ON {c} (communication_time)"
-        ),
-        format!(
-            "CREATE INDEX IF NOT EXISTS idx_comm_location_{t} ON {c} (country, province, city)"
-        ),
-    ]
-}
-
-/// The two statements that write a batch to one botnet type's tables. Public so that
-/// `benches/store_write.rs` can time exactly these statements without the store around them.
+/// The two statements that write a batch to one botnet type's tables.
 #[derive(Debug, Clone)]
 pub struct PgStatements {
     /// Node upsert over UNNEST arrays, adding each node's planned communications to its
@@ -228,15 +447,9 @@ impl PgStatements {
     }
 }
 
-/// Timestamps are stored to the second, as on SQLite and MySQL, so that every backend holds the
-/// same rows and a replay compares equal.
-fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.with_nanosecond(0).unwrap_or(t)
-}
-
 /// The per-column arrays of a node upsert.
 #[derive(Debug, Default)]
-pub struct NodeArrays<'a> {
+struct NodeArrays<'a> {
     ips: Vec<String>,
     first_seen: Vec<Option<DateTime<Utc>>>,
     last_seen: Vec<Option<DateTime<Utc>>>,
@@ -249,7 +462,7 @@ pub struct NodeArrays<'a> {
 
 impl<'a> NodeArrays<'a> {
     /// The columns of `nodes` (in their IP order), with the number of `comms` of each.
-    pub fn new(nodes: &[NodeDelta<'a>], comms: &[Communication<'_>]) -> Self {
+    fn new(nodes: &[NodeDelta<'a>], comms: &[Communication<'_>]) -> Self {
         let mut per_ip: HashMap<NodeIp, i32> = HashMap::with_capacity(nodes.len());
         for c in comms {
             *per_ip.entry(c.ip).or_default() += 1;
@@ -266,22 +479,12 @@ impl<'a> NodeArrays<'a> {
         }
         a
     }
-
-    /// Number of rows.
-    pub fn len(&self) -> usize {
-        self.ips.len()
-    }
-
-    /// True when there are no rows.
-    pub fn is_empty(&self) -> bool {
-        self.ips.is_empty()
-    }
 }
 
 /// The per-column arrays of a communication insert, without the node ids (known only after the
 /// node upsert).
 #[derive(Debug, Default)]
-pub struct CommArrays<'a> {
+struct CommArrays<'a> {
     ips: Vec<String>,
     times: Vec<DateTime<Utc>>,
     event_types: Vec<&'static str>,
@@ -291,7 +494,7 @@ pub struct CommArrays<'a> {
 
 impl<'a> CommArrays<'a> {
     /// The columns of `comms`.
-    pub fn new(comms: &[Communication<'a>]) -> Self {
+    fn new(comms: &[Communication<'a>]) -> Self {
         let mut a = Self::default();
         for c in comms {
             a.ips.push(c.ip.to_string());
@@ -307,7 +510,7 @@ impl<'a> CommArrays<'a> {
     ///
     /// # Errors
     /// When a row's IP has no id (the upsert did not return it).
-    pub fn node_ids(&self, ids: &HashMap<String, i64>) -> Result<Vec<i64>, String> {
+    fn node_ids(&self, ids: &HashMap<String, i64>) -> Result<Vec<i64>, String> {
         self.ips
             .iter()
             .map(|ip| ids.get(ip).copied().ok_or_else(|| ip.clone()))
@@ -315,7 +518,7 @@ impl<'a> CommArrays<'a> {
     }
 
     /// True when there are no rows.
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.ips.is_empty()
     }
 }
@@ -351,7 +554,7 @@ impl<'a> GeoArrays<'a> {
 ///
 /// # Errors
 /// Whatever the database reports.
-pub async fn upsert_nodes(
+async fn upsert_nodes(
     conn: &mut PgConnection,
     sql: &str,
     a: &NodeArrays<'_>,
@@ -386,7 +589,7 @@ pub async fn upsert_nodes(
 ///
 /// # Errors
 /// Whatever the database reports.
-pub async fn insert_communications(
+async fn insert_communications(
     conn: &mut PgConnection,
     sql: &str,
     a: &CommArrays<'_>,
@@ -412,690 +615,6 @@ pub async fn insert_communications(
         .fetch_one(conn)
         .await?;
     Ok(u64::try_from(rows.try_get::<i64, _>(0)?).unwrap_or(0))
-}
-
-/// The PostgreSQL store. Cheap to clone; clones share the pool.
-#[derive(Debug, Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-    /// `host:port/database`, for error messages (never the password).
-    target: Arc<str>,
-    /// Types whose tables are migrated in this process, with their statements.
-    types: Arc<Mutex<HashMap<BotnetType, Arc<PgStatements>>>>,
-}
-
-impl PostgresStore {
-    /// A pool for `url`, with `password` if the URL has none. Connects lazily: an unreachable
-    /// server shows up as a retryable error on first use, not here.
-    ///
-    /// # Errors
-    /// When the URL is not a PostgreSQL URL.
-    pub async fn connect(
-        url: &str,
-        password: Option<&str>,
-        max_connections: u32,
-    ) -> Result<Self, StoreError> {
-        let mut opts = PgConnectOptions::from_str(url).map_err(|source| StoreError::Sqlx {
-            op: "parsing the PostgreSQL URL in store.url".into(),
-            source,
-        })?;
-        if let Some(p) = password {
-            opts = opts.password(p);
-        }
-        // Sessions in UTC: timestamptz values print and compare as UTC, and a legacy
-        // `timestamp without time zone` column is read and written as UTC.
-        opts = opts.options([("TimeZone", "UTC")]);
-        let target = format!(
-            "postgres {}:{}/{}",
-            opts.get_host(),
-            opts.get_port(),
-            opts.get_database().unwrap_or("")
-        );
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(opts);
-        Ok(Self {
-            pool,
-            target: target.into(),
-            types: Arc::default(),
-        })
-    }
-
-    /// The pool, for tools that inspect the database (tests, benchmarks).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    fn err(&self, op: impl std::fmt::Display) -> impl FnOnce(sqlx::Error) -> StoreError {
-        let op = format!("{}: {op}", self.target);
-        move |source| StoreError::Sqlx { op, source }
-    }
-
-    fn statements(&self, t: &BotnetType) -> Option<Arc<PgStatements>> {
-        self.types
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(t)
-            .cloned()
-    }
-
-    /// Migrates the types of `batch` that this process has not migrated yet: a type is created
-    /// when first seen.
-    async fn ensure_types(&self, batch: &EnrichedBatch) -> Result<(), StoreError> {
-        let missing: BTreeSet<BotnetType> = {
-            let known = self.types.lock().unwrap_or_else(|p| p.into_inner());
-            batch
-                .batch
-                .records
-                .iter()
-                .map(|r| &r.botnet_type)
-                .filter(|t| !known.contains_key(*t))
-                .cloned()
-                .collect()
-        };
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            self.migrate(&missing).await
-        }
-    }
-
-    async fn migrate_locked(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(self.err("beginning migration"))?;
-        let set_timeout = format!("SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'");
-        tx.execute(set_timeout.as_str())
-            .await
-            .map_err(self.err("setting the migration lock timeout"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK_KEY)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err("taking the migration lock"))?;
-        tx.execute(BOTPIPE_SCHEMA)
-            .await
-            .map_err(self.err("creating botpipe tables"))?;
-        record_step(&mut tx, BOTPIPE_SCOPE, BOTPIPE_VERSION, "botpipe tables")
-            .await
-            .map_err(self.err("recording migration"))?;
-        let done: HashMap<String, i32> =
-            sqlx::query("SELECT scope, max(version) FROM botpipe_schema_migrations GROUP BY scope")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(self.err("reading botpipe_schema_migrations"))?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(self.err("reading botpipe_schema_migrations"))?;
-        for t in types {
-            let from = done.get(t.as_str()).copied().unwrap_or(0);
-            for step in TypeStep::ALL.into_iter().filter(|s| s.version() > from) {
-                self.run_step(&mut tx, t, step).await?;
-                record_step(&mut tx, t.as_str(), step.version(), step.description())
-                    .await
-                    .map_err(self.err("recording migration"))?;
-                tracing::info!(botnet_type = %t, version = step.version(), step = step.description(), "Applied migration step.");
-            }
-        }
-        tx.commit()
-            .await
-            .map_err(self.err("committing migration"))?;
-        Ok(())
-    }
-
-    async fn run_step(
-        &self,
-        conn: &mut PgConnection,
-        t: &BotnetType,
-        step: TypeStep,
-    ) -> Result<(), StoreError> {
-        let n = t.nodes_table();
-        let c = t.communications_table();
-        let what = format!("migrating {n}/{c}: {}", step.description());
-        let mut ddl: Vec<String> = Vec::new();
-        match step {
-            TypeStep::CreateTables => {
-                ddl.push(nodes_ddl(t));
-                ddl.push(communications_ddl(t));
-            }
-            TypeStep::RenameLogTime | TypeStep::RenameCreatedAt => {
-                let (old, new) = if step == TypeStep::RenameLogTime {
-                    ("log_time", "active_time")
-                } else {
-                    ("created_at", "created_time")
-                };
-                let cols = columns(conn, &n).await.map_err(self.err(&what))?;
-                match (cols.contains_key(old), cols.contains_key(new)) {
-                    (true, false) => {
-                        ddl.push(format!("ALTER TABLE {n} RENAME COLUMN {old} TO {new}"));
-                    }
-                    (false, false) => {
-                        let default = if new == "created_time" {
-                            " DEFAULT now()"
-                        } else {
-                            ""
-                        };
-                        ddl.push(format!(
-                            "ALTER TABLE {n} ADD COLUMN {new} TIMESTAMPTZ{default}"
-                        ));
-                    }
-                    (true, true) => tracing::warn!(
-                        table = %n, old, new,
-                        "Both the legacy and the current column exist; keeping both, botpipe writes the current one."
-                    ),
-                    (false, true) => {}
-                }
-            }
-            TypeStep::AddCleanedTime => {
-                let cols = columns(conn, &n).await.map_err(self.err(&what))?;
-                if !cols.contains_key("cleaned_time") {
-                    let ty = cols
-                        .get("last_seen")
-                        .map_or("timestamptz", |c| c.data_type.as_str());
-                    ddl.push(format!("ALTER TABLE {n} ADD COLUMN cleaned_time {ty}"));
-                }
-            }
-            TypeStep::StatusAcceptsCleaned => {
-                let cols = columns(conn, &n).await.map_err(self.err(&what))?;
-                let Some(status) = cols.get("status") else {
-                    return Err(StoreError::Schema {
-                        table: n,
-                        problem: "no status column".into(),
-                    });
-                };
-                if status.data_type == "USER-DEFINED" {
-                    // A legacy enum type cannot gain a value usable in the same transaction;
-                    // a VARCHAR with a CHECK is the current shape anyway.
-                    ddl.push(format!(
-                        "ALTER TABLE {n} ALTER COLUMN status DROP DEFAULT,
-                            ALTER COLUMN status TYPE VARCHAR(16) USING status::text,
-                            ALTER COLUMN status SET DEFAULT 'active'"
-                    ));
-                }
-                let checks: Vec<(String, String)> = sqlx::query(
-                    "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
-                     WHERE conrelid = to_regclass($1) AND contype = 'c'",
-                )
-                .bind(&n)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(self.err(&what))?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(self.err(&what))?;
-                let status_checks: Vec<&(String, String)> = checks
-                    .iter()
-                    .filter(|(_, def)| def.contains("status"))
-                    .collect();
-                let current = status_checks
-                    .iter()
-                    .any(|(_, def)| def.contains("'cleaned'"));
-                if !current {
-                    for (name, _) in &status_checks {
-                        ddl.push(format!("ALTER TABLE {n} DROP CONSTRAINT \"{name}\""));
-                    }
-                    ddl.push(format!(
-                        "ALTER TABLE {n} ADD CONSTRAINT {n}_status_check
-                            CHECK (status IN ('active','inactive','cleaned'))"
-                    ));
-                }
-            }
-            TypeStep::WidenIp => {
-                for table in [&n, &c] {
-                    let cols = columns(conn, table).await.map_err(self.err(&what))?;
-                    if cols
-                        .get("ip")
-                        .and_then(|c| c.max_len)
-                        .is_some_and(|len| len < IP_WIDTH as i32)
-                    {
-                        ddl.push(format!(
-                            "ALTER TABLE {table} ALTER COLUMN ip TYPE VARCHAR({IP_WIDTH})"
-                        ));
-                    }
-                }
-            }
-            TypeStep::CommunicationKeyWithEventType => {
-                let uniques = unique_indexes(conn, &c).await.map_err(self.err(&what))?;
-                let has = |cols: &[&str]| uniques.iter().any(|u| u.columns == cols);
-                for u in uniques
-                    .iter()
-                    .filter(|u| u.columns == ["ip", "communication_time"])
-                {
-                    ddl.push(match &u.constraint {
-                        Some(con) => format!("ALTER TABLE {c} DROP CONSTRAINT \"{con}\""),
-                        None => format!("DROP INDEX \"{}\"", u.name),
-                    });
-                }
-                if !has(&["ip", "communication_time", "event_type"]) {
-                    ddl.push(format!(
-                        "ALTER TABLE {c} ADD CONSTRAINT idx_unique_communication_{t}
-                            UNIQUE (ip, communication_time, event_type)"
-                    ));
-                }
-                let node_uniques = unique_indexes(conn, &n).await.map_err(self.err(&what))?;
-                if !node_uniques.iter().any(|u| u.columns == ["ip"]) {
-                    ddl.push(format!(
-                        "ALTER TABLE {n} ADD CONSTRAINT idx_unique_ip_{t} UNIQUE (ip)"
-                    ));
-                }
-            }
-            TypeStep::Indexes => ddl.extend(indexes_ddl(t)),
-        }
-        for statement in ddl {
-            conn.execute(statement.as_str())
-                .await
-                .map_err(self.err(&what))?;
-        }
-        Ok(())
-    }
-
-    async fn apply_whole(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
-        let plans = plan(batch);
-        let now = whole_seconds(Utc::now());
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(self.err("beginning batch transaction"))?;
-        let mut out = ApplyOutcome::default();
-        self.insert_dead_letters(&mut tx, &batch.batch.dead_letters, &batch.batch.id.0)
-            .await?;
-        out.dead_letters = batch.batch.dead_letters.len() as u64;
-        for p in &plans {
-            self.apply_type(&mut tx, p, now, &mut out).await?;
-        }
-        tx.commit()
-            .await
-            .map_err(self.err(format_args!("committing batch {}", batch.batch.id)))?;
-        Ok(out)
-    }
-
-    /// The slow path after a row rejection: see [`super::recovery`].
-    async fn apply_isolating(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
-        let now = whole_seconds(Utc::now());
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(self.err("beginning batch transaction"))?;
-        let mut out = ApplyOutcome::default();
-        let mut nodes: HashSet<(BotnetType, NodeIp)> = HashSet::new();
-        let mut rejected: Vec<DeadLetter> = Vec::new();
-        let mut iso = Isolation::new(batch.batch.records.len());
-        while let Some(slice) = iso.next_slice() {
-            let sub = recovery::sub_batch(batch, slice.clone());
-            let plans = plan(&sub);
-            let mut sp = (&mut tx)
-                .begin()
-                .await
-                .map_err(self.err("creating savepoint"))?;
-            let mut sub_out = ApplyOutcome::default();
-            let mut result = Ok(());
-            for p in &plans {
-                result = self.apply_type(&mut sp, p, now, &mut sub_out).await;
-                if result.is_err() {
-                    break;
-                }
-            }
-            match result {
-                Ok(()) => {
-                    sp.commit().await.map_err(self.err("releasing savepoint"))?;
-                    out.communications_inserted += sub_out.communications_inserted;
-                    out.communications_duplicate += sub_out.communications_duplicate;
-                    nodes.extend(
-                        sub.batch
-                            .records
-                            .iter()
-                            .map(|r| (r.botnet_type.clone(), r.ip)),
-                    );
-                }
-                Err(e) if e.is_row_rejection() => {
-                    sp.rollback()
-                        .await
-                        .map_err(self.err("rolling back to savepoint"))?;
-                    if let Some(i) = iso.refused(slice) {
-                        rejected.push(recovery::rejected_letter(batch, i, &e.to_string()));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let mut letters = batch.batch.dead_letters.clone();
-        letters.extend(rejected.iter().cloned());
-        self.insert_dead_letters(&mut tx, &letters, &batch.batch.id.0)
-            .await?;
-        tx.commit()
-            .await
-            .map_err(self.err(format_args!("committing batch {}", batch.batch.id)))?;
-        out.nodes = nodes.len() as u64;
-        out.dead_letters = letters.len() as u64;
-        metrics::counter!(DEAD_LETTERS_TOTAL, "reason" => RejectReason::StoreRejected.as_str())
-            .increment(rejected.len() as u64);
-        tracing::warn!(
-            backend = BACKEND,
-            batch = %batch.batch.id,
-            rejected = rejected.len(),
-            "The database refused some records; they are dead letters and the rest of the batch is committed."
-        );
-        Ok(out)
-    }
-
-    async fn apply_type(
-        &self,
-        conn: &mut PgConnection,
-        p: &TypePlan<'_>,
-        now: DateTime<Utc>,
-        out: &mut ApplyOutcome,
-    ) -> Result<(), StoreError> {
-        let Some(sql) = self.statements(&p.botnet_type) else {
-            return Err(StoreError::Schema {
-                table: p.botnet_type.nodes_table(),
-                problem: "not migrated".into(),
-            });
-        };
-        let n = p.botnet_type.nodes_table();
-        let c = p.botnet_type.communications_table();
-        let nodes = NodeArrays::new(&p.nodes, &p.communications);
-        if nodes.is_empty() {
-            return Ok(());
-        }
-        let ids = upsert_nodes(conn, &sql.upsert_nodes, &nodes, now)
-            .await
-            .map_err(self.err(format_args!("upserting into {n}")))?;
-        let comms = CommArrays::new(&p.communications);
-        let node_ids = comms.node_ids(&ids).map_err(|ip| StoreError::Schema {
-            table: n.clone(),
-            problem: format!("the upsert returned no id for {ip}"),
-        })?;
-        let added = if comms.is_empty() {
-            0
-        } else {
-            insert_communications(conn, &sql.insert_communications, &comms, &node_ids, now)
-                .await
-                .map_err(self.err(format_args!("inserting into {c}")))?
-        };
-        out.nodes += nodes.len() as u64;
-        out.communications_inserted += added;
-        out.communications_duplicate +=
-            p.communications.len() as u64 - added.min(p.communications.len() as u64);
-        Ok(())
-    }
-
-    async fn insert_dead_letters(
-        &self,
-        conn: &mut PgConnection,
-        letters: &[DeadLetter],
-        batch_id: &str,
-    ) -> Result<(), StoreError> {
-        if letters.is_empty() {
-            return Ok(());
-        }
-        // PostgreSQL text cannot hold NUL; a garbage record may contain one, and a dead letter
-        // that cannot be stored would block its whole batch forever.
-        let clean = |s: &str| s.replace('\0', "\u{FFFD}");
-        let sources: Vec<String> = letters.iter().map(|d| clean(&d.source)).collect();
-        let reasons: Vec<&str> = letters.iter().map(|d| d.reason.as_str()).collect();
-        let details: Vec<String> = letters.iter().map(|d| clean(&d.detail)).collect();
-        let raws: Vec<String> = letters.iter().map(|d| clean(&d.raw)).collect();
-        let times: Vec<DateTime<Utc>> = letters
-            .iter()
-            .map(|d| whole_seconds(d.rejected_at))
-            .collect();
-        sqlx::query(
-            "INSERT INTO botpipe_dead_letters (source, reason, detail, raw, batch_id, rejected_at)
-             SELECT u.source, u.reason, u.detail, u.raw, $5, u.rejected_at
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $6::timestamptz[])
-                AS u(source, reason, detail, raw, rejected_at)",
-        )
-        .bind(&sources)
-        .bind(&reasons)
-        .bind(&details)
-        .bind(&raws)
-        .bind(clean(batch_id))
-        .bind(&times)
-        .execute(conn)
-        .await
-        .map_err(self.err("inserting into botpipe_dead_letters"))?;
-        Ok(())
-    }
-}
-
-async fn record_step(
-    conn: &mut PgConnection,
-    scope: &str,
-    version: i32,
-    description: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO botpipe_schema_migrations (scope, version, description) VALUES ($1, $2, $3)
-         ON CONFLICT (scope, version) DO NOTHING",
-    )
-    .bind(scope)
-    .bind(version)
-    .bind(description)
-    .execute(conn)
-    .await
-    .map(|_| ())
-}
-
-#[derive(Debug)]
-struct Column {
-    data_type: String,
-    max_len: Option<i32>,
-}
-
-async fn columns(
-    conn: &mut PgConnection,
-    table: &str,
-) -> Result<HashMap<String, Column>, sqlx::Error> {
-    sqlx::query(
-        "SELECT column_name::text, data_type::text, character_maximum_length::int4
-         FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
-    )
-    .bind(table)
-    .fetch_all(conn)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok((
-            r.try_get(0)?,
-            Column {
-                data_type: r.try_get(1)?,
-                max_len: r.try_get(2)?,
-            },
-        ))
-    })
-    .collect()
-}
-
-#[derive(Debug)]
-struct UniqueIndex {
-    name: String,
-    columns: Vec<String>,
-    /// The constraint backing the index, if it is one (dropped with `DROP CONSTRAINT`).
-    constraint: Option<String>,
-}
-
-async fn unique_indexes(
-    conn: &mut PgConnection,
-    table: &str,
-) -> Result<Vec<UniqueIndex>, sqlx::Error> {
-    sqlx::query(
-        "SELECT i.relname::text,
-                array_agg(a.attname::text ORDER BY k.ord),
-                (SELECT con.conname::text FROM pg_constraint con
-                  WHERE con.conindid = x.indexrelid AND con.contype = 'u' LIMIT 1)
-         FROM pg_index x
-         JOIN pg_class i ON i.oid = x.indexrelid
-         CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-         JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
-         WHERE x.indrelid = to_regclass($1) AND x.indisunique AND NOT x.indisprimary
-         GROUP BY i.relname, x.indexrelid",
-    )
-    .bind(table)
-    .fetch_all(conn)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(UniqueIndex {
-            name: r.try_get(0)?,
-            columns: r.try_get(1)?,
-            constraint: r.try_get(2)?,
-        })
-    })
-    .collect()
-}
-
-impl Store for PostgresStore {
-    async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
-        recovery::with_retries(BACKEND, || self.migrate_locked(types)).await?;
-        let mut known = self.types.lock().unwrap_or_else(|p| p.into_inner());
-        for t in types {
-            known
-                .entry(t.clone())
-                .or_insert_with(|| Arc::new(PgStatements::new(t)));
-        }
-        Ok(())
-    }
-
-    async fn apply(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
-        self.ensure_types(batch).await?;
-        recovery::with_retries(BACKEND, || async move {
-            match self.apply_whole(batch).await {
-                Err(e) if e.is_row_rejection() => self.apply_isolating(batch).await,
-                r => r,
-            }
-        })
-        .await
-    }
-
-    async fn counts(&self) -> Result<StoreCounts, StoreError> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(self.err("counting rows"))?;
-        let mut out = StoreCounts::default();
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT table_name::text FROM information_schema.tables
-             WHERE table_schema = current_schema() AND table_name LIKE 'botnet\\_nodes\\_%'
-             ORDER BY 1",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(self.err("listing node tables"))?;
-        for table in tables {
-            let Some(t) = table
-                .strip_prefix("botnet_nodes_")
-                .and_then(|t| BotnetType::parse(t).ok())
-            else {
-                continue;
-            };
-            let by_status = sqlx::query(&format!(
-                "SELECT COALESCE(status::text, 'null'), count(*) FROM {table} GROUP BY 1"
-            ))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(self.err(format_args!("counting {table}")))?
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<String, _>(0)?,
-                    r.try_get::<i64, _>(1)?.max(0) as u64,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(self.err(format_args!("counting {table}")))?;
-            out.nodes.insert(t.to_string(), by_status);
-            let c = t.communications_table();
-            let comms: Option<i64> = sqlx::query_scalar(&format!(
-                "SELECT CASE WHEN to_regclass('{c}') IS NULL THEN NULL ELSE (SELECT count(*) FROM {c}) END"
-            ))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(self.err(format_args!("counting {c}")))?;
-            out.communications
-                .insert(t.to_string(), comms.unwrap_or(0).max(0) as u64);
-        }
-        let has_dl: bool =
-            sqlx::query_scalar("SELECT to_regclass('botpipe_dead_letters') IS NOT NULL")
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(self.err("looking for botpipe_dead_letters"))?;
-        if has_dl {
-            out.dead_letters = sqlx::query(
-                "SELECT reason::text, count(*) FROM botpipe_dead_letters GROUP BY reason",
-            )
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(self.err("counting botpipe_dead_letters"))?
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<String, _>(0)?,
-                    r.try_get::<i64, _>(1)?.max(0) as u64,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(self.err("counting botpipe_dead_letters"))?;
-        }
-        Ok(out)
-    }
-
-    async fn delete_dead_letters(&self, ids: &[i64]) -> Result<u64, StoreError> {
-        // One array bind: no per-id statement and no bind limit.
-        let done = sqlx::query("DELETE FROM botpipe_dead_letters WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(&self.pool)
-            .await
-            .map_err(self.err("deleting from botpipe_dead_letters"))?;
-        Ok(done.rows_affected())
-    }
-
-    async fn dead_letters(
-        &self,
-        limit: u32,
-        before: Option<i64>,
-    ) -> Result<Vec<StoredDeadLetter>, StoreError> {
-        sqlx::query(
-            "SELECT id, source, reason::text, detail, raw, rejected_at FROM botpipe_dead_letters
-             WHERE id < $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.err("listing botpipe_dead_letters"))?
-        .iter()
-        .map(|r| {
-            let reason: String = r.try_get(2)?;
-            Ok(StoredDeadLetter {
-                id: r.try_get(0)?,
-                letter: DeadLetter {
-                    source: r.try_get(1)?,
-                    reason: RejectReason::parse(&reason).unwrap_or(RejectReason::StoreRejected),
-                    detail: r.try_get(3)?,
-                    raw: r.try_get(4)?,
-                    rejected_at: r.try_get(5)?,
-                },
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(self.err("reading botpipe_dead_letters"))
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(self.err("ping"))
-    }
 }
 
 #[cfg(test)]
@@ -1127,5 +646,10 @@ mod tests {
         let t = DateTime::from_timestamp(1_700_000_000, 999_999_999).unwrap();
         assert_eq!(whole_seconds(t).timestamp_subsec_nanos(), 0);
         assert_eq!(whole_seconds(t).timestamp(), 1_700_000_000);
+    }
+
+    #[test]
+    fn placeholders_are_numbered() {
+        assert_eq!(Postgres::placeholders(3), "$1,$2,$3");
     }
 }

@@ -1,12 +1,14 @@
 //! How the network stores survive failures without losing or blocking a batch.
 //!
-//! - **Transient errors** (deadlock, serialization failure, lost connection, a concurrent
-//!   writer) roll the transaction back and retry the whole batch with full-jitter backoff, a
+//! - **Transient errors** (a lost connection, a busy lock, a concurrent writer outside botpipe,
+//!   a deadlock that partitioned writes should make impossible) roll the transaction back and
+//!   retry it (one write partition of a batch; see [`super::sql`]) with full-jitter backoff, a
 //!   bounded number of times; then the error goes to the caller, which leaves the batch unacked
 //!   in the queue. Retrying is safe because the merge rules make a replay a no-op.
-//! - **Row rejections** (a value the database refuses: a timestamp out of range, an over-long
-//!   string) cannot be cured by retrying, and a multi-row statement does not say which row was
-//!   bad. The batch is re-applied in a fresh transaction by bisection under savepoints: a failing
+//! - **Row rejections** (a value the database refuses: a timestamp out of range; names are cut
+//!   to their columns beforehand, see [`super::columns`]) cannot be cured by retrying, and a
+//!   multi-row statement does not say which row was bad. The partition is re-applied in a fresh
+//!   transaction by bisection under savepoints: a failing
 //!   slice is split in two until the bad records are single; those become
 //!   [`RejectReason::StoreRejected`] dead letters in the same transaction and the rest commits.
 //!   Because the merge rules do not depend on how events are batched, applying slices gives the
@@ -21,7 +23,7 @@ use rand::Rng;
 
 use super::{EnrichedBatch, StoreError};
 use crate::record::{Batch, DeadLetter, RejectReason};
-use crate::telemetry::metrics::STORE_RETRIES_TOTAL;
+use crate::telemetry::metrics::{STORE_DEADLOCKS_TOTAL, STORE_RETRIES_TOTAL};
 
 /// Attempts per batch before a transient error is handed to the caller.
 pub(crate) const MAX_ATTEMPTS: u32 = 8;
@@ -56,6 +58,9 @@ where
     loop {
         match attempt().await {
             Err(error) if error.is_retryable() && n + 1 < MAX_ATTEMPTS => {
+                if error.is_deadlock() {
+                    metrics::counter!(STORE_DEADLOCKS_TOTAL, "backend" => backend).increment(1);
+                }
                 metrics::counter!(STORE_RETRIES_TOTAL, "backend" => backend).increment(1);
                 if n == 0 {
                     tracing::debug!(backend, %error, "Store batch failed transiently; retrying.");
@@ -104,20 +109,26 @@ impl Isolation {
     }
 }
 
-/// The records of `slice` as a batch of their own, without the batch's dead letters (those are
-/// written once per batch).
-pub(crate) fn sub_batch(batch: &EnrichedBatch, slice: Range<usize>) -> EnrichedBatch {
-    let records = batch.batch.records.get(slice.clone()).unwrap_or_default();
-    let geo = batch.geo.get(slice).unwrap_or_default();
+/// The records at `indexes` as a batch of their own, without the batch's dead letters (those
+/// are written once per batch).
+pub(crate) fn sub_batch(batch: &EnrichedBatch, indexes: &[usize]) -> EnrichedBatch {
+    let records = indexes
+        .iter()
+        .filter_map(|&i| batch.batch.records.get(i).cloned())
+        .collect();
+    let geo = indexes
+        .iter()
+        .map(|&i| batch.geo.get(i).cloned().unwrap_or_default())
+        .collect();
     EnrichedBatch {
         batch: Batch {
             id: batch.batch.id.clone(),
             source: batch.batch.source.clone(),
             received_at: batch.batch.received_at,
-            records: records.to_vec(),
+            records,
             dead_letters: Vec::new(),
         },
-        geo: geo.to_vec(),
+        geo,
     }
 }
 

@@ -82,13 +82,13 @@ impl TypeStep {
 /// The width botpipe gives `ip` columns: the longest textual IPv6 address.
 pub(crate) const IP_WIDTH: u32 = 45;
 
-/// Parses the length out of a `varchar(n)` / `character varying(n)` type, if it is one.
-pub(crate) fn varchar_len(column_type: &str) -> Option<u32> {
-    let t = column_type.trim().to_ascii_lowercase();
-    let inner = t
-        .strip_prefix("varchar(")
-        .or_else(|| t.strip_prefix("character varying("))?;
-    inner.strip_suffix(')')?.trim().parse().ok()
+/// A DDL template (a `.sql` file under `src/store/ddl/`) for type `t`: `{nodes}`,
+/// `{communications}` and `{type}` replaced by its table names and its name.
+pub(crate) fn fill(template: &str, t: &crate::record::BotnetType) -> String {
+    template
+        .replace("{nodes}", &t.nodes_table())
+        .replace("{communications}", &t.communications_table())
+        .replace("{type}", t.as_str())
 }
 
 #[cfg(test)]
@@ -103,9 +103,15 @@ mod tests {
     }
 
     #[test]
-    fn varchar_lengths() {
-        assert_eq!(varchar_len("varchar(15)"), Some(15));
-        assert_eq!(varchar_len("character varying(45)"), Some(45));
-        assert_eq!(varchar_len("text"), None);
+    fn templates_name_the_type_tables() {
+        let t = crate::record::BotnetType::parse("mozi").unwrap();
+        let ddl = fill(
+            "CREATE TABLE {communications} (x REFERENCES {nodes}(id)) -- {type}",
+            &t,
+        );
+        assert_eq!(
+            ddl,
+            "CREATE TABLE botnet_communications_mozi (x REFERENCES botnet_nodes_mozi(id)) -- mozi"
+        );
     }
 }

@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, Transaction};
 use super::merge::{plan, sql_time, TypePlan};
 use super::{ApplyOutcome, EnrichedBatch, Store, StoreCounts, StoreError, StoredDeadLetter};
 use crate::enrich::Geo;
-use crate::record::{BotnetType, DeadLetter, RejectReason};
+use crate::record::{BotnetType, DeadLetter};
 
 /// How long a statement waits for a lock held by another connection (a reader, `botpipe status`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -400,7 +400,9 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
-        let batch = batch.clone();
+        // SQLite does not enforce VARCHAR widths; cut names anyway so every backend holds the
+        // same rows.
+        let batch = super::columns::fit_batch(batch).into_owned();
         self.with_state(move |path, state| {
             let plans = plan(&batch);
             for p in &plans {
@@ -503,22 +505,17 @@ impl Store for SqliteStore {
                 .query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
                     let reason: String = r.get(2)?;
                     let at: String = r.get(5)?;
-                    Ok(StoredDeadLetter {
-                        id: r.get(0)?,
-                        letter: DeadLetter {
-                            source: r.get(1)?,
-                            reason: RejectReason::parse(&reason)
-                                .unwrap_or(RejectReason::InvalidJson),
-                            detail: r.get(3)?,
-                            raw: r.get(4)?,
-                            rejected_at: chrono::NaiveDateTime::parse_from_str(
-                                &at,
-                                "%Y-%m-%d %H:%M:%S",
-                            )
-                            .map(|n| n.and_utc())
-                            .unwrap_or_default(),
-                        },
-                    })
+                    let at = chrono::NaiveDateTime::parse_from_str(&at, "%Y-%m-%d %H:%M:%S")
+                        .map(|n| n.and_utc())
+                        .ok();
+                    Ok(StoredDeadLetter::from_columns(
+                        r.get(0)?,
+                        r.get(1)?,
+                        &reason,
+                        r.get(3)?,
+                        r.get(4)?,
+                        at,
+                    ))
                 })
                 .map_err(sqlite_err(path, "listing botpipe_dead_letters"))?;
             rows.collect::<Result<Vec<_>, _>>()
@@ -577,6 +574,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::record::Batch;
+    use crate::record::RejectReason;
 
     fn letter(i: usize) -> DeadLetter {
         DeadLetter {

@@ -56,6 +56,9 @@ pub const STORE_BATCH_SECONDS: &str = "botpipe_store_batch_seconds";
 pub const STORE_BATCHES_TOTAL: &str = "botpipe_store_batches_total";
 /// Transient store failures retried inside one batch, by `backend` (postgres, mysql).
 pub const STORE_RETRIES_TOTAL: &str = "botpipe_store_retries_total";
+/// Deadlocks the database reported to a store transaction, by `backend`. Partitioned writes
+/// make them impossible between botpipe writers; a non-zero value means another writer.
+pub const STORE_DEADLOCKS_TOTAL: &str = "botpipe_store_deadlocks_total";
 /// Batches a worker finished, by `outcome`.
 pub const WORKER_BATCHES_TOTAL: &str = "botpipe_worker_batches_total";
 /// Lines and table rows a collector read, by `source` (configuration) and `outcome` (stored,
@@ -157,6 +160,10 @@ pub fn describe_all() {
         "Transient store failures (deadlock, serialization, lost connection) retried within a batch, by backend."
     );
     describe_counter!(
+        STORE_DEADLOCKS_TOTAL,
+        "Deadlocks the database reported to a store transaction, by backend."
+    );
+    describe_counter!(
         WORKER_BATCHES_TOTAL,
         "Batches processed by workers, by outcome."
     );
@@ -233,6 +240,7 @@ pub const ALL: &[&str] = &[
     STORE_BATCH_SECONDS,
     STORE_BATCHES_TOTAL,
     STORE_RETRIES_TOTAL,
+    STORE_DEADLOCKS_TOTAL,
     WORKER_BATCHES_TOTAL,
     PUSH_REQUESTS_TOTAL,
     PUSH_DURATION_SECONDS,

@@ -397,9 +397,10 @@ async fn refused_row_is_dead_lettered_and_the_rest_commits(backend: Backend) {
         .map(|(i, ip)| rec("mozi", ip, i as i64, LogType::Online))
         .collect();
     let mut batch = enriched(records);
-    // A city longer than VARCHAR(50), as a geo database could return it.
+    // A longitude no REAL/FLOAT column holds. (Over-long names no longer count: the store cuts
+    // them to their columns, see `over_long_geography_is_cut_to_its_columns`.)
     batch.geo[1] = Geo {
-        city: Some("x".repeat(60).into()),
+        longitude: Some(1e300),
         ..place_of(&batch.batch.records[1].ip)
     };
     let mut refused = vec![ips[1]];
@@ -471,6 +472,195 @@ async fn refused_row_is_dead_lettered_and_the_rest_commits(backend: Backend) {
     let again = store.apply(&batch).await.unwrap();
     assert_eq!(again.communications_inserted, 0);
     assert_eq!(db.dump("mozi").await, d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Geography that fits its columns (issue 18).
+
+/// 59 characters, from DB-IP City Lite: longer than the legacy `VARCHAR(50)`.
+const LONG_CITY: &str = "Norfolk (Joint Expeditionary Base Little Creek-Fort Story)";
+
+on_backends!(over_long_geography_is_cut_to_its_columns: sqlite => Sqlite, postgres => Postgres, mysql => Mysql);
+
+async fn over_long_geography_is_cut_to_its_columns(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_migrated(&["mozi"]).await;
+    let ips = ["4.0.0.1", "4.0.0.2", "4.0.0.3"];
+    let records: Vec<Record> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| rec("mozi", ip, i as i64, LogType::Online))
+        .collect();
+    let mut batch = enriched(records);
+    let province = "内蒙古自治区".repeat(10);
+    for g in &mut batch.geo {
+        *g = Geo {
+            city: Some(LONG_CITY.into()),
+            province: Some(province.as_str().into()),
+            isp: Some("i".repeat(300).into()),
+            asn: Some(format!("AS{}", "4".repeat(60)).into()),
+            ..place_of(&NodeIp::parse("4.0.0.1").unwrap())
+        };
+    }
+    let out = store.apply(&batch).await.unwrap();
+    assert_eq!(out.dead_letters, 0);
+    assert_eq!(out.communications_inserted, 3);
+    let d = db.dump("mozi").await;
+    assert_eq!(d.nodes.len(), 3);
+    let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+    for row in d
+        .nodes
+        .iter()
+        .map(|n| &n.place)
+        .chain(d.comms.iter().map(|c| &c.place))
+    {
+        assert_eq!(row.city.as_deref(), Some(cut(LONG_CITY, 50).as_str()));
+        assert_eq!(row.province.as_deref(), Some(cut(&province, 50).as_str()));
+        assert_eq!(row.isp.as_deref().map(str::len), Some(255));
+        assert_eq!(row.asn.as_deref().map(|s| s.chars().count()), Some(50));
+    }
+    assert!(store.dead_letters(10, None).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overlapping writers never deadlock (issue 18).
+
+/// Deadlocks the server has counted for this test's database (PostgreSQL) or in all (MariaDB
+/// keeps one global counter). On PostgreSQL, call it once the store's connections are closed.
+async fn server_deadlocks(db: &TestDb) -> i64 {
+    match db.backend {
+        Backend::Postgres => {
+            // Backends flush their statistics when they exit: wait until the store's
+            // connections are gone, so every deadlock they saw is counted.
+            crate::helpers::wait::wait_until(
+                std::time::Duration::from_secs(20),
+                "the store's connections to close",
+                || {
+                    let url = db.url.clone();
+                    async move {
+                        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                            .await
+                            .unwrap();
+                        let others: i64 = sqlx::query_scalar(
+                            "SELECT count(*) FROM pg_stat_activity
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                        )
+                        .fetch_one(&mut c)
+                        .await
+                        .unwrap();
+                        others == 0
+                    }
+                },
+            )
+            .await;
+            let mut c = db.pg().await;
+            sqlx::query_scalar(
+                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        }
+        Backend::Mysql => {
+            let mut c = db.mysql().await;
+            let (_, n): (String, String) =
+                sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+            n.parse().unwrap()
+        }
+        Backend::Sqlite => 0,
+    }
+}
+
+on_backends!(issue_18_two_overlapping_writers_never_deadlock: postgres => Postgres, mysql => Mysql);
+on_backends!(issue_18_four_overlapping_writers_never_deadlock: postgres => Postgres, mysql => Mysql);
+
+async fn issue_18_two_overlapping_writers_never_deadlock(backend: Backend) {
+    overlapping_writers_never_deadlock(backend, 2).await;
+}
+
+async fn issue_18_four_overlapping_writers_never_deadlock(backend: Backend) {
+    overlapping_writers_never_deadlock(backend, 4).await;
+}
+
+/// `workers` tasks apply batches over one pool of IPs, each batch in its own random order, with
+/// real-world geography (some names longer than their columns): the server counts no deadlock,
+/// no apply fails, and the rows equal one SQLite application of everything.
+async fn overlapping_writers_never_deadlock(backend: Backend, workers: usize) {
+    const BATCHES: usize = 12;
+    const RECORDS: usize = 600;
+    let db = TestDb::create(backend).await;
+    // PostgreSQL counts per database, and this one is new.
+    let before = match backend {
+        Backend::Postgres => 0,
+        _ => server_deadlocks(&db).await,
+    };
+    let store = db.open_migrated(&["mozi"]).await;
+    let pool: Vec<String> = (0..300)
+        .map(|i| format!("{}.{}.{}.9", 21 + i % 60, i / 60, i % 11))
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(18 + workers as u64);
+    let work: Vec<Vec<EnrichedBatch>> = (0..workers)
+        .map(|_| {
+            (0..BATCHES)
+                .map(|_| {
+                    let records: Vec<Record> = (0..RECORDS)
+                        .map(|_| {
+                            let ip = &pool[rng.random_range(0..pool.len())];
+                            let log = if rng.random_bool(0.8) {
+                                LogType::Online
+                            } else {
+                                LogType::Cleanup
+                            };
+                            rec("mozi", ip, rng.random_range(0..300) * 10, log)
+                        })
+                        .collect();
+                    let mut batch = enriched(records);
+                    for (r, g) in batch.batch.records.iter().zip(&mut batch.geo) {
+                        if g.is_known() && r.ip.to_string().ends_with(".3.9") {
+                            g.city = Some(LONG_CITY.into());
+                        }
+                    }
+                    batch
+                })
+                .collect()
+        })
+        .collect();
+    let all: Vec<EnrichedBatch> = work.iter().flatten().cloned().collect();
+
+    let store = Arc::new(store);
+    let tasks: Vec<_> = work
+        .into_iter()
+        .map(|batches| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for b in batches {
+                    store.apply(&b).await?;
+                }
+                Ok::<(), botpipe::store::StoreError>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let got = db.dump("mozi").await;
+    if let Ok(store) = Arc::try_unwrap(store) {
+        store.close().await;
+    }
+    let deadlocks = server_deadlocks(&db).await - before;
+
+    let reference = TestDb::create(Backend::Sqlite).await;
+    let r = reference.open_migrated(&["mozi"]).await;
+    for b in &all {
+        r.apply(b).await.unwrap();
+    }
+    let expected = reference.dump("mozi").await;
+    got.assert_counts_match_rows();
+    assert_eq!(got, expected);
+    assert_eq!(deadlocks, 0, "the server counted {deadlocks} deadlocks");
 }
 
 // ---------------------------------------------------------------------------------------------

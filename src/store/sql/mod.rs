@@ -1,0 +1,694 @@
+//! [`SqlStore`]: the platform schema on a network database, one generic store over a small
+//! [`Dialect`] trait with two implementations, [`super::postgres::Postgres`] and
+//! [`super::mysql::Mysql`].
+//!
+//! What is the same on every network database lives here: the pool, retries, the per-type
+//! statement cache, partitioned write transactions, the isolation of rows the database refuses,
+//! the migration loop and its bookkeeping, counts and dead letters. A dialect supplies only what
+//! differs: its SQL text (DDL in `.sql` files beside the dialect), the write of one type's rows,
+//! the dead-letter insert, the locks, and how a legacy table is altered.
+//!
+//! **Partitioned writes: no deadlocks by construction.** A batch's node deltas and
+//! communications are split by a stable hash of their IP into [`WRITE_PARTITIONS`] partitions.
+//! Each partition is written in its own transaction that first takes that partition's
+//! database-wide lock (PostgreSQL `pg_advisory_xact_lock`, MySQL `GET_LOCK`), and holds no other
+//! partition lock. Two transactions that could touch the same node or communication row
+//! therefore never run at once, in this process or any other botpipe process on the same
+//! database, and a transaction waits for at most one lock: no cycle of waits can form. A worker
+//! first tries each partition without waiting and comes back to the busy ones, so two workers
+//! interleave over the partitions instead of queueing on one. Retrying a failed transaction
+//! stays as a safety net (a writer outside botpipe, a lost connection), not as the normal path.
+//!
+//! A batch is thus up to [`WRITE_PARTITIONS`] transactions. It is acknowledged only after all
+//! of them committed; if botpipe dies in between, the batch is delivered again and the merge
+//! rules make the partitions already written a no-op.
+
+mod conn;
+mod migrate;
+mod partition;
+
+pub use conn::{Affected, ColumnInfo, IndexInfo, SqlConn};
+pub use migrate::{Change, TimeDefault};
+pub use partition::{partition_of, WRITE_PARTITIONS};
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use futures::future::BoxFuture;
+use sqlx::pool::{PoolConnection, PoolOptions};
+use sqlx::{Acquire, Database, Pool};
+
+use super::columns::fit_batch;
+use super::merge::{plan, TypePlan};
+use super::recovery::{self, Isolation};
+use super::{ApplyOutcome, EnrichedBatch, Store, StoreCounts, StoreError, StoredDeadLetter};
+use crate::record::{BotnetType, DeadLetter, NodeIp, RejectReason};
+use crate::telemetry::metrics::DEAD_LETTERS_TOTAL;
+use partition::Part;
+
+/// How long a batch waits for a pooled connection before the attempt counts as transient.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Dead-letter ids per `DELETE … IN (…)`, far below every bind limit.
+const DELETE_CHUNK: usize = 1000;
+
+/// The connection type of a dialect's database.
+pub type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
+/// The connect options of a dialect's database.
+pub type ConnectOptions<D> = <Conn<D> as sqlx::Connection>::Options;
+
+/// What differs between PostgreSQL and MySQL/MariaDB.
+pub trait Dialect: Debug + Send + Sync + Sized + 'static {
+    /// The sqlx database.
+    type Db: Database<Connection: SqlConn>;
+    /// The prepared statement texts of one botnet type.
+    type Statements: Debug + Send + Sync + 'static;
+
+    /// Backend label for metrics and logs.
+    const BACKEND: &'static str;
+    /// Statements run on every new connection.
+    const SESSION_SETUP: &'static [&'static str];
+    /// botpipe's own tables (`botpipe_schema_migrations`, `botpipe_dead_letters`).
+    const BOTPIPE_SCHEMA: &'static [&'static str];
+    /// Whether index names are unique per schema (PostgreSQL) rather than per table (MySQL).
+    const INDEX_NAMES_ARE_GLOBAL: bool;
+    /// Every table name in the current schema or database.
+    const LIST_TABLES: &'static str;
+    /// `(status, count)` of the nodes table `{table}`.
+    const COUNT_BY_STATUS: &'static str;
+    /// `(reason, count)` of the dead letters.
+    const COUNT_DEAD_LETTERS: &'static str;
+    /// `('rows', count)` of the table `{table}`.
+    const COUNT_ROWS: &'static str;
+    /// A page of dead letters, newest first: binds `before`, `limit`.
+    const DEAD_LETTER_PAGE: &'static str;
+    /// Records a migration step: binds scope, description, version.
+    const RECORD_STEP: &'static str;
+    /// `(scope, highest version)` of the recorded steps.
+    const APPLIED_VERSIONS: &'static str;
+    /// The columns of a table: binds the table name (see [`SqlConn::columns`]).
+    const COLUMNS: &'static str;
+    /// The non-primary indexes of a table: binds the table name (see [`SqlConn::indexes`]).
+    const INDEXES: &'static str;
+
+    /// The connect options for `url` with `password`, and the dialect for that database.
+    ///
+    /// # Errors
+    /// When the URL is not one of this dialect's.
+    fn configure(
+        url: &str,
+        password: Option<&str>,
+    ) -> Result<(Self, ConnectOptions<Self>), sqlx::Error>;
+
+    /// `host:port/database` with the backend name, for messages (never the password).
+    fn target(&self) -> &str;
+
+    /// `n` bind placeholders separated by commas.
+    fn placeholders(n: usize) -> String;
+
+    /// The statement texts of type `t`.
+    fn statements(t: &BotnetType) -> Self::Statements;
+
+    /// The DDL that creates the two tables of `t` (if missing).
+    fn create_tables(t: &BotnetType) -> Vec<String>;
+
+    /// The DDL for one [`Change`] set on `table`.
+    fn alter(table: &str, changes: &[Change<'_>]) -> Vec<String>;
+
+    /// The DDL that lets a legacy `status` column take `'cleaned'`, if it cannot.
+    fn status_accepts_cleaned<'a>(
+        conn: &'a mut Conn<Self>,
+        table: &'a str,
+        status: &'a ColumnInfo,
+    ) -> BoxFuture<'a, Result<Vec<String>, sqlx::Error>>;
+
+    /// Takes the migration lock for the transaction or session of `conn`.
+    fn lock_migrations<'a>(
+        &'a self,
+        conn: &'a mut Conn<Self>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Releases the migration lock if it outlives the transaction.
+    fn unlock_migrations<'a>(
+        &'a self,
+        conn: &'a mut Conn<Self>,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
+    /// Takes write partition `p`'s lock inside the open transaction of `conn`: without waiting
+    /// (`false` when another transaction holds it), or waiting up to a bound.
+    fn lock_partition<'a>(
+        &'a self,
+        conn: &'a mut Conn<Self>,
+        p: u32,
+        wait: bool,
+    ) -> BoxFuture<'a, Result<bool, sqlx::Error>>;
+
+    /// Releases partition `p`'s lock after the transaction ended, if it outlives it.
+    fn unlock_partition<'a>(
+        &'a self,
+        conn: &'a mut Conn<Self>,
+        p: u32,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
+    /// Writes one type's node deltas and communications inside the caller's transaction;
+    /// returns the number of communications inserted.
+    fn write_type<'a>(
+        &'a self,
+        conn: &'a mut Conn<Self>,
+        sql: &'a Self::Statements,
+        plan: &'a TypePlan<'a>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Inserts dead letters inside the caller's transaction.
+    fn insert_dead_letters<'a>(
+        &'a self,
+        conn: &'a mut Conn<Self>,
+        letters: &'a [DeadLetter],
+        batch_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// `batch` without the records this database cannot hold at all (dead letters of the
+    /// returned batch); `None` when every record can be stored.
+    fn screen(_batch: &EnrichedBatch) -> Option<EnrichedBatch> {
+        None
+    }
+}
+
+/// A store on a network database. Cheap to clone; clones share the pool.
+#[derive(Debug)]
+pub struct SqlStore<D: Dialect> {
+    pool: Pool<D::Db>,
+    dialect: Arc<D>,
+    /// Types whose tables are migrated in this process, with their statements.
+    types: Arc<Mutex<HashMap<BotnetType, Arc<D::Statements>>>>,
+}
+
+impl<D: Dialect> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            dialect: Arc::clone(&self.dialect),
+            types: Arc::clone(&self.types),
+        }
+    }
+}
+
+/// Timestamps are stored to the second on every backend (MySQL's `TIMESTAMP` has no fraction
+/// here and would round where SQLite truncates), so that every backend holds the same rows and
+/// a replay compares equal.
+pub fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t)
+}
+
+/// The error for `op` on `target`.
+pub fn sql_err(target: &str, op: impl std::fmt::Display) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let op = format!("{target}: {op}");
+    move |source| StoreError::Sqlx { op, source }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// A pool for `url`, with `password` if the URL has none. Connects lazily: an unreachable
+    /// server shows up as a retryable error on first use, not here.
+    ///
+    /// # Errors
+    /// When the URL is not one of this dialect's.
+    pub async fn connect(
+        url: &str,
+        password: Option<&str>,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        let (dialect, opts) = D::configure(url, password).map_err(|source| StoreError::Sqlx {
+            op: format!("parsing the {} URL in store.url", D::BACKEND),
+            source,
+        })?;
+        let pool = PoolOptions::<D::Db>::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    for s in D::SESSION_SETUP {
+                        conn.run(s).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(opts);
+        Ok(Self {
+            pool,
+            dialect: Arc::new(dialect),
+            types: Arc::default(),
+        })
+    }
+
+    /// The pool, for tools that inspect the database (tests, benchmarks).
+    pub fn pool(&self) -> &Pool<D::Db> {
+        &self.pool
+    }
+
+    fn err(&self, op: impl std::fmt::Display) -> impl FnOnce(sqlx::Error) -> StoreError {
+        sql_err(self.dialect.target(), op)
+    }
+
+    fn statements(&self, t: &BotnetType) -> Result<Arc<D::Statements>, StoreError> {
+        self.types
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(t)
+            .cloned()
+            .ok_or_else(|| StoreError::Schema {
+                table: t.nodes_table(),
+                problem: "not migrated".into(),
+            })
+    }
+
+    async fn acquire(&self, why: &str) -> Result<PoolConnection<D::Db>, StoreError> {
+        self.pool.acquire().await.map_err(self.err(why))
+    }
+
+    /// Migrates the types of `batch` that this process has not migrated yet: a type is created
+    /// when first seen.
+    async fn ensure_types(&self, batch: &EnrichedBatch) -> Result<(), StoreError> {
+        let missing: BTreeSet<BotnetType> = {
+            let known = self.types.lock().unwrap_or_else(|p| p.into_inner());
+            batch
+                .batch
+                .records
+                .iter()
+                .map(|r| &r.botnet_type)
+                .filter(|t| !known.contains_key(*t))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            self.migrate(&missing).await
+        }
+    }
+
+    /// Writes every partition of `batch`, each in its own transaction under its lock; the
+    /// batch's own dead letters go with the first partition written (or alone, if the batch has
+    /// no records).
+    async fn apply_partitioned(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
+        let plans = plan(batch);
+        let now = whole_seconds(Utc::now());
+        let mut pending: VecDeque<Part<'_>> = partition::split(batch, &plans).into();
+        let mut out = ApplyOutcome::default();
+        let mut letters = !batch.batch.dead_letters.is_empty();
+        if pending.is_empty() {
+            if letters {
+                out +=
+                    recovery::with_retries(D::BACKEND, || self.write_letters_only(batch)).await?;
+            }
+            return Ok(out);
+        }
+        // Busy partitions tried since the last one written: once every pending partition was
+        // busy, wait for the next one instead of spinning.
+        let mut busy = 0usize;
+        while let Some(part) = pending.pop_front() {
+            let wait = busy >= pending.len();
+            let attempt = recovery::with_retries(D::BACKEND, || {
+                self.apply_part(batch, &part, now, wait, letters)
+            })
+            .await?;
+            match attempt {
+                Some(done) => {
+                    out += done;
+                    letters = false;
+                    busy = 0;
+                }
+                None => {
+                    busy += 1;
+                    pending.push_back(part);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_letters_only(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(self.err("beginning dead-letter transaction"))?;
+        self.dialect
+            .insert_dead_letters(&mut *tx, &batch.batch.dead_letters, &batch.batch.id.0)
+            .await?;
+        tx.commit()
+            .await
+            .map_err(self.err(format_args!("committing batch {}", batch.batch.id)))?;
+        Ok(ApplyOutcome {
+            dead_letters: batch.batch.dead_letters.len() as u64,
+            ..ApplyOutcome::default()
+        })
+    }
+
+    /// One partition: the whole of it in one statement set, or, when the database refuses a
+    /// row, again with the refused rows isolated. `None` when the partition is busy and `wait`
+    /// is false.
+    async fn apply_part(
+        &self,
+        batch: &EnrichedBatch,
+        part: &Part<'_>,
+        now: DateTime<Utc>,
+        wait: bool,
+        letters: bool,
+    ) -> Result<Option<ApplyOutcome>, StoreError> {
+        let mut conn = self.acquire("beginning batch transaction").await?;
+        let mut result = self
+            .attempt(&mut conn, batch, part, now, wait, letters, false)
+            .await;
+        if matches!(&result, Err(e) if e.is_row_rejection()) {
+            result = self
+                .attempt(&mut conn, batch, part, now, true, letters, true)
+                .await;
+        }
+        result
+    }
+
+    /// One transaction on partition `part`, then the partition lock released (a session lock
+    /// outlives the transaction on MySQL). A connection whose lock could not be released is
+    /// closed, which releases it.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        conn: &mut PoolConnection<D::Db>,
+        batch: &EnrichedBatch,
+        part: &Part<'_>,
+        now: DateTime<Utc>,
+        wait: bool,
+        letters: bool,
+        isolate: bool,
+    ) -> Result<Option<ApplyOutcome>, StoreError> {
+        let result = self
+            .attempt_in_tx(conn, batch, part, now, wait, letters, isolate)
+            .await;
+        if let Err(error) = self.dialect.unlock_partition(conn, part.id).await {
+            tracing::warn!(backend = D::BACKEND, %error, partition = part.id, "Releasing a write partition lock failed; closing the connection.");
+            conn.close_on_drop();
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_in_tx(
+        &self,
+        conn: &mut PoolConnection<D::Db>,
+        batch: &EnrichedBatch,
+        part: &Part<'_>,
+        now: DateTime<Utc>,
+        wait: bool,
+        letters: bool,
+        isolate: bool,
+    ) -> Result<Option<ApplyOutcome>, StoreError> {
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(self.err("beginning batch transaction"))?;
+        let locked = self
+            .dialect
+            .lock_partition(&mut *tx, part.id, wait)
+            .await
+            .map_err(self.err(format_args!("locking write partition {}", part.id)))?;
+        if !locked {
+            if wait {
+                return Err(StoreError::PartitionBusy { partition: part.id });
+            }
+            return Ok(None);
+        }
+        let mut out = if isolate {
+            self.write_isolating(&mut tx, batch, part, now, letters)
+                .await?
+        } else {
+            self.write_whole(&mut *tx, part, now).await?
+        };
+        if letters && !isolate {
+            self.dialect
+                .insert_dead_letters(&mut *tx, &batch.batch.dead_letters, &batch.batch.id.0)
+                .await?;
+            out.dead_letters += batch.batch.dead_letters.len() as u64;
+        }
+        tx.commit()
+            .await
+            .map_err(self.err(format_args!("committing batch {}", batch.batch.id)))?;
+        Ok(Some(out))
+    }
+
+    async fn write_plans(
+        &self,
+        conn: &mut Conn<D>,
+        plans: &[TypePlan<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let mut out = ApplyOutcome::default();
+        for p in plans {
+            if p.nodes.is_empty() {
+                continue;
+            }
+            let sql = self.statements(&p.botnet_type)?;
+            let added = self.dialect.write_type(conn, &sql, p, now).await?;
+            let planned = p.communications.len() as u64;
+            out.nodes += p.nodes.len() as u64;
+            out.communications_inserted += added;
+            out.communications_duplicate += planned - added.min(planned);
+        }
+        Ok(out)
+    }
+
+    async fn write_whole(
+        &self,
+        conn: &mut Conn<D>,
+        part: &Part<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<ApplyOutcome, StoreError> {
+        self.write_plans(conn, &part.plans, now).await
+    }
+
+    /// The slow path after a row rejection, inside the partition's transaction: see
+    /// [`super::recovery`].
+    async fn write_isolating(
+        &self,
+        tx: &mut sqlx::Transaction<'_, D::Db>,
+        batch: &EnrichedBatch,
+        part: &Part<'_>,
+        now: DateTime<Utc>,
+        letters: bool,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let mut out = ApplyOutcome::default();
+        let mut nodes: HashSet<(BotnetType, NodeIp)> = HashSet::new();
+        let mut rejected: Vec<DeadLetter> = Vec::new();
+        let mut iso = Isolation::new(part.records.len());
+        while let Some(slice) = iso.next_slice() {
+            let indexes = part.records.get(slice.clone()).unwrap_or_default();
+            let sub = recovery::sub_batch(batch, indexes);
+            let plans = plan(&sub);
+            let mut sp = tx.begin().await.map_err(self.err("creating savepoint"))?;
+            match self.write_plans(&mut *sp, &plans, now).await {
+                Ok(done) => {
+                    sp.commit().await.map_err(self.err("releasing savepoint"))?;
+                    out.communications_inserted += done.communications_inserted;
+                    out.communications_duplicate += done.communications_duplicate;
+                    nodes.extend(
+                        sub.batch
+                            .records
+                            .iter()
+                            .map(|r| (r.botnet_type.clone(), r.ip)),
+                    );
+                }
+                Err(e) if e.is_row_rejection() => {
+                    sp.rollback()
+                        .await
+                        .map_err(self.err("rolling back to savepoint"))?;
+                    if let Some(i) = iso.refused(slice) {
+                        if let Some(&record) = part.records.get(i) {
+                            rejected.push(recovery::rejected_letter(batch, record, &e.to_string()));
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut all: Vec<DeadLetter> = Vec::new();
+        if letters {
+            all.extend(batch.batch.dead_letters.iter().cloned());
+        }
+        all.extend(rejected.iter().cloned());
+        self.dialect
+            .insert_dead_letters(&mut **tx, &all, &batch.batch.id.0)
+            .await?;
+        out.nodes = nodes.len() as u64;
+        out.dead_letters = all.len() as u64;
+        metrics::counter!(DEAD_LETTERS_TOTAL, "reason" => RejectReason::StoreRejected.as_str())
+            .increment(rejected.len() as u64);
+        tracing::warn!(
+            backend = D::BACKEND,
+            batch = %batch.batch.id,
+            partition = part.id,
+            rejected = rejected.len(),
+            "The database refused some records; they are dead letters and the rest of the batch is committed."
+        );
+        Ok(out)
+    }
+
+    /// The store's statements for `batch` from a bare loop: one transaction, no column fitting,
+    /// no partitions, no retries. What `botpipe bench store` compares the store with.
+    ///
+    /// # Errors
+    /// Whatever the database reports.
+    pub async fn apply_raw(&self, batch: &EnrichedBatch) -> Result<u64, StoreError> {
+        let plans = plan(batch);
+        let now = whole_seconds(Utc::now());
+        let mut tx = self.pool.begin().await.map_err(self.err("beginning"))?;
+        let out = self.write_plans(&mut *tx, &plans, now).await?;
+        tx.commit().await.map_err(self.err("committing"))?;
+        Ok(out.communications_inserted)
+    }
+
+    async fn migrate_locked(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
+        let mut conn = self.acquire("connecting to migrate").await?;
+        let result = self.migrate_in_tx(&mut conn, types).await;
+        if let Err(error) = self.dialect.unlock_migrations(&mut conn).await {
+            tracing::warn!(%error, "Releasing the migration lock failed; closing the connection.");
+            conn.close_on_drop();
+        }
+        result
+    }
+
+    async fn migrate_in_tx(
+        &self,
+        conn: &mut PoolConnection<D::Db>,
+        types: &BTreeSet<BotnetType>,
+    ) -> Result<(), StoreError> {
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(self.err("beginning migration"))?;
+        self.dialect.lock_migrations(&mut *tx).await?;
+        migrate::run::<D>(&mut *tx, self.dialect.target(), types).await?;
+        tx.commit().await.map_err(self.err("committing migration"))
+    }
+}
+
+impl<D: Dialect> Store for SqlStore<D> {
+    async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
+        recovery::with_retries(D::BACKEND, || self.migrate_locked(types)).await?;
+        let mut known = self.types.lock().unwrap_or_else(|p| p.into_inner());
+        for t in types {
+            known
+                .entry(t.clone())
+                .or_insert_with(|| Arc::new(D::statements(t)));
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
+        let fitted = fit_batch(batch);
+        let screened = D::screen(&fitted);
+        let batch: &EnrichedBatch = match &screened {
+            Some(b) => b,
+            None => fitted.as_ref(),
+        };
+        self.ensure_types(batch).await?;
+        self.apply_partitioned(batch).await
+    }
+
+    async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let mut conn = self.acquire("counting rows").await?;
+        let mut out = StoreCounts::default();
+        let tables: BTreeSet<String> = conn
+            .texts(D::LIST_TABLES)
+            .await
+            .map_err(self.err("listing tables"))?
+            .into_iter()
+            .collect();
+        for table in &tables {
+            let Some(t) = table
+                .strip_prefix("botnet_nodes_")
+                .and_then(|t| BotnetType::parse(t).ok())
+            else {
+                continue;
+            };
+            let count = |sql: &str, table: &str| sql.replace("{table}", table);
+            let by_status = conn
+                .text_counts(&count(D::COUNT_BY_STATUS, table))
+                .await
+                .map_err(self.err(format_args!("counting {table}")))?
+                .into_iter()
+                .map(|(status, n)| (status, n.max(0) as u64))
+                .collect();
+            out.nodes.insert(t.to_string(), by_status);
+            let c = t.communications_table();
+            let comms = if tables.contains(&c) {
+                conn.text_counts(&count(D::COUNT_ROWS, &c))
+                    .await
+                    .map_err(self.err(format_args!("counting {c}")))?
+                    .first()
+                    .map_or(0, |(_, n)| *n)
+            } else {
+                0
+            };
+            out.communications
+                .insert(t.to_string(), comms.max(0) as u64);
+        }
+        if tables.contains("botpipe_dead_letters") {
+            out.dead_letters = conn
+                .text_counts(D::COUNT_DEAD_LETTERS)
+                .await
+                .map_err(self.err("counting botpipe_dead_letters"))?
+                .into_iter()
+                .map(|(reason, n)| (reason, n.max(0) as u64))
+                .collect();
+        }
+        Ok(out)
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        let mut conn = self.acquire("listing botpipe_dead_letters").await?;
+        conn.dead_letters(
+            D::DEAD_LETTER_PAGE,
+            before.unwrap_or(i64::MAX),
+            i64::from(limit),
+        )
+        .await
+        .map_err(self.err("reading botpipe_dead_letters"))
+    }
+
+    async fn delete_dead_letters(&self, ids: &[i64]) -> Result<u64, StoreError> {
+        let mut conn = self.acquire("deleting from botpipe_dead_letters").await?;
+        let mut deleted = 0;
+        for chunk in ids.chunks(DELETE_CHUNK) {
+            let sql = format!(
+                "DELETE FROM botpipe_dead_letters WHERE id IN ({})",
+                D::placeholders(chunk.len())
+            );
+            deleted += conn
+                .execute_with(&sql, &[], chunk)
+                .await
+                .map_err(self.err("deleting from botpipe_dead_letters"))?;
+        }
+        Ok(deleted)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.acquire("ping").await?;
+        conn.run("SELECT 1").await.map_err(self.err("ping"))
+    }
+}
+
+/// Adds up outcomes of several transactions.
+impl std::ops::AddAssign for ApplyOutcome {
+    fn add_assign(&mut self, o: Self) {
+        self.nodes += o.nodes;
+        self.communications_inserted += o.communications_inserted;
+        self.communications_duplicate += o.communications_duplicate;
+        self.dead_letters += o.dead_letters;
+    }
+}
