@@ -41,23 +41,22 @@
 //! again after an interruption. The DDL is in `src/store/ddl/mysql/`.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use sqlx::mysql::{MySql, MySqlArguments, MySqlConnectOptions, MySqlConnection};
 use sqlx::query::Query;
 use sqlx::Row;
 
-use super::merge::{Communication, NodeDelta, TypePlan};
+use super::merge::{Communication, NodeDelta};
 use super::recovery;
-use super::schema::{fill, IP_WIDTH};
+use super::schema::IP_WIDTH;
 use super::sql::{
-    sql_err, whole_seconds, Change, ColumnInfo, ConnectOptions, Dialect, TimeDefault,
+    describe, sql_err, whole_seconds, Change, ColumnInfo, Dialect, Letters, SqlFuture, StoreFuture,
+    TimeDefault, Write,
 };
 use super::{EnrichedBatch, StoreError};
 use crate::enrich::Geo;
-use crate::record::{BotnetType, DeadLetter, RejectReason};
+use crate::record::{BotnetType, RejectReason};
 use crate::telemetry::metrics::DEAD_LETTERS_TOTAL;
 
 /// Rows per multi-row statement: 19 binds per row stays far below MySQL's 65,535 placeholders,
@@ -84,6 +83,9 @@ const TIMESTAMP_RANGE: std::ops::RangeInclusive<i64> = 1..=2_147_483_647;
 /// Error number of a duplicate key.
 const ER_DUP_ENTRY: u16 = 1062;
 
+/// The connection every method of the dialect works on.
+type C = MySqlConnection;
+
 /// The MySQL/MariaDB dialect.
 #[derive(Debug)]
 pub struct Mysql {
@@ -105,6 +107,8 @@ impl Dialect for Mysql {
         include_str!("ddl/mysql/botpipe_migrations.sql"),
         include_str!("ddl/mysql/botpipe_dead_letters.sql"),
     ];
+    const NODES_DDL: &'static str = include_str!("ddl/mysql/nodes.sql");
+    const COMMUNICATIONS_DDL: &'static str = include_str!("ddl/mysql/communications.sql");
     const INDEX_NAMES_ARE_GLOBAL: bool = false;
     const LIST_TABLES: &'static str =
         "SELECT CAST(table_name AS CHAR) FROM information_schema.tables
@@ -131,44 +135,26 @@ impl Dialect for Mysql {
          WHERE table_schema = DATABASE() AND table_name = ? AND index_name <> 'PRIMARY'
          GROUP BY index_name";
 
-    fn configure(
-        url: &str,
-        password: Option<&str>,
-    ) -> Result<(Self, ConnectOptions<Self>), sqlx::Error> {
-        let mut opts = MySqlConnectOptions::from_str(url)?;
-        if let Some(p) = password {
-            opts = opts.password(p);
-        }
+    fn with_password(opts: MySqlConnectOptions, password: &str) -> MySqlConnectOptions {
+        opts.password(password)
+    }
+
+    fn configure(mut opts: MySqlConnectOptions) -> (Self, MySqlConnectOptions) {
         opts = opts
             .timezone(Some("+00:00".to_owned()))
             .charset("utf8mb4")
             .statement_cache_capacity(STATEMENT_CACHE);
-        let target = format!(
-            "mysql {}:{}/{}",
-            opts.get_host(),
-            opts.get_port(),
-            opts.get_database().unwrap_or("")
-        );
-        Ok((Self { target }, opts))
-    }
-
-    fn target(&self) -> &str {
-        &self.target
+        let (host, port) = (opts.get_host(), opts.get_port());
+        let target = describe(Self::BACKEND, host, port, opts.get_database());
+        (Self { target }, opts)
     }
 
     fn placeholders(n: usize) -> String {
         repeat_row("?", n)
     }
 
-    fn statements(t: &BotnetType) -> MysqlStatements {
-        MysqlStatements::new(t)
-    }
-
-    fn create_tables(t: &BotnetType) -> Vec<String> {
-        vec![
-            fill(include_str!("ddl/mysql/nodes.sql"), t),
-            fill(include_str!("ddl/mysql/communications.sql"), t),
-        ]
+    fn target(&self) -> &str {
+        &self.target
     }
 
     fn alter(table: &str, changes: &[Change<'_>]) -> Vec<String> {
@@ -219,30 +205,27 @@ impl Dialect for Mysql {
         }
     }
 
-    fn status_accepts_cleaned<'a>(
-        _conn: &'a mut MySqlConnection,
+    fn status_ddl<'a>(
+        _conn: &'a mut C,
         table: &'a str,
         status: &'a ColumnInfo,
-    ) -> BoxFuture<'a, Result<Vec<String>, sqlx::Error>> {
-        Box::pin(async move {
-            let ty = status.ty.trim();
-            if ty.to_ascii_lowercase().starts_with("enum(") && !ty.contains("'cleaned'") {
-                // Append, so that any other legacy value stays valid.
-                let values = ty.strip_suffix(')').unwrap_or(ty);
-                let null = if status.nullable { "NULL" } else { "NOT NULL" };
-                Ok(vec![format!(
-                    "ALTER TABLE {table} MODIFY status {values},'cleaned') {null} DEFAULT 'active'"
-                )])
-            } else {
-                Ok(Vec::new())
-            }
-        })
+    ) -> SqlFuture<'a, Vec<String>> {
+        // Decided from the column type alone: nothing to ask the server.
+        let ty = status.ty.trim();
+        let ddl = if ty.to_ascii_lowercase().starts_with("enum(") && !ty.contains("'cleaned'") {
+            // Append, so that any other legacy value stays valid.
+            let values = ty.strip_suffix(')').unwrap_or(ty);
+            let null = if status.nullable { "NULL" } else { "NOT NULL" };
+            vec![format!(
+                "ALTER TABLE {table} MODIFY status {values},'cleaned') {null} DEFAULT 'active'"
+            )]
+        } else {
+            Vec::new()
+        };
+        Box::pin(std::future::ready(Ok(ddl)))
     }
 
-    fn lock_migrations<'a>(
-        &'a self,
-        conn: &'a mut MySqlConnection,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn lock_migrations<'a>(&'a self, conn: &'a mut C) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let got: Option<i64> =
                 sqlx::query_scalar(&format!("SELECT GET_LOCK({MIGRATION_LOCK}, ?)"))
@@ -260,10 +243,7 @@ impl Dialect for Mysql {
         })
     }
 
-    fn unlock_migrations<'a>(
-        &'a self,
-        conn: &'a mut MySqlConnection,
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    fn unlock_migrations<'a>(&'a self, conn: &'a mut C) -> SqlFuture<'a, ()> {
         Box::pin(async move {
             sqlx::query(&format!("DO RELEASE_LOCK({MIGRATION_LOCK})"))
                 .execute(conn)
@@ -272,12 +252,7 @@ impl Dialect for Mysql {
         })
     }
 
-    fn lock_partition<'a>(
-        &'a self,
-        conn: &'a mut MySqlConnection,
-        p: u32,
-        wait: bool,
-    ) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
+    fn lock_partition<'a>(&'a self, conn: &'a mut C, p: u32, wait: bool) -> SqlFuture<'a, bool> {
         Box::pin(async move {
             let got: Option<i64> =
                 sqlx::query_scalar(&format!("SELECT GET_LOCK({PARTITION_LOCK}, ?)"))
@@ -289,11 +264,7 @@ impl Dialect for Mysql {
         })
     }
 
-    fn unlock_partition<'a>(
-        &'a self,
-        conn: &'a mut MySqlConnection,
-        p: u32,
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    fn unlock_partition<'a>(&'a self, conn: &'a mut C, p: u32) -> SqlFuture<'a, ()> {
         Box::pin(async move {
             sqlx::query(&format!("DO RELEASE_LOCK({PARTITION_LOCK})"))
                 .bind(p)
@@ -303,13 +274,8 @@ impl Dialect for Mysql {
         })
     }
 
-    fn write_type<'a>(
-        &'a self,
-        conn: &'a mut MySqlConnection,
-        sql: &'a MysqlStatements,
-        p: &'a TypePlan<'a>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+    fn write_type<'a>(&'a self, conn: &'a mut C, w: Write<'a, Self>) -> StoreFuture<'a, u64> {
+        let Write { sql, plan: p, now } = w;
         Box::pin(async move {
             let n = p.botnet_type.nodes_table();
             let c = p.botnet_type.communications_table();
@@ -340,12 +306,8 @@ impl Dialect for Mysql {
         })
     }
 
-    fn insert_dead_letters<'a>(
-        &'a self,
-        conn: &'a mut MySqlConnection,
-        letters: &'a [DeadLetter],
-        batch_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn insert_letters<'a>(&'a self, conn: &'a mut C, l: Letters<'a>) -> StoreFuture<'a, ()> {
+        let Letters { letters, batch_id } = l;
         Box::pin(async move {
             let mut start = 0;
             while start < letters.len() {
@@ -451,16 +413,18 @@ pub struct MysqlStatements {
     merge: String,
 }
 
-impl MysqlStatements {
+impl From<&BotnetType> for MysqlStatements {
     /// The statements for type `t`.
-    fn new(t: &BotnetType) -> Self {
+    fn from(t: &BotnetType) -> Self {
         Self {
             nodes: t.nodes_table(),
             comms: t.communications_table(),
             merge: merge_assignments(),
         }
     }
+}
 
+impl MysqlStatements {
     /// The ids of `rows` IPs; returns `(id, ip)`.
     fn select_ids(&self, rows: usize) -> String {
         format!(
@@ -872,7 +836,7 @@ mod tests {
 
     #[test]
     fn statements_bind_one_placeholder_per_value() {
-        let s = MysqlStatements::new(&BotnetType::parse("mozi").unwrap());
+        let s = MysqlStatements::from(&BotnetType::parse("mozi").unwrap());
         assert_eq!(placeholders(&s.insert_new_nodes(3)), 3 * 18);
         assert_eq!(placeholders(&s.merge_nodes(2)), 2 * 18);
         assert_eq!(placeholders(&s.insert_communications(4)), 4 * 15);
@@ -884,7 +848,7 @@ mod tests {
 
     #[test]
     fn merge_uses_values_not_the_mysql8_alias() {
-        let s = MysqlStatements::new(&BotnetType::parse("mozi").unwrap());
+        let s = MysqlStatements::from(&BotnetType::parse("mozi").unwrap());
         let sql = s.merge_nodes(1);
         assert!(sql.contains("VALUES(last_seen)"));
         assert!(!sql.contains(" AS new"));

@@ -27,21 +27,19 @@
 //! of their transaction. Sessions set `lock_timeout`, so no lock is waited for forever.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Executor, Row};
 
-use super::merge::{Communication, NodeDelta, TypePlan};
-use super::schema::fill;
+use super::merge::{Communication, NodeDelta};
 use super::sql::{
-    sql_err, whole_seconds, Change, ColumnInfo, ConnectOptions, Dialect, TimeDefault,
+    describe, sql_err, whole_seconds, Change, ColumnInfo, Dialect, Letters, SqlFuture, StoreFuture,
+    TimeDefault, Write,
 };
 use super::StoreError;
-use crate::record::{BotnetType, DeadLetter, NodeIp};
+use crate::record::{BotnetType, NodeIp};
 
 /// Key of the advisory lock that serialises migrations (per database): "botpipe" + 1.
 const MIGRATION_LOCK_KEY: i64 = 0x626f_7470_6970_6501;
@@ -52,6 +50,9 @@ const PARTITION_LOCK_CLASS: i32 = 0x0062_7077;
 /// How long a session waits for any lock (a busy write partition, a row held by a writer
 /// outside botpipe) before the attempt fails as retryable.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The connection every method of the dialect works on.
+type C = PgConnection;
 
 /// The PostgreSQL dialect.
 #[derive(Debug)]
@@ -67,6 +68,8 @@ impl Dialect for Postgres {
     const BACKEND: &'static str = "postgres";
     const SESSION_SETUP: &'static [&'static str] = &[];
     const BOTPIPE_SCHEMA: &'static [&'static str] = &[include_str!("ddl/postgres/botpipe.sql")];
+    const NODES_DDL: &'static str = include_str!("ddl/postgres/nodes.sql");
+    const COMMUNICATIONS_DDL: &'static str = include_str!("ddl/postgres/communications.sql");
     const INDEX_NAMES_ARE_GLOBAL: bool = true;
     const LIST_TABLES: &'static str = "SELECT table_name::text FROM information_schema.tables
          WHERE table_schema = current_schema()";
@@ -99,25 +102,18 @@ impl Dialect for Postgres {
          WHERE x.indrelid = to_regclass($1) AND NOT x.indisprimary
          GROUP BY i.relname, x.indexrelid, x.indisunique";
 
-    fn configure(
-        url: &str,
-        password: Option<&str>,
-    ) -> Result<(Self, ConnectOptions<Self>), sqlx::Error> {
-        let mut opts = PgConnectOptions::from_str(url)?;
-        if let Some(p) = password {
-            opts = opts.password(p);
-        }
+    fn with_password(opts: PgConnectOptions, password: &str) -> PgConnectOptions {
+        opts.password(password)
+    }
+
+    fn configure(mut opts: PgConnectOptions) -> (Self, PgConnectOptions) {
         // Sessions in UTC: timestamptz values print and compare as UTC, and a legacy
         // `timestamp without time zone` column is read and written as UTC.
         let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
         opts = opts.options([("TimeZone", "UTC"), ("lock_timeout", lock_timeout.as_str())]);
-        let target = format!(
-            "postgres {}:{}/{}",
-            opts.get_host(),
-            opts.get_port(),
-            opts.get_database().unwrap_or("")
-        );
-        Ok((Self { target }, opts))
+        let (host, port) = (opts.get_host(), opts.get_port());
+        let target = describe(Self::BACKEND, host, port, opts.get_database());
+        (Self { target }, opts)
     }
 
     fn target(&self) -> &str {
@@ -129,17 +125,6 @@ impl Dialect for Postgres {
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(",")
-    }
-
-    fn statements(t: &BotnetType) -> PgStatements {
-        PgStatements::new(t)
-    }
-
-    fn create_tables(t: &BotnetType) -> Vec<String> {
-        vec![
-            fill(include_str!("ddl/postgres/nodes.sql"), t),
-            fill(include_str!("ddl/postgres/communications.sql"), t),
-        ]
     }
 
     fn alter(table: &str, changes: &[Change<'_>]) -> Vec<String> {
@@ -179,11 +164,11 @@ impl Dialect for Postgres {
             .collect()
     }
 
-    fn status_accepts_cleaned<'a>(
-        conn: &'a mut PgConnection,
+    fn status_ddl<'a>(
+        conn: &'a mut C,
         table: &'a str,
         status: &'a ColumnInfo,
-    ) -> BoxFuture<'a, Result<Vec<String>, sqlx::Error>> {
+    ) -> SqlFuture<'a, Vec<String>> {
         Box::pin(async move {
             let n = table;
             let mut ddl = Vec::new();
@@ -226,10 +211,7 @@ impl Dialect for Postgres {
         })
     }
 
-    fn lock_migrations<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn lock_migrations<'a>(&'a self, conn: &'a mut C) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let set_timeout = format!("SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'");
             conn.execute(set_timeout.as_str())
@@ -244,20 +226,12 @@ impl Dialect for Postgres {
         })
     }
 
-    fn unlock_migrations<'a>(
-        &'a self,
-        _conn: &'a mut PgConnection,
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    fn unlock_migrations<'a>(&'a self, _conn: &'a mut C) -> SqlFuture<'a, ()> {
         // A transaction-level lock: released with the transaction.
         Box::pin(async { Ok(()) })
     }
 
-    fn lock_partition<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        p: u32,
-        wait: bool,
-    ) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
+    fn lock_partition<'a>(&'a self, conn: &'a mut C, p: u32, wait: bool) -> SqlFuture<'a, bool> {
         Box::pin(async move {
             let key = i32::try_from(p).unwrap_or(i32::MAX);
             if wait {
@@ -277,22 +251,13 @@ impl Dialect for Postgres {
         })
     }
 
-    fn unlock_partition<'a>(
-        &'a self,
-        _conn: &'a mut PgConnection,
-        _p: u32,
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    fn unlock_partition<'a>(&'a self, _conn: &'a mut C, _p: u32) -> SqlFuture<'a, ()> {
         // A transaction-level lock: released with the transaction.
         Box::pin(async { Ok(()) })
     }
 
-    fn write_type<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        sql: &'a PgStatements,
-        p: &'a TypePlan<'a>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+    fn write_type<'a>(&'a self, conn: &'a mut C, w: Write<'a, Self>) -> StoreFuture<'a, u64> {
+        let Write { sql, plan: p, now } = w;
         Box::pin(async move {
             let n = p.botnet_type.nodes_table();
             let c = p.botnet_type.communications_table();
@@ -314,12 +279,8 @@ impl Dialect for Postgres {
         })
     }
 
-    fn insert_dead_letters<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        letters: &'a [DeadLetter],
-        batch_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn insert_letters<'a>(&'a self, conn: &'a mut C, l: Letters<'a>) -> StoreFuture<'a, ()> {
+        let Letters { letters, batch_id } = l;
         Box::pin(async move {
             if letters.is_empty() {
                 return Ok(());
@@ -366,9 +327,9 @@ pub struct PgStatements {
     pub insert_communications: String,
 }
 
-impl PgStatements {
+impl From<&BotnetType> for PgStatements {
     /// The statements for type `t`.
-    pub fn new(t: &BotnetType) -> Self {
+    fn from(t: &BotnetType) -> Self {
         let n = t.nodes_table();
         let c = t.communications_table();
         let upsert_nodes = format!(
@@ -624,7 +585,7 @@ mod tests {
     #[test]
     fn statements_name_the_type_tables_only() {
         let t = BotnetType::parse("mozi").unwrap();
-        let s = PgStatements::new(&t);
+        let s = PgStatements::from(&t);
         assert!(s
             .upsert_nodes
             .contains("INSERT INTO botnet_nodes_mozi AS n"));

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::{sql_err, ColumnInfo, Conn, Dialect, IndexInfo, SqlConn};
 use crate::record::BotnetType;
-use crate::store::schema::{TypeStep, BOTPIPE_SCOPE, BOTPIPE_VERSION, IP_WIDTH};
+use crate::store::schema::{fill, TypeStep, BOTPIPE_SCOPE, BOTPIPE_VERSION, IP_WIDTH};
 use crate::store::StoreError;
 
 /// The default a time column is added with.
@@ -225,7 +225,10 @@ async fn step_ddl<D: Dialect>(
     let c = t.communications_table();
     let mut ddl = Vec::new();
     match step {
-        TypeStep::CreateTables => ddl.extend(D::create_tables(t)),
+        TypeStep::CreateTables => {
+            ddl.push(fill(D::NODES_DDL, t));
+            ddl.push(fill(D::COMMUNICATIONS_DDL, t));
+        }
         TypeStep::RenameLogTime | TypeStep::RenameCreatedAt => {
             let (old, new, default) = if step == TypeStep::RenameLogTime {
                 ("log_time", "active_time", TimeDefault::Null)
@@ -275,7 +278,7 @@ async fn step_ddl<D: Dialect>(
             let Some(status) = cols.get("status") else {
                 return Err(sqlx::Error::ColumnNotFound(format!("{n}.status")));
             };
-            ddl.extend(D::status_accepts_cleaned(conn, &n, status).await?);
+            ddl.extend(D::status_ddl(conn, &n, status).await?);
         }
         TypeStep::WidenIp => {
             for table in [&n, &c] {

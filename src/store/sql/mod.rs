@@ -54,6 +54,11 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Dead-letter ids per `DELETE … IN (…)`, far below every bind limit.
 const DELETE_CHUNK: usize = 1000;
 
+/// What a dialect method returns when it fails with the database's own error.
+pub type SqlFuture<'a, T> = BoxFuture<'a, Result<T, sqlx::Error>>;
+/// What a dialect method returns when it fails with a store error (with its context).
+pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
 /// The connection type of a dialect's database.
 pub type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
 /// The connect options of a dialect's database.
@@ -64,12 +69,16 @@ pub trait Dialect: Debug + Send + Sync + Sized + 'static {
     /// The sqlx database.
     type Db: Database<Connection: SqlConn>;
     /// The prepared statement texts of one botnet type.
-    type Statements: Debug + Send + Sync + 'static;
+    type Statements: for<'t> From<&'t BotnetType> + Debug + Send + Sync + 'static;
 
     /// Backend label for metrics and logs.
     const BACKEND: &'static str;
     /// Statements run on every new connection.
     const SESSION_SETUP: &'static [&'static str];
+    /// The nodes table of a type, if missing: a template for [`fill`](crate::store::schema).
+    const NODES_DDL: &'static str;
+    /// The communications table of a type, if missing: a template likewise.
+    const COMMUNICATIONS_DDL: &'static str;
     /// botpipe's own tables (`botpipe_schema_migrations`, `botpipe_dead_letters`).
     const BOTPIPE_SCHEMA: &'static [&'static str];
     /// Whether index names are unique per schema (PostgreSQL) rather than per table (MySQL).
@@ -93,14 +102,11 @@ pub trait Dialect: Debug + Send + Sync + Sized + 'static {
     /// The non-primary indexes of a table: binds the table name (see [`SqlConn::indexes`]).
     const INDEXES: &'static str;
 
-    /// The connect options for `url` with `password`, and the dialect for that database.
-    ///
-    /// # Errors
-    /// When the URL is not one of this dialect's.
-    fn configure(
-        url: &str,
-        password: Option<&str>,
-    ) -> Result<(Self, ConnectOptions<Self>), sqlx::Error>;
+    /// `opts` with `password` (given apart from the URL).
+    fn with_password(opts: ConnectOptions<Self>, password: &str) -> ConnectOptions<Self>;
+
+    /// The session options botpipe needs on top of the URL's, and the dialect for them.
+    fn configure(opts: ConnectOptions<Self>) -> (Self, ConnectOptions<Self>);
 
     /// `host:port/database` with the backend name, for messages (never the password).
     fn target(&self) -> &str;
@@ -108,21 +114,15 @@ pub trait Dialect: Debug + Send + Sync + Sized + 'static {
     /// `n` bind placeholders separated by commas.
     fn placeholders(n: usize) -> String;
 
-    /// The statement texts of type `t`.
-    fn statements(t: &BotnetType) -> Self::Statements;
-
-    /// The DDL that creates the two tables of `t` (if missing).
-    fn create_tables(t: &BotnetType) -> Vec<String>;
-
     /// The DDL for one [`Change`] set on `table`.
     fn alter(table: &str, changes: &[Change<'_>]) -> Vec<String>;
 
-    /// The DDL that lets a legacy `status` column take `'cleaned'`, if it cannot.
-    fn status_accepts_cleaned<'a>(
+    /// The DDL that lets the legacy `status` column of `table` take `'cleaned'`, if it cannot.
+    fn status_ddl<'a>(
         conn: &'a mut Conn<Self>,
         table: &'a str,
         status: &'a ColumnInfo,
-    ) -> BoxFuture<'a, Result<Vec<String>, sqlx::Error>>;
+    ) -> SqlFuture<'a, Vec<String>>;
 
     /// Takes the migration lock for the transaction or session of `conn`.
     fn lock_migrations<'a>(
@@ -157,24 +157,41 @@ pub trait Dialect: Debug + Send + Sync + Sized + 'static {
     fn write_type<'a>(
         &'a self,
         conn: &'a mut Conn<Self>,
-        sql: &'a Self::Statements,
-        plan: &'a TypePlan<'a>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+        w: Write<'a, Self>,
+    ) -> StoreFuture<'a, u64>;
 
     /// Inserts dead letters inside the caller's transaction.
-    fn insert_dead_letters<'a>(
+    fn insert_letters<'a>(
         &'a self,
         conn: &'a mut Conn<Self>,
-        letters: &'a [DeadLetter],
-        batch_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+        l: Letters<'a>,
+    ) -> StoreFuture<'a, ()>;
 
     /// `batch` without the records this database cannot hold at all (dead letters of the
     /// returned batch); `None` when every record can be stored.
     fn screen(_batch: &EnrichedBatch) -> Option<EnrichedBatch> {
         None
     }
+}
+
+/// One type's share of a batch, for [`Dialect::write_type`].
+#[derive(Debug)]
+pub struct Write<'a, D: Dialect> {
+    /// The type's statements.
+    pub sql: &'a D::Statements,
+    /// The node deltas and communications.
+    pub plan: &'a TypePlan<'a>,
+    /// The transaction's time (`updated_at`, `received_at`), whole seconds.
+    pub now: DateTime<Utc>,
+}
+
+/// Dead letters of one batch, for [`Dialect::insert_letters`].
+#[derive(Debug, Clone, Copy)]
+pub struct Letters<'a> {
+    /// The letters.
+    pub letters: &'a [DeadLetter],
+    /// The batch they came with.
+    pub batch_id: &'a str,
 }
 
 /// A store on a network database. Cheap to clone; clones share the pool.
@@ -203,6 +220,18 @@ pub fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
     t.with_nanosecond(0).unwrap_or(t)
 }
 
+/// How messages name a database: `backend host:port/database` (never the password).
+pub fn describe(backend: &str, host: &str, port: u16, database: Option<&str>) -> String {
+    format!("{backend} {host}:{port}/{}", database.unwrap_or(""))
+}
+
+fn letters_of<'a>(batch: &'a EnrichedBatch, letters: &'a [DeadLetter]) -> Letters<'a> {
+    Letters {
+        letters,
+        batch_id: &batch.batch.id.0,
+    }
+}
+
 /// The error for `op` on `target`.
 pub fn sql_err(target: &str, op: impl std::fmt::Display) -> impl FnOnce(sqlx::Error) -> StoreError {
     let op = format!("{target}: {op}");
@@ -220,10 +249,14 @@ impl<D: Dialect> SqlStore<D> {
         password: Option<&str>,
         max_connections: u32,
     ) -> Result<Self, StoreError> {
-        let (dialect, opts) = D::configure(url, password).map_err(|source| StoreError::Sqlx {
+        let mut opts: ConnectOptions<D> = url.parse().map_err(|source| StoreError::Sqlx {
             op: format!("parsing the {} URL in store.url", D::BACKEND),
             source,
         })?;
+        if let Some(p) = password {
+            opts = D::with_password(opts, p);
+        }
+        let (dialect, opts) = D::configure(opts);
         let pool = PoolOptions::<D::Db>::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -336,7 +369,7 @@ impl<D: Dialect> SqlStore<D> {
             .await
             .map_err(self.err("beginning dead-letter transaction"))?;
         self.dialect
-            .insert_dead_letters(&mut *tx, &batch.batch.dead_letters, &batch.batch.id.0)
+            .insert_letters(&mut *tx, letters_of(batch, &batch.batch.dead_letters))
             .await?;
         tx.commit()
             .await
@@ -428,7 +461,7 @@ impl<D: Dialect> SqlStore<D> {
         };
         if letters && !isolate {
             self.dialect
-                .insert_dead_letters(&mut *tx, &batch.batch.dead_letters, &batch.batch.id.0)
+                .insert_letters(&mut *tx, letters_of(batch, &batch.batch.dead_letters))
                 .await?;
             out.dead_letters += batch.batch.dead_letters.len() as u64;
         }
@@ -450,7 +483,12 @@ impl<D: Dialect> SqlStore<D> {
                 continue;
             }
             let sql = self.statements(&p.botnet_type)?;
-            let added = self.dialect.write_type(conn, &sql, p, now).await?;
+            let w = Write {
+                sql: sql.as_ref(),
+                plan: p,
+                now,
+            };
+            let added = self.dialect.write_type(conn, w).await?;
             let planned = p.communications.len() as u64;
             out.nodes += p.nodes.len() as u64;
             out.communications_inserted += added;
@@ -518,7 +556,7 @@ impl<D: Dialect> SqlStore<D> {
         }
         all.extend(rejected.iter().cloned());
         self.dialect
-            .insert_dead_letters(&mut **tx, &all, &batch.batch.id.0)
+            .insert_letters(&mut **tx, letters_of(batch, &all))
             .await?;
         out.nodes = nodes.len() as u64;
         out.dead_letters = all.len() as u64;
@@ -580,7 +618,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         for t in types {
             known
                 .entry(t.clone())
-                .or_insert_with(|| Arc::new(D::statements(t)));
+                .or_insert_with(|| Arc::new(D::Statements::from(t)));
         }
         Ok(())
     }
