@@ -9,21 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::enrich::{AnyLookup, Lookup, LookupResult};
 use crate::queue::{AnyQueue, Queue, QueueError};
+use crate::retry::Backoff;
 use crate::store::{AnyStore, ApplyOutcome, EnrichedBatch, Store, StoreError};
 use crate::telemetry::metrics as m;
 use crate::telemetry::Chain;
 
 /// How long one lease call waits for work before checking for shutdown again.
 const LEASE_WAIT: Duration = Duration::from_millis(500);
-/// First backoff after a failure; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest backoff between attempts while the store or queue is failing.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Pause between failed steps while the store or queue is failing: full jitter under a ceiling
+/// of 100 ms doubling to 10 s, reset by the first step that works.
+const FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
 
 /// What one step did.
 #[derive(Debug)]
@@ -145,7 +144,7 @@ impl Worker {
     /// finished and acked; the caller bounds the whole shutdown with its grace period, after
     /// which an unfinished batch is simply redelivered.
     pub async fn run_until_stopped(self, token: CancellationToken) {
-        let mut backoff = MIN_BACKOFF;
+        let mut failures: u32 = 0;
         loop {
             if token.is_cancelled() {
                 break;
@@ -167,7 +166,7 @@ impl Worker {
             }
             match failure {
                 None => {
-                    backoff = MIN_BACKOFF;
+                    failures = 0;
                     if self.unhealthy.swap(false, Ordering::AcqRel) {
                         tracing::info!(worker = %self.name, "Workers recovered: store and queue answer again.");
                     }
@@ -178,9 +177,8 @@ impl Worker {
                     } else {
                         tracing::debug!(worker = %self.name, %error, "Still failing.");
                     }
-                    // Full jitter: sleep a random time up to the current backoff.
-                    let nap = rand::rng().random_range(Duration::ZERO..=backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let nap = FAILURE_BACKOFF.delay(failures);
+                    failures = failures.saturating_add(1);
                     // The losing branch: a cancelled nap ends the loop at the top.
                     tokio::select! {
                         () = token.cancelled() => {}

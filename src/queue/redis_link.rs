@@ -30,11 +30,15 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, RedisError};
 
 use super::QueueError;
+use crate::retry::Backoff;
 
-/// Shortest pause after a failed dial before the next one.
-const DOWN_PAUSE_MIN: Duration = Duration::from_millis(50);
-/// Longest pause after failed dials; bounds how late a recovered Redis is noticed.
-const DOWN_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// Fail-fast window after failed dial number n (1-based): 50 ms doubling to 1 s; the cap bounds
+/// how late a recovered Redis is noticed. Without jitter, because the window is not a sleep:
+/// calls inside it fail (and hand-offs spool) at once, while calls outside it wait on a dial, so
+/// a random, shorter window would make more hand-offs wait out their deadline on a hanging
+/// Redis. Only one dial per link is in flight, so there is no herd within a process to spread.
+const DOWN_PAUSE: Backoff =
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(1)).without_jitter();
 /// Idle blocking connections kept for reuse; more readers than this dial their own.
 const MAX_IDLE_BLOCKING: usize = 64;
 
@@ -213,9 +217,7 @@ impl Link {
                     }
                     st.up = Some(false);
                     st.failures = st.failures.saturating_add(1);
-                    let pause = DOWN_PAUSE_MIN
-                        .saturating_mul(1 << st.failures.min(8).saturating_sub(1))
-                        .min(DOWN_PAUSE_MAX);
+                    let pause = DOWN_PAUSE.delay(st.failures.saturating_sub(1));
                     st.phase = Phase::Down {
                         until: Instant::now() + pause,
                         error: error.clone(),
