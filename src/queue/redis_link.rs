@@ -1,6 +1,11 @@
 //! [`Link`]: the connections of one [`super::RedisStreamsQueue`] to Redis, (re)established
 //! lazily so that no caller ever waits on Redis for longer than its own deadline.
 //!
+//! One link per tokio runtime: redis-rs drives each connection with a task on the runtime that
+//! dialled it, so a link used from two runtimes would tie one runtime's commands to the other's
+//! threads and lifetime. The pull runtime gets its own via
+//! [`super::RedisStreamsQueue::with_own_link`] ([`Link::fresh`]).
+//!
 //! Two kinds of connection, because Redis serves one connection's commands in order and a
 //! blocked `XREADGROUP … BLOCK` would stall every `XADD` queued behind it:
 //! - one shared multiplexed connection for every non-blocking command (append, ack, reclaim,
@@ -124,6 +129,12 @@ impl Link {
             }),
             idle_blocking: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A new, not yet connected link to the same server with the same settings; it shares no
+    /// connection and no state with this one.
+    pub(super) fn fresh(&self) -> Self {
+        Self::new(self.client.clone(), self.timeouts, self.on_connect.clone())
     }
 
     /// The server address, without credentials, for errors and logs.
