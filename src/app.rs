@@ -263,8 +263,7 @@ impl App {
         let aux_token = CancellationToken::new();
         let pullers = TaskTracker::new();
         // Only where there are pullers. Dropped at the end of this function (also on an early
-        // error return): its worker thread also drives any Redis connection a puller dialled,
-        // which the workers may share.
+        // error return), after the workers and auxiliaries stopped.
         let pull_runtime = match self.mode {
             Mode::Full => Some(PullRuntime::start().map_err(AppError::PullRuntime)?),
             Mode::WorkersOnly => None,
@@ -296,6 +295,11 @@ impl App {
             tracing::warn!("No enabled endpoints are configured: nothing will be pulled. Add [endpoints.<name>] sections (see botpipe.example.toml), or try `botpipe demo`.");
         }
         if let Some(pull_runtime) = &pull_runtime {
+            // The pullers' Redis connections are dialled, and so driven, by the pull runtime;
+            // everything else here (workers, push, drainer, depth sampler, the cursor loads
+            // below) keeps the main runtime's. Neither runtime then waits on the other's
+            // threads, and dropping the pull runtime leaves the workers' connections alone.
+            let pull_handoff = self.handoff.with_own_link();
             for e in self.settings.enabled_endpoints() {
                 let key = match &e.api_key {
                     Some(src) => Some(src.resolve().map_err(|source| AppError::Secret {
@@ -323,7 +327,7 @@ impl App {
                 let puller = Puller::new(
                     client,
                     ctx,
-                    self.handoff.clone(),
+                    pull_handoff.clone(),
                     cursor,
                     e.batch_size,
                     self.board.clone(),

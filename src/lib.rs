@@ -16,6 +16,7 @@
 //! - [`collector`]: `botpipe collector`, the C2-side service: sources → seq-numbered cache →
 //!   pull API.
 //! - [`app`]: wires the components together; [`shutdown`]: signals and grace period.
+//! - [`retry`]: the one backoff policy every retrying layer uses.
 //! - [`telemetry`]: tracing setup and every metric name.
 #![deny(clippy::unwrap_used)]
 #![warn(clippy::expect_used)]
@@ -33,6 +34,7 @@ pub mod pull;
 pub mod push;
 pub mod queue;
 pub mod record;
+pub mod retry;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -4,26 +4,35 @@
 //! means redelivery, which the idempotent store absorbs. A failed store write leaves the batch
 //! unacked (it comes back after the lease timeout) and the worker backs off with full jitter; it
 //! logs once when it enters and once when it leaves that unhealthy state, not once per attempt.
+//!
+//! Enrichment runs on tokio's blocking pool ([`tokio::task::spawn_blocking`]), not on the async
+//! runtime: a batch is up to 5,000 lookups in memory-mapped files, and a page that is not in
+//! memory is a disk read, which would otherwise hold a runtime thread that HTTP, push and the
+//! spool drainer also need. `spawn_blocking` rather than `block_in_place`, because the latter
+//! panics on a current-thread runtime and stalls the other tasks queued on its thread. The
+//! per-thread cache of decoded city records (`enrich::city`) still pays off: blocking-pool
+//! threads are reused across batches (they exit only after idling for a while), so a worker's
+//! lookups keep landing on warm threads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::enrich::{AnyLookup, Lookup, LookupResult};
+use crate::enrich::{AnyLookup, Geo, Lookup, LookupResult};
 use crate::queue::{AnyQueue, Queue, QueueError};
+use crate::record::Batch;
+use crate::retry::Backoff;
 use crate::store::{AnyStore, ApplyOutcome, EnrichedBatch, Store, StoreError};
 use crate::telemetry::metrics as m;
 use crate::telemetry::Chain;
 
 /// How long one lease call waits for work before checking for shutdown again.
 const LEASE_WAIT: Duration = Duration::from_millis(500);
-/// First backoff after a failure; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest backoff between attempts while the store or queue is failing.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Pause between failed steps while the store or queue is failing: full jitter under a ceiling
+/// of 100 ms doubling to 10 s, reset by the first step that works.
+const FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
 
 /// What one step did.
 #[derive(Debug)]
@@ -41,6 +50,9 @@ pub enum Outcome {
     StoreFailed(StoreError),
     /// The queue failed (lease or ack).
     QueueFailed(QueueError),
+    /// The runtime shut down before the batch's enrichment ran; the batch stays unacked for
+    /// redelivery.
+    Abandoned,
 }
 
 /// One worker's dependencies.
@@ -87,25 +99,10 @@ impl Worker {
             Ok(None) => return Outcome::Idle,
             Err(e) => return Outcome::QueueFailed(e),
         };
-        let batch = lease.batch.clone();
-        let records = batch.records.len();
-
-        let mut geo = Vec::with_capacity(records);
-        let (mut hit, mut unknown, mut disabled) = (0u64, 0u64, 0u64);
-        for r in &batch.records {
-            let (g, result) = self.lookup.lookup(r.ip.addr());
-            match result {
-                LookupResult::Hit => hit += 1,
-                LookupResult::Unknown => unknown += 1,
-                LookupResult::Disabled => disabled += 1,
-            }
-            geo.push(g);
-        }
-        for (label, n) in [("hit", hit), ("unknown", unknown), ("disabled", disabled)] {
-            if n > 0 {
-                metrics::counter!(m::ENRICH_LOOKUPS_TOTAL, "result" => label).increment(n);
-            }
-        }
+        let records = lease.batch.records.len();
+        let Some((batch, geo)) = self.enrich(lease.batch.clone()).await else {
+            return Outcome::Abandoned;
+        };
 
         let started = Instant::now();
         let enriched = EnrichedBatch { batch, geo };
@@ -141,23 +138,62 @@ impl Worker {
         Outcome::Stored { applied, records }
     }
 
+    /// Looks up every record of `batch` on the blocking pool (see the module doc) and counts the
+    /// results; `None` when the runtime is shutting down and the lookups never ran.
+    ///
+    /// # Panics
+    /// When a lookup panics: the panic is carried over to the calling task, as if the lookups
+    /// had run on it.
+    async fn enrich(&self, batch: Batch) -> Option<(Batch, Vec<Geo>)> {
+        let lookup = self.lookup.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut geo = Vec::with_capacity(batch.records.len());
+            let (mut hit, mut unknown, mut disabled) = (0u64, 0u64, 0u64);
+            for r in &batch.records {
+                let (g, result) = lookup.lookup(r.ip.addr());
+                match result {
+                    LookupResult::Hit => hit += 1,
+                    LookupResult::Unknown => unknown += 1,
+                    LookupResult::Disabled => disabled += 1,
+                }
+                geo.push(g);
+            }
+            (
+                batch,
+                geo,
+                [("hit", hit), ("unknown", unknown), ("disabled", disabled)],
+            )
+        });
+        let (batch, geo, counts) = match task.await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return None,
+        };
+        for (label, n) in counts {
+            if n > 0 {
+                metrics::counter!(m::ENRICH_LOOKUPS_TOTAL, "result" => label).increment(n);
+            }
+        }
+        Some((batch, geo))
+    }
+
     /// Processes batches until `token` is cancelled. A batch in progress when the token fires is
     /// finished and acked; the caller bounds the whole shutdown with its grace period, after
     /// which an unfinished batch is simply redelivered.
     pub async fn run_until_stopped(self, token: CancellationToken) {
-        let mut backoff = MIN_BACKOFF;
+        let mut failures: u32 = 0;
         loop {
             if token.is_cancelled() {
                 break;
             }
             let outcome = self.try_process_one(LEASE_WAIT).await;
             let failure = match &outcome {
-                Outcome::Idle | Outcome::Stored { .. } => None,
+                Outcome::Idle | Outcome::Stored { .. } | Outcome::Abandoned => None,
                 Outcome::StoreFailed(e) => Some(format!("store: {}", Chain(e))),
                 Outcome::QueueFailed(e) => Some(format!("queue: {}", Chain(e))),
             };
             let label = match &outcome {
-                Outcome::Idle => None,
+                Outcome::Idle | Outcome::Abandoned => None,
                 Outcome::Stored { .. } => Some("ok"),
                 Outcome::StoreFailed(_) => Some("store_failed"),
                 Outcome::QueueFailed(_) => Some("queue_failed"),
@@ -167,7 +203,7 @@ impl Worker {
             }
             match failure {
                 None => {
-                    backoff = MIN_BACKOFF;
+                    failures = 0;
                     if self.unhealthy.swap(false, Ordering::AcqRel) {
                         tracing::info!(worker = %self.name, "Workers recovered: store and queue answer again.");
                     }
@@ -178,9 +214,8 @@ impl Worker {
                     } else {
                         tracing::debug!(worker = %self.name, %error, "Still failing.");
                     }
-                    // Full jitter: sleep a random time up to the current backoff.
-                    let nap = rand::rng().random_range(Duration::ZERO..=backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let nap = FAILURE_BACKOFF.delay(failures);
+                    failures = failures.saturating_add(1);
                     // The losing branch: a cancelled nap ends the loop at the top.
                     tokio::select! {
                         () = token.cancelled() => {}

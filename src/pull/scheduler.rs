@@ -104,8 +104,10 @@ impl Cadence {
 }
 
 /// The runtime the pull schedulers run on: one worker thread of its own, so that a busy main
-/// runtime (workers enriching and writing, HTTP, the spool drainer) cannot delay a tick. Dropping
-/// it shuts it down in the background, which is allowed from async code.
+/// runtime (workers enriching and writing, HTTP, the spool drainer) cannot delay a tick. The
+/// pullers on it hand off through [`crate::queue::Handoff::with_own_link`], so their Redis
+/// connections are driven here too, and the main runtime's are not. Dropping it shuts it down in
+/// the background, which is allowed from async code.
 #[derive(Debug)]
 pub struct PullRuntime {
     runtime: Option<tokio::runtime::Runtime>,

@@ -18,16 +18,16 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{AnyQueue, EmbeddedQueue, Queue, QueueError};
+use crate::retry::Backoff;
 use crate::telemetry::metrics as m;
 
 /// Consumer name of the drainer in the spool.
 const DRAINER: &str = "spool-drainer";
 /// Longest idle wait for a new spooled batch before looking again.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
-/// First retry pause after Redis refused a batch; doubles up to [`BACKOFF_MAX`], with jitter.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Longest retry pause, which bounds how late a recovered Redis is noticed.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Pause after the queue refused a batch or the spool failed: full jitter under a ceiling of
+/// 100 ms doubling to 2 s; the cap bounds how late a recovered Redis is noticed.
+const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 /// How often progress is logged while draining.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -81,11 +81,6 @@ enum State {
     SpoolFailing,
 }
 
-fn jittered(max: Duration) -> Duration {
-    let ms = max.as_millis().max(1) as u64;
-    Duration::from_millis(rand::random_range(ms / 2..=ms))
-}
-
 impl SpoolDrainer {
     /// A drainer from `spool` into `queue`.
     pub fn new(spool: EmbeddedQueue, queue: AnyQueue) -> Self {
@@ -130,11 +125,11 @@ impl SpoolDrainer {
     }
 
     /// Drains until `token` is cancelled: at once while batches are spooled and the queue takes
-    /// them, with jittered backoff while it does not, and waiting for new spooled batches when
+    /// them, with full-jitter backoff while it does not, and waiting for new spooled batches when
     /// the spool is empty.
     pub async fn run_until_stopped(self, token: CancellationToken) {
         let mut state = State::Idle;
-        let mut backoff = BACKOFF_MIN;
+        let mut failures: u32 = 0;
         let mut moved: u64 = 0;
         let mut started = Instant::now();
         let mut last_progress = Instant::now();
@@ -158,7 +153,7 @@ impl SpoolDrainer {
                         started = Instant::now();
                         last_progress = started;
                     }
-                    backoff = BACKOFF_MIN;
+                    failures = 0;
                     moved += 1;
                     if last_progress.elapsed() >= PROGRESS_EVERY {
                         last_progress = Instant::now();
@@ -185,7 +180,7 @@ impl SpoolDrainer {
                         tracing::info!("The spool answers again.");
                     }
                     state = State::Idle;
-                    backoff = BACKOFF_MIN;
+                    failures = 0;
                     // Woken early by a new spooled batch; losing to the token just stops.
                     tokio::select! {
                         () = token.cancelled() => break,
@@ -199,22 +194,22 @@ impl SpoolDrainer {
                         tracing::warn!(error = %source, spooled, "The queue does not take batches; spooled batches wait until it does.");
                         state = State::QueueDown;
                     }
-                    Some(backoff)
+                    Some(RETRY_BACKOFF.delay(failures))
                 }
                 Err(DrainError::Spool(error)) => {
                     if state != State::SpoolFailing {
                         tracing::error!(%error, path = %self.spool.path().display(), "The spool cannot be read; spooled batches wait.");
                         state = State::SpoolFailing;
                     }
-                    Some(backoff)
+                    Some(RETRY_BACKOFF.delay(failures))
                 }
             };
             if let Some(pause) = pause {
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                failures = failures.saturating_add(1);
                 // Losing to the token just stops; nothing is in flight during the pause.
                 tokio::select! {
                     () = token.cancelled() => break,
-                    () = tokio::time::sleep(jittered(pause)) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
             }
         }

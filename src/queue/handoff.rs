@@ -71,6 +71,16 @@ impl Handoff {
         }
     }
 
+    /// The same hand-off (queue, spool, deadline) for use from another tokio runtime, on Redis
+    /// connections of its own (see [`AnyQueue::with_own_link`]).
+    pub fn with_own_link(&self) -> Self {
+        Self {
+            queue: self.queue.with_own_link(),
+            spool: self.spool.clone(),
+            deadline: self.deadline,
+        }
+    }
+
     /// The primary queue.
     pub fn queue(&self) -> &AnyQueue {
         &self.queue

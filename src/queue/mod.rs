@@ -305,6 +305,16 @@ impl AnyQueue {
         }
     }
 
+    /// The same queue for use from another tokio runtime: for Redis, a handle with connections
+    /// of its own ([`RedisStreamsQueue::with_own_link`]); the embedded queue holds no
+    /// connection tied to a runtime, so it is shared as is.
+    pub fn with_own_link(&self) -> Self {
+        match self {
+            Self::Embedded(q) => Self::Embedded(q.clone()),
+            Self::Redis(q) => Self::Redis(q.with_own_link()),
+        }
+    }
+
     /// The backend's name, for logs and status.
     pub fn backend_name(&self) -> &'static str {
         match self {

@@ -1,6 +1,11 @@
 //! [`Link`]: the connections of one [`super::RedisStreamsQueue`] to Redis, (re)established
 //! lazily so that no caller ever waits on Redis for longer than its own deadline.
 //!
+//! One link per tokio runtime: redis-rs drives each connection with a task on the runtime that
+//! dialled it, so a link used from two runtimes would tie one runtime's commands to the other's
+//! threads and lifetime. The pull runtime gets its own via
+//! [`super::RedisStreamsQueue::with_own_link`] ([`Link::fresh`]).
+//!
 //! Two kinds of connection, because Redis serves one connection's commands in order and a
 //! blocked `XREADGROUP … BLOCK` would stall every `XADD` queued behind it:
 //! - one shared multiplexed connection for every non-blocking command (append, ack, reclaim,
@@ -30,11 +35,15 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, RedisError};
 
 use super::QueueError;
+use crate::retry::Backoff;
 
-/// Shortest pause after a failed dial before the next one.
-const DOWN_PAUSE_MIN: Duration = Duration::from_millis(50);
-/// Longest pause after failed dials; bounds how late a recovered Redis is noticed.
-const DOWN_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// Fail-fast window after failed dial number n (1-based): 50 ms doubling to 1 s; the cap bounds
+/// how late a recovered Redis is noticed. Without jitter, because the window is not a sleep:
+/// calls inside it fail (and hand-offs spool) at once, while calls outside it wait on a dial, so
+/// a random, shorter window would make more hand-offs wait out their deadline on a hanging
+/// Redis. Only one dial per link is in flight, so there is no herd within a process to spread.
+const DOWN_PAUSE: Backoff =
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(1)).without_jitter();
 /// Idle blocking connections kept for reuse; more readers than this dial their own.
 const MAX_IDLE_BLOCKING: usize = 64;
 
@@ -120,6 +129,12 @@ impl Link {
             }),
             idle_blocking: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A new, not yet connected link to the same server with the same settings; it shares no
+    /// connection and no state with this one.
+    pub(super) fn fresh(&self) -> Self {
+        Self::new(self.client.clone(), self.timeouts, self.on_connect.clone())
     }
 
     /// The server address, without credentials, for errors and logs.
@@ -213,9 +228,7 @@ impl Link {
                     }
                     st.up = Some(false);
                     st.failures = st.failures.saturating_add(1);
-                    let pause = DOWN_PAUSE_MIN
-                        .saturating_mul(1 << st.failures.min(8).saturating_sub(1))
-                        .min(DOWN_PAUSE_MAX);
+                    let pause = DOWN_PAUSE.delay(st.failures.saturating_sub(1));
                     st.phase = Phase::Down {
                         until: Instant::now() + pause,
                         error: error.clone(),

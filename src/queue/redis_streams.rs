@@ -226,15 +226,18 @@ fn reconcile(shared: StoredCursor, local: StoredCursor) -> StoredCursor {
     }
 }
 
-/// A queue on one Redis stream with a consumer group. Cheap to clone; clones share connections.
+/// A queue on one Redis stream with a consumer group. Cheap to clone; clones share connections
+/// (see [`RedisStreamsQueue::with_own_link`] for a handle that does not).
 #[derive(Debug, Clone)]
 pub struct RedisStreamsQueue {
     inner: Arc<Inner>,
+    /// The connections, per handle family rather than in `inner`: a connection is driven by a
+    /// task on the runtime that dialled it, so each runtime gets its own link.
+    link: Arc<Link>,
 }
 
 #[derive(Debug)]
 struct Inner {
-    link: Link,
     stream: String,
     dead: String,
     cursors: String,
@@ -373,8 +376,8 @@ impl RedisStreamsQueue {
             Some(create_group),
         );
         Ok(Self {
+            link: Arc::new(link),
             inner: Arc::new(Inner {
-                link,
                 dead: format!("{}:dead", settings.prefix),
                 cursors: format!("{}:cursors", settings.prefix),
                 stream,
@@ -394,6 +397,21 @@ impl RedisStreamsQueue {
         })
     }
 
+    /// The same queue (same stream, consumer stem, cursor state and spool fallback) on a link of
+    /// its own: it dials its own connections, on first use, from the runtime that uses it.
+    ///
+    /// redis-rs drives a connection with a task spawned on the runtime that dialled it. A link
+    /// shared by two runtimes would make the commands of one wait on the other's threads (a busy
+    /// worker runtime delaying the pullers' hand-offs, or the other way round), and shutting one
+    /// runtime down would kill the connection under the other. `App` therefore gives the pull
+    /// runtime a handle of its own.
+    pub fn with_own_link(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            link: Arc::new(self.link.fresh()),
+        }
+    }
+
     /// This process's consumer-name stem (`hostname-pid-random`).
     pub fn consumer_base(&self) -> &str {
         &self.inner.process
@@ -411,7 +429,7 @@ impl RedisStreamsQueue {
 
     /// The server address, without credentials.
     pub fn addr(&self) -> &str {
-        self.inner.link.addr()
+        self.link.addr()
     }
 
     fn consumer_name(&self, worker: &str) -> String {
@@ -425,7 +443,7 @@ impl RedisStreamsQueue {
     fn redis_err(&self, op: &'static str) -> impl Fn(RedisError) -> QueueError + '_ {
         move |source| QueueError::Redis {
             op,
-            addr: self.inner.link.addr().to_owned(),
+            addr: self.link.addr().to_owned(),
             source,
         }
     }
@@ -437,7 +455,7 @@ impl RedisStreamsQueue {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = RedisResult<T>>,
     {
-        let link = &self.inner.link;
+        let link = &self.link;
         let after = self.inner.opts.command_timeout;
         let attempt = async {
             let (generation, conn) = link.get().await?;
@@ -633,7 +651,7 @@ impl RedisStreamsQueue {
             Ok(_) => {
                 return Err(QueueError::UnexpectedReply {
                     op: "reclaim",
-                    addr: inner.link.addr().to_owned(),
+                    addr: self.link.addr().to_owned(),
                 })
             }
             Err(QueueError::Redis { source, .. }) if is_nogroup(&source) => {
@@ -669,7 +687,7 @@ impl RedisStreamsQueue {
             }
             (Some(_), None, _) => Err(QueueError::UnexpectedReply {
                 op: "reclaim",
-                addr: inner.link.addr().to_owned(),
+                addr: self.link.addr().to_owned(),
             }),
         }
     }
@@ -678,7 +696,7 @@ impl RedisStreamsQueue {
     /// connection.
     async fn read_new(&self, consumer: &str, block: Duration) -> Result<Option<Lease>, QueueError> {
         let inner = &self.inner;
-        let link = &inner.link;
+        let link = &self.link;
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&inner.group)

@@ -19,8 +19,6 @@ use std::future::Future;
 use std::ops::Range;
 use std::time::Duration;
 
-use rand::Rng;
-
 use super::{EnrichedBatch, StoreError};
 use crate::record::{Batch, DeadLetter, RejectReason};
 use crate::telemetry::metrics::{STORE_DEADLOCKS_TOTAL, STORE_RETRIES_TOTAL};
@@ -38,11 +36,7 @@ const DETAIL_MAX_CHARS: usize = 1000;
 /// `[0, min(cap, base * 2^attempt)]`, so colliding workers spread out instead of deadlocking
 /// again in lockstep.
 pub(crate) fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(BACKOFF_CAP);
-    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=millis))
+    crate::retry::Backoff::new(BACKOFF_BASE, BACKOFF_CAP).delay(attempt)
 }
 
 /// Runs `attempt` until it succeeds, fails permanently, or [`MAX_ATTEMPTS`] transient failures.

@@ -1,6 +1,7 @@
 //! Redis-specific behaviour of the queue beyond the shared contract: start-up without Redis,
 //! bounded calls against a dead or hanging Redis, shared cursors with the spool as fallback,
-//! undecodable entries, a Redis that lost its keys, consumer pruning and depth sampling.
+//! undecodable entries, a Redis that lost its keys, consumer pruning, depth sampling, and one
+//! link per runtime.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -112,6 +113,36 @@ async fn lease_returns_an_error_quickly_when_redis_fails(#[case] fault: Mode) {
         || async { matches!(q.lease("w", Duration::from_millis(200)).await, Ok(Some(_))) },
     )
     .await;
+}
+
+/// The pullers run on a runtime of their own, and redis-rs drives a connection on the runtime that
+/// dialled it. A handle from `with_own_link` dials its own connections, so shutting the other
+/// runtime down leaves this one's queue working at the first call. (With one shared link, the
+/// connection the other runtime dialled would die with it and the next call here would fail.)
+#[tokio::test]
+async fn a_handle_with_its_own_link_outlives_the_runtime_of_the_other() {
+    init_test_log();
+    let redis = TestRedis::new();
+    let q = redis.queue(&redis_url(), fast_options(LEASE, 5), None);
+    let pull_side = q.with_own_link();
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pulled = test_batch("east", 3);
+    let b = pulled.clone();
+    other
+        .spawn(async move { pull_side.append(&b).await })
+        .await
+        .unwrap()
+        .unwrap();
+    other.shutdown_background();
+
+    let lease = q.lease("w", Duration::from_secs(5)).await.unwrap().unwrap();
+    assert_eq!(lease.batch.id, pulled.id);
+    q.ack(&lease).await.unwrap();
+    q.append(&test_batch("east", 1)).await.unwrap();
 }
 
 #[tokio::test]
