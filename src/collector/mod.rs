@@ -22,7 +22,6 @@ pub mod sources;
 pub mod tail;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -33,16 +32,13 @@ use tokio_util::sync::CancellationToken;
 
 use self::api::ApiState;
 use self::cache::{Cache, CacheError};
-use self::config::{CollectorConfigError, CollectorSettings};
+use self::config::CollectorSettings;
 use self::ingest::Ingest;
 use crate::config::SecretError;
 
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
-    /// The configuration is missing, unreadable or invalid.
-    #[error(transparent)]
-    Config(#[from] CollectorConfigError),
     /// The API key could not be read.
     #[error("collector API key: {0}")]
     Key(SecretError),
@@ -81,12 +77,9 @@ pub enum CollectorError {
 }
 
 impl CollectorError {
-    /// Process exit code: 2 for configuration problems, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Config(_) | Self::Key(_) | Self::EmptyKey => 2,
-            _ => 1,
-        }
+    /// True for problems of the configuration (its API key) rather than of the host.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Key(_) | Self::EmptyKey)
     }
 
     /// True when starting again later may succeed (a busy cache or port).
@@ -231,19 +224,4 @@ impl Collector {
             _ => Err(CollectorError::IngestStopped),
         }
     }
-}
-
-/// `botpipe collector`: loads the file, builds, and runs until SIGINT or SIGTERM.
-///
-/// # Errors
-/// See [`CollectorError`].
-pub async fn run(config: Option<&Path>, listen: Option<SocketAddr>) -> Result<(), CollectorError> {
-    let mut settings = config::load(config)?;
-    if let Some(addr) = listen {
-        settings.listen = addr;
-    }
-    let collector = Collector::build(settings).await?;
-    collector
-        .run_until_stopped(crate::shutdown::token_on_signal())
-        .await
 }
