@@ -3,9 +3,11 @@
 //! is cancelled and then shuts down in the order of design invariant 6:
 //! pullers stop (a cycle in flight finishes its hand-off), workers finish their batch, the HTTP
 //! server drains, all within the grace period.
+//!
+//! Only wiring lives here: the commands that load configuration and start an [`App`] (`run`,
+//! `worker`, `demo`) are in [`crate::command`], which also maps [`AppError`] to an exit code.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +15,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cli::RunArgs;
-use crate::config::{ConfigError, QueueBackend, SecretError, Settings};
-use crate::enrich::AnyLookup;
+use crate::config::{QueueBackend, SecretError, Settings};
+use crate::enrich::{AnyLookup, EnrichError};
 use crate::http::{router, HttpState};
 use crate::pull::scheduler::PullRuntime;
 use crate::pull::{PullClient, Puller, StatusBoard};
@@ -30,27 +31,30 @@ use crate::worker::Worker;
 /// How often queue and spool depth are sampled for gauges and backpressure.
 const DEPTH_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Why botpipe could not start or stopped with an error.
+/// Why botpipe could not be built or started.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// The configuration is invalid or unreadable.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A secret could not be resolved.
+    /// An endpoint's API key could not be resolved.
     #[error("endpoint {endpoint}: resolving its secret")]
     Secret {
-        /// Which endpoint or component.
+        /// Which endpoint.
         endpoint: String,
         /// The cause.
         #[source]
         source: SecretError,
     },
-    /// The queue could not be opened.
+    /// The queue (or the spool) could not be opened.
     #[error("opening the queue")]
     Queue(#[from] QueueError),
-    /// The store could not be opened or migrated.
+    /// The store could not be opened.
     #[error("opening the store")]
     Store(#[from] StoreError),
+    /// The store could not be migrated at start (`store.migrate_on_start`).
+    #[error("migrating the store")]
+    Migrate(#[source] StoreError),
+    /// A configured or discovered geo database could not be opened.
+    #[error("opening geodata")]
+    Geo(#[from] EnrichError),
     /// The HTTP listener could not be bound.
     #[error("binding the HTTP listener on {addr}")]
     Bind {
@@ -72,35 +76,16 @@ pub enum AppError {
     /// A push secret could not be resolved.
     #[error("push ingest")]
     Push(#[from] PushSetupError),
-    /// An operator command (`status`, `validate`, `dlq`) failed.
-    #[error(transparent)]
-    Ops(#[from] crate::ops::OpsError),
-    /// A feature this build does not have yet.
-    #[error("{0} is not built yet")]
-    NotBuilt(&'static str),
-    /// Something failed while running.
-    #[error("{0}")]
-    Runtime(String),
     /// The pullers' runtime thread could not be started.
     #[error("starting the pull runtime thread")]
     PullRuntime(#[source] std::io::Error),
-    /// `botpipe collector` failed.
-    #[error(transparent)]
-    Collector(#[from] crate::collector::CollectorError),
-    /// Geodata could not be opened or queried.
-    #[error(transparent)]
-    Enrich(#[from] crate::enrich::EnrichError),
 }
 
 impl AppError {
-    /// Process exit code: 2 for configuration and usage problems, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Config(_) | Self::Secret { .. } | Self::Push(_) => 2,
-            Self::Collector(e) => e.exit_code(),
-            Self::Enrich(e) if e.is_usage() => 2,
-            _ => 1,
-        }
+    /// True for problems of the configuration (a secret that cannot be read) rather than of a
+    /// dependency or the host.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Secret { .. } | Self::Push(_))
     }
 }
 
@@ -180,7 +165,10 @@ impl App {
         let handoff = Handoff::new(queue, spool, settings.queue.handoff_deadline);
         let store = open_store(&settings).await?;
         if settings.store.migrate_on_start {
-            store.migrate(&settings.allowed_types).await?;
+            store
+                .migrate(&settings.allowed_types)
+                .await
+                .map_err(AppError::Migrate)?;
         }
         let lookup = crate::enrich::open(&settings.geo, &settings.data_dir)?;
         let (listener, http_addr) = if mode == Mode::Full {
@@ -421,55 +409,4 @@ impl App {
 fn consumer_prefix() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "botpipe".into());
     format!("{host}-{}", std::process::id())
-}
-
-fn load_settings(config: Option<&Path>) -> Result<Settings, AppError> {
-    Ok(crate::config::load(config)?)
-}
-
-async fn run_mode(config: Option<&Path>, args: RunArgs, mode: Mode) -> Result<(), AppError> {
-    let mut settings = load_settings(config)?;
-    if let Some(w) = args.workers {
-        settings.worker_count = w.max(1);
-    }
-    if let Some(addr) = args.http_listen {
-        settings.http_listen = addr;
-    }
-    let token = crate::shutdown::token_on_signal();
-    let app = App::build(settings, mode).await?;
-    app.run_until_stopped(token, args.shutdown_timeout).await
-}
-
-/// `botpipe run`.
-///
-/// # Errors
-/// On configuration, start-up or runtime failure.
-pub async fn run(config: Option<&Path>, args: RunArgs) -> Result<(), AppError> {
-    run_mode(config, args, Mode::Full).await
-}
-
-/// `botpipe worker`.
-///
-/// # Errors
-/// On configuration, start-up or runtime failure.
-pub async fn run_workers_only(config: Option<&Path>, args: RunArgs) -> Result<(), AppError> {
-    run_mode(config, args, Mode::WorkersOnly).await
-}
-
-/// `botpipe migrate`.
-///
-/// # Errors
-/// On configuration or database failure.
-pub async fn migrate(config: Option<&Path>) -> Result<(), AppError> {
-    let settings = load_settings(config)?;
-    let store = open_store(&settings).await?;
-    store.migrate(&settings.allowed_types).await?;
-    let counts = store.counts().await?;
-    println!(
-        "Schema is current: {} botnet types, {} nodes, {} communications.",
-        settings.allowed_types.len(),
-        counts.total_nodes(),
-        counts.total_communications()
-    );
-    Ok(())
 }

@@ -11,12 +11,13 @@
 //! - [`store`]: the platform schema and its merge rules behind [`store::Store`].
 //! - [`http`]: `/health`, `/ready`, `/metrics`, `/api/status`, and the push route.
 //! - [`push`]: HMAC-signed push ingest from relays, answered only after the durable hand-off.
-//! - [`ops`]: the operator commands `status`, `validate` and `dlq`.
-//! - [`demo`]: an in-process demo collector and a summary, for `botpipe demo`.
+//! - [`demo`]: an in-process demo collector and its summary, for `botpipe demo`.
 //! - [`collector`]: `botpipe collector`, the C2-side service: sources → seq-numbered cache →
 //!   pull API.
 //! - [`app`]: wires the components together; [`shutdown`]: signals and grace period.
 //! - [`retry`]: the one backoff policy every retrying layer uses.
+//! - [`command`]: one file per subcommand, [`command::dispatch`] and the exit codes.
+//! - [`cli`]: the command line (`botpipe --help`).
 //! - [`telemetry`]: tracing setup and every metric name.
 #![deny(clippy::unwrap_used)]
 #![warn(clippy::expect_used)]
@@ -25,11 +26,11 @@
 pub mod app;
 pub mod cli;
 pub mod collector;
+pub mod command;
 pub mod config;
 pub mod demo;
 pub mod enrich;
 pub mod http;
-pub mod ops;
 pub mod pull;
 pub mod push;
 pub mod queue;

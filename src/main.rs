@@ -3,35 +3,14 @@
 
 use std::process::ExitCode;
 
-use botpipe::cli::{Cli, Command};
+use botpipe::cli::Cli;
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints a progress line and a summary; per-batch info logs would drown them.
-    let level = match cli.command {
-        Command::Demo(_) if cli.log_level == "info" => "warn",
-        _ => cli.log_level.as_str(),
-    };
-    botpipe::telemetry::init_logging(cli.log_format, level);
-    let config = cli.config.as_deref();
-    let result = match cli.command {
-        Command::Run(args) => botpipe::app::run(config, args).await,
-        Command::Worker(args) => botpipe::app::run_workers_only(config, args).await,
-        Command::Demo(args) => botpipe::demo::run(args).await,
-        Command::Migrate => botpipe::app::migrate(config).await,
-        Command::Collector(args) => botpipe::collector::run(config, args.listen)
-            .await
-            .map_err(Into::into),
-        Command::Validate(args) => botpipe::ops::validate::run(config, args).await,
-        Command::Status(args) => botpipe::ops::status::run(config, args).await,
-        Command::Dlq(args) => botpipe::ops::dlq::run(config, args).await,
-        Command::Geoip(args) => botpipe::enrich::geoip_command(config, args)
-            .await
-            .map_err(Into::into),
-    };
-    match result {
+    botpipe::telemetry::init_logging(cli.log_format, botpipe::command::log_level(&cli));
+    match botpipe::command::dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();

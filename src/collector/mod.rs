@@ -1,11 +1,13 @@
-//! `botpipe collector`: the C2-side service. It tails log files and reads the cleanup tool's
-//! SQLite reports ([`sources`], [`tail`]), stores events as seq-numbered records in a SQLite
-//! cache ([`cache`]) on a dedicated reading thread ([`ingest`]), and serves them through the
-//! legacy-compatible pull API ([`api`]). Its configuration is its own file ([`config`]).
+//! The collector: the C2-side service behind `botpipe collector`. It tails log files and reads
+//! the cleanup tool's SQLite reports ([`sources`], [`tail`]), stores events as seq-numbered
+//! records in a SQLite cache ([`cache`]) on a dedicated reading thread ([`ingest`]), and serves
+//! them through the legacy-compatible pull API ([`api`]). Its configuration is its own file
+//! ([`config`]).
 //!
-//! Boundary: this module uses only [`crate::record`] (IP and botnet type parsing) and
-//! [`crate::telemetry`]; it never imports the platform side (`pull`, `queue`, `store`,
-//! `enrich`), so it could become its own binary without untangling.
+//! Boundary: this module uses only [`crate::record`] (IP and botnet type parsing),
+//! [`crate::telemetry`] and the shared secret and problem types of [`crate::config`]; it never
+//! imports the platform side (`pull`, `queue`, `store`, `enrich`), so it could become its own
+//! binary without untangling.
 //!
 //! Lifecycle: [`Collector::build`] opens the cache, loads positions and binds the listener;
 //! [`Collector::run_until_stopped`] serves until its token is cancelled, then stops the reading
@@ -20,7 +22,6 @@ pub mod sources;
 pub mod tail;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -31,18 +32,19 @@ use tokio_util::sync::CancellationToken;
 
 use self::api::ApiState;
 use self::cache::{Cache, CacheError};
-use self::config::{CollectorConfigError, CollectorSettings};
+use self::config::CollectorSettings;
 use self::ingest::Ingest;
+use crate::config::SecretError;
 
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
-    /// The configuration is missing, unreadable or invalid.
-    #[error(transparent)]
-    Config(#[from] CollectorConfigError),
     /// The API key could not be read.
     #[error("collector API key: {0}")]
-    Key(String),
+    Key(SecretError),
+    /// The API key resolves to an empty value.
+    #[error("collector API key: the API key is empty")]
+    EmptyKey,
     /// The cache could not be opened or read at start.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -71,16 +73,13 @@ pub enum CollectorError {
     IngestStopped,
     /// A blocking start-up task could not complete.
     #[error("collector start-up task failed: {0}")]
-    Startup(String),
+    Startup(tokio::task::JoinError),
 }
 
 impl CollectorError {
-    /// Process exit code: 2 for configuration problems, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Config(_) | Self::Key(_) => 2,
-            _ => 1,
-        }
+    /// True for problems of the configuration (its API key) rather than of the host.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Key(_) | Self::EmptyKey)
     }
 
     /// True when starting again later may succeed (a busy cache or port).
@@ -110,6 +109,9 @@ impl Collector {
     /// When the key cannot be read, the cache cannot be opened or the address cannot be bound.
     pub async fn build(settings: CollectorSettings) -> Result<Self, CollectorError> {
         let key = settings.api_key.resolve().map_err(CollectorError::Key)?;
+        if key.expose_secret().is_empty() {
+            return Err(CollectorError::EmptyKey);
+        }
         let key_digest = api::key_digest(key.expose_secret());
         drop(key);
 
@@ -124,7 +126,7 @@ impl Collector {
             Ok::<_, CacheError>((cache, ingest))
         })
         .await
-        .map_err(|e| CollectorError::Startup(e.to_string()))??;
+        .map_err(CollectorError::Startup)??;
 
         let listener =
             TcpListener::bind(settings.listen)
@@ -222,19 +224,4 @@ impl Collector {
             _ => Err(CollectorError::IngestStopped),
         }
     }
-}
-
-/// `botpipe collector`: loads the file, builds, and runs until SIGINT or SIGTERM.
-///
-/// # Errors
-/// See [`CollectorError`].
-pub async fn run(config: Option<&Path>, listen: Option<SocketAddr>) -> Result<(), CollectorError> {
-    let mut settings = config::load(config)?;
-    if let Some(addr) = listen {
-        settings.listen = addr;
-    }
-    let collector = Collector::build(settings).await?;
-    collector
-        .run_until_stopped(crate::shutdown::token_on_signal())
-        .await
 }

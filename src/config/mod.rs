@@ -2,20 +2,23 @@
 //! into [`RawConfig`] and validated purely into [`Settings`], collecting every problem with its
 //! field path. Nothing here connects to anything; secrets are resolved when components are built.
 
+mod problem;
 mod raw;
+mod secret;
 mod settings;
 
+pub use problem::{Problem, Problems};
 pub use raw::{
     BotnetConfig, EndpointConfig, GeoConfig, HttpConfig, PushConfig, QueueConfig, RawConfig,
     StoreConfig, WorkerConfig,
 };
+pub use secret::{SecretError, SecretSource};
 pub use settings::redact_url;
 pub use settings::{
     EndpointSettings, GeoSettings, PushSettings, QueueBackend, QueueSettings, RedisSettings,
-    SecretError, SecretSource, Settings, StoreKind, StoreSettings,
+    Settings, StoreKind, StoreSettings,
 };
 
-use std::fmt;
 use std::path::Path;
 
 use figment::providers::{Env, Format, Toml};
@@ -34,21 +37,6 @@ const ENV_SECTIONS: &[&str] = &[
     "endpoints",
     "push",
 ];
-
-/// One configuration problem and where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted field path, e.g. `endpoints.east.interval`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
 
 /// Why configuration could not be loaded or validated.
 #[derive(Debug, thiserror::Error)]

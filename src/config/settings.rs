@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use super::raw::{EndpointConfig, RawConfig};
-use super::Problem;
+use super::{Problem, Problems, SecretSource};
 use crate::record::BotnetType;
 
 /// The nine botnet types of the legacy deployment, allowed by default.
@@ -30,80 +29,6 @@ pub const LEGACY_BOTNET_TYPES: [&str; 9] = [
 ];
 /// Largest `limit` a collector honours.
 pub const MAX_BATCH_SIZE: u32 = 5000;
-
-/// Where a secret comes from; resolved only when a component is built.
-#[derive(Debug, Clone)]
-pub enum SecretSource {
-    /// Given inline in the file or environment.
-    Inline(SecretString),
-    /// Read from this environment variable.
-    Env(String),
-    /// Read from this file; a trailing newline is ignored.
-    File(PathBuf),
-}
-
-/// Why a secret could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    /// The named variable is not set.
-    #[error("environment variable {0} is not set")]
-    MissingEnv(String),
-    /// The file could not be read.
-    #[error("reading secret file {path}: {source}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
-
-impl SecretSource {
-    /// Reads the secret.
-    ///
-    /// # Errors
-    /// When the variable is unset or the file unreadable.
-    pub fn resolve(&self) -> Result<SecretString, SecretError> {
-        match self {
-            Self::Inline(s) => Ok(s.clone()),
-            Self::Env(name) => std::env::var(name)
-                .map(SecretString::from)
-                .map_err(|_| SecretError::MissingEnv(name.clone())),
-            Self::File(path) => std::fs::read_to_string(path)
-                .map(|s| SecretString::from(s.trim_end_matches(['\r', '\n']).to_owned()))
-                .map_err(|source| SecretError::File {
-                    path: path.clone(),
-                    source,
-                }),
-        }
-    }
-
-    fn from_parts(
-        path: &str,
-        inline: Option<&SecretString>,
-        env: Option<&String>,
-        file: Option<&PathBuf>,
-        problems: &mut Vec<Problem>,
-    ) -> Option<Self> {
-        let given = [inline.is_some(), env.is_some(), file.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
-        if given > 1 {
-            problems.push(Problem {
-                path: path.to_owned(),
-                message: "give only one of the inline value, `_env` or `_file`".into(),
-            });
-        }
-        if let Some(s) = inline {
-            Some(Self::Inline(s.clone()))
-        } else if let Some(e) = env {
-            Some(Self::Env(e.clone()))
-        } else {
-            file.map(|f| Self::File(f.clone()))
-        }
-    }
-}
 
 /// Validated configuration of the whole process.
 #[derive(Debug, Clone)]
@@ -267,19 +192,6 @@ pub struct EndpointSettings {
     pub enabled: bool,
 }
 
-struct Collect {
-    problems: Vec<Problem>,
-}
-
-impl Collect {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-}
-
 impl Settings {
     /// The embedded default: no file, no environment.
     pub fn embedded_default() -> Self {
@@ -317,9 +229,7 @@ impl TryFrom<RawConfig> for Settings {
     type Error = Vec<Problem>;
 
     fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
-        let mut c = Collect {
-            problems: Vec::new(),
-        };
+        let mut c = Problems::new();
         let data_dir = raw
             .data_dir
             .unwrap_or_else(|| PathBuf::from("botpipe-data"));
@@ -377,28 +287,24 @@ impl TryFrom<RawConfig> for Settings {
             .collect();
         let push = validate_push(&raw.push, &mut c);
 
-        if c.problems.is_empty() {
-            Ok(Self {
-                data_dir,
-                http_listen,
-                allowed_types: Arc::new(allowed),
-                store,
-                queue,
-                geo,
-                worker_count,
-                endpoints,
-                push,
-            })
-        } else {
-            Err(c.problems)
-        }
+        c.into_result(Self {
+            data_dir,
+            http_listen,
+            allowed_types: Arc::new(allowed),
+            store,
+            queue,
+            geo,
+            worker_count,
+            endpoints,
+            push,
+        })
     }
 }
 
 fn validate_store(
     raw: &super::raw::StoreConfig,
     data_dir: &Path,
-    c: &mut Collect,
+    c: &mut Problems,
 ) -> StoreSettings {
     let kind = match raw.url.as_deref() {
         None => StoreKind::Sqlite(data_dir.join("botpipe.sqlite")),
@@ -433,7 +339,7 @@ fn validate_store(
         raw.password.as_ref(),
         raw.password_env.as_ref(),
         raw.password_file.as_ref(),
-        &mut c.problems,
+        c,
     );
     if password.is_some() && matches!(kind, StoreKind::Sqlite(_)) {
         c.push("store.password", "SQLite takes no password");
@@ -453,7 +359,7 @@ fn validate_store(
 fn validate_queue(
     raw: &super::raw::QueueConfig,
     data_dir: &Path,
-    c: &mut Collect,
+    c: &mut Problems,
 ) -> QueueSettings {
     let backend = match raw.backend.as_deref().unwrap_or("embedded") {
         "embedded" => QueueBackend::Embedded {
@@ -513,9 +419,9 @@ fn validate_queue(
     }
 }
 
-fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Collect) -> Option<EndpointSettings> {
+fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Problems) -> Option<EndpointSettings> {
     let at = |f: &str| format!("endpoints.{name}.{f}");
-    let before = c.problems.len();
+    let before = c.len();
     if name.is_empty()
         || !name
             .chars()
@@ -548,12 +454,10 @@ fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Collect) -> Option<
         e.api_key.as_ref(),
         e.api_key_env.as_ref(),
         e.api_key_file.as_ref(),
-        &mut c.problems,
+        c,
     );
-    if let Some(SecretSource::Inline(k)) = &api_key {
-        if k.expose_secret().is_empty() {
-            c.push(at("api_key"), "is empty");
-        }
+    if api_key.as_ref().is_some_and(SecretSource::is_empty_inline) {
+        c.push(at("api_key"), "is empty");
     }
     let interval = e.interval.unwrap_or(Duration::from_secs(30));
     if interval < Duration::from_millis(10) {
@@ -594,7 +498,7 @@ fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Collect) -> Option<
         c.push(at("max_body_bytes"), "must be at least 1024");
     }
     match url {
-        Some(url) if c.problems.len() == before => Some(EndpointSettings {
+        Some(url) if c.len() == before => Some(EndpointSettings {
             name: name.to_owned(),
             url,
             api_key,
@@ -610,21 +514,21 @@ fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Collect) -> Option<
     }
 }
 
-fn validate_push(raw: &super::raw::PushConfig, c: &mut Collect) -> PushSettings {
+fn validate_push(raw: &super::raw::PushConfig, c: &mut Problems) -> PushSettings {
     let enabled = raw.enabled.unwrap_or(false);
     let api_key = SecretSource::from_parts(
         "push.api_key",
         raw.api_key.as_ref(),
         raw.api_key_env.as_ref(),
         raw.api_key_file.as_ref(),
-        &mut c.problems,
+        c,
     );
     let secret = SecretSource::from_parts(
         "push.secret",
         raw.secret.as_ref(),
         raw.secret_env.as_ref(),
         raw.secret_file.as_ref(),
-        &mut c.problems,
+        c,
     );
     for (field, source) in [("push.api_key", &api_key), ("push.secret", &secret)] {
         match source {
@@ -632,9 +536,7 @@ fn validate_push(raw: &super::raw::PushConfig, c: &mut Collect) -> PushSettings 
                 field,
                 "required when push.enabled = true (inline, `_env` or `_file`)",
             ),
-            Some(SecretSource::Inline(v)) if v.expose_secret().is_empty() => {
-                c.push(field, "is empty")
-            }
+            Some(s) if s.is_empty_inline() => c.push(field, "is empty"),
             _ => {}
         }
     }
@@ -664,7 +566,7 @@ fn validate_push(raw: &super::raw::PushConfig, c: &mut Collect) -> PushSettings 
     }
 }
 
-fn check_url(path: &str, u: &str, c: &mut Collect) {
+fn check_url(path: &str, u: &str, c: &mut Problems) {
     if let Err(e) = Url::parse(u) {
         c.push(path, format!("{:?} is not a URL: {e}", redact_url(u)));
     }

@@ -1,6 +1,7 @@
-//! `botpipe geoip <ip>…`: what each configured database says about some IPs, and what botpipe
-//! stores as a result. A diagnostic for operators choosing or checking geodata; it opens the
-//! same files the worker would (configured, or discovered under `<data_dir>/geo/`).
+//! [`inspect`]: what each configured database says about some IPs, and what botpipe stores as
+//! a result; the report behind `botpipe geoip`, a diagnostic for operators choosing or checking
+//! geodata. It opens the same files the worker would (configured, or discovered under
+//! `<data_dir>/geo/`).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -10,52 +11,35 @@ use std::sync::Arc;
 use super::asn::AsnDb;
 use super::city::CityDb;
 use super::{resolve_paths, DatabaseLookup, EnrichError, Geo, Lookup, GEO_DIR};
-use crate::cli::GeoipArgs;
+use crate::config::GeoSettings;
 use crate::record::NodeIp;
 
-/// Runs `botpipe geoip`: loads the configuration, opens every database and prints, per IP, each
-/// database's answer and the merged result botpipe would store.
+/// Opens every database of `settings` and reports, per IP, each database's answer and the merged
+/// result botpipe would store. Blocking: it opens and maps files.
 ///
 /// # Errors
-/// A configuration that does not load, an argument that is not an IP, or no database at all.
-/// A database that fails to open is reported in the output, not as an error, so the others can
-/// still be compared.
-pub async fn geoip_command(config: Option<&Path>, args: GeoipArgs) -> Result<(), EnrichError> {
-    let settings = crate::config::load(config)?;
-    let ips = args
-        .ips
-        .iter()
-        .map(|s| parse_ip(s).ok_or_else(|| EnrichError::BadIp(s.clone())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (city_paths, asn_path) = resolve_paths(&settings.geo, &settings.data_dir);
+/// [`EnrichError::NoDatabases`] when none is configured or installed. A database that fails to
+/// open is reported in the text, not as an error, so the others can still be compared.
+pub fn inspect(
+    ips: &[IpAddr],
+    settings: &GeoSettings,
+    data_dir: &Path,
+) -> Result<String, EnrichError> {
+    let (city_paths, asn_path) = resolve_paths(settings, data_dir);
     if city_paths.is_empty() && asn_path.is_none() {
         return Err(EnrichError::NoDatabases {
-            dir: settings.data_dir.join(GEO_DIR),
+            dir: data_dir.join(GEO_DIR),
         });
     }
-    let report = tokio::task::spawn_blocking(move || {
-        let city: Vec<_> = city_paths
-            .iter()
-            .map(|p| (p.clone(), CityDb::open(p).map(Arc::new)))
-            .collect();
-        let asn = asn_path.map(|p| {
-            let db = AsnDb::open(&p).map(Arc::new);
-            (p, db)
-        });
-        render(&ips, &city, asn.as_ref())
-    })
-    .await
-    .unwrap_or_else(|e| format!("geoip report failed: {e}\n"));
-    print!("{report}");
-    Ok(())
-}
-
-/// An IP as typed, accepting the zero-padded IPv4 legacy collectors write.
-fn parse_ip(s: &str) -> Option<IpAddr> {
-    let s = s.trim();
-    s.parse()
-        .ok()
-        .or_else(|| NodeIp::parse(s).ok().map(NodeIp::addr))
+    let city: Vec<_> = city_paths
+        .iter()
+        .map(|p| (p.clone(), CityDb::open(p).map(Arc::new)))
+        .collect();
+    let asn = asn_path.map(|p| {
+        let db = AsnDb::open(&p).map(Arc::new);
+        (p, db)
+    });
+    Ok(render(ips, &city, asn.as_ref()))
 }
 
 type Opened<T> = (std::path::PathBuf, Result<Arc<T>, EnrichError>);
@@ -216,16 +200,5 @@ mod tests {
         assert!(out.contains("not a public address"), "{out}");
         assert!(out.contains("unknown (unknown)"), "{out}");
         assert!(out.contains("(hit)"), "{out}");
-    }
-
-    #[test]
-    fn ips_parse_like_collectors_write_them() {
-        assert_eq!(parse_ip(" 1.2.3.4 "), Some("1.2.3.4".parse().unwrap()));
-        assert_eq!(
-            parse_ip("014.019.132.125"),
-            Some("14.19.132.125".parse().unwrap())
-        );
-        assert_eq!(parse_ip("::1"), Some("::1".parse().unwrap()));
-        assert_eq!(parse_ip("nope"), None);
     }
 }

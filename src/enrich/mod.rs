@@ -18,7 +18,7 @@ mod lookup;
 mod mmdb;
 pub mod names;
 
-pub use inspect::geoip_command;
+pub use inspect::inspect;
 pub use lookup::{DatabaseLookup, DEFAULT_CACHE_CAPACITY, RELOAD_POLL_INTERVAL};
 
 use std::net::IpAddr;
@@ -28,7 +28,7 @@ pub use arcstr::ArcStr;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, GeoSettings};
+use crate::config::GeoSettings;
 
 /// What the databases know about one IP. `None` fields are unknown.
 ///
@@ -233,12 +233,6 @@ pub enum EnrichError {
         /// What is wrong.
         detail: String,
     },
-    /// The configuration could not be loaded (`botpipe geoip`).
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A command-line argument is not an IP address (`botpipe geoip`).
-    #[error("{0:?} is not an IP address")]
-    BadIp(String),
     /// No database is configured or installed (`botpipe geoip`).
     #[error("no geo databases configured in [geo] or found in {}; run scripts/fetch-geodata.sh", dir.display())]
     NoDatabases {
@@ -252,11 +246,6 @@ impl EnrichError {
     /// in progress, permissions fixed); a malformed one stays malformed until it is replaced.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Io { .. })
-    }
-
-    /// True for problems of the configuration or the command line rather than of the data.
-    pub fn is_usage(&self) -> bool {
-        matches!(self, Self::Config(_) | Self::BadIp(_))
     }
 }
 

@@ -8,20 +8,20 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::app::{attach_queue, open_store, AppError};
+use crate::app::{attach_queue, open_store};
 use crate::cli::StatusArgs;
 use crate::config::Settings;
 use crate::http::{status_snapshot, StatusSnapshot};
 use crate::pull::StatusBoard;
 use crate::queue::{Backpressure, Handoff};
 
-use super::{bounded, require_embedded_files, OpsError};
+use super::{bounded, require_embedded_files, CommandError};
 
 /// `botpipe status`.
 ///
 /// # Errors
 /// When the configuration is invalid, the files are missing, or `--url` does not answer.
-pub async fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), AppError> {
+pub async fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CommandError> {
     let snapshot = match &args.url {
         Some(url) => fetch(url).await?,
         None => {
@@ -30,10 +30,7 @@ pub async fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), AppError
         }
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&snapshot).map_err(OpsError::from)?
-        );
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
     } else {
         print!("{}", render_table(&snapshot));
     }
@@ -44,27 +41,26 @@ pub async fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), AppError
 ///
 /// # Errors
 /// When it cannot be reached or answers with something else.
-pub async fn fetch(base: &str) -> Result<StatusSnapshot, OpsError> {
+pub async fn fetch(base: &str) -> Result<StatusSnapshot, CommandError> {
     let url = format!("{}/api/status", base.trim_end_matches('/'));
-    let remote = |message: String| OpsError::Remote {
+    let remote = |source| CommandError::Remote {
         url: url.clone(),
-        message,
+        source,
     };
     let client = reqwest::Client::builder()
-        .timeout(super::OPS_TIMEOUT)
+        .timeout(super::DEPENDENCY_TIMEOUT)
         .build()
-        .map_err(|e| remote(e.to_string()))?;
-    let resp = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| remote(e.to_string()))?;
+        .map_err(remote)?;
+    let resp = client.get(&url).send().await.map_err(remote)?;
     if !resp.status().is_success() {
-        return Err(remote(format!("HTTP {}", resp.status())));
+        return Err(CommandError::RemoteStatus {
+            url,
+            status: resp.status(),
+        });
     }
     resp.json::<StatusSnapshot>()
         .await
-        .map_err(|e| remote(format!("not a status document: {e}")))
+        .map_err(|source| CommandError::NotStatus { url, source })
 }
 
 /// Assembles the status from the store and the queue of `settings`, beside a botpipe that may be
@@ -72,7 +68,7 @@ pub async fn fetch(base: &str) -> Result<StatusSnapshot, OpsError> {
 ///
 /// # Errors
 /// When the embedded files do not exist or cannot be opened.
-pub async fn read_direct(settings: &Settings) -> Result<StatusSnapshot, AppError> {
+pub async fn read_direct(settings: &Settings) -> Result<StatusSnapshot, CommandError> {
     require_embedded_files(settings)?;
     let store = open_store(settings).await?;
     let (queue, spool) = attach_queue(settings).await?;

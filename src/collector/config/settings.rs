@@ -1,26 +1,18 @@
-//! The collector's own configuration file (`botpipe collector --config collector.toml`), separate
-//! from botpipe's: a collector runs on a C2 host, next to the logs, and shares nothing with the
-//! platform side.
-//!
-//! Two steps, as for the main configuration: [`CollectorConfig`] is the file as people write it
-//! (serde, unknown fields rejected, every field documented: these doc comments are the reference,
-//! and `collector.example.toml` mirrors them), and [`CollectorSettings::try_from`] validates it
-//! purely (no file opened, no secret read) into typed settings, collecting every problem with its
-//! field path. Regexes are compiled during validation, so a bad one is a config problem and not a
-//! runtime surprise.
+//! [`CollectorSettings`]: the collector's validated configuration. `TryFrom<CollectorConfig>` is
+//! pure (no file opened, no secret read): it applies defaults, checks every field, and returns
+//! all problems at once with their field paths (`sources[1].regex`). Regexes are compiled here,
+//! so a bad one is a config problem and not a runtime surprise.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
 use regex::Regex;
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use secrecy::SecretString;
 
+use super::raw::{CollectorConfig, GroupRef, SourceConfig};
+use crate::config::{Problem, Problems, SecretSource};
 use crate::record::{BotnetType, LogType};
 
 /// Default listen address: the legacy C2 data server's port.
@@ -50,167 +42,13 @@ const DATE_GLOB: &str = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]";
 /// Glob that `{datetime}` stands for (`%Y-%m-%d_%H`).
 const DATETIME_GLOB: &str = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]_[0-9][0-9]";
 
-/// The collector file. Every field is optional except the API key and at least one source.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CollectorConfig {
-    /// Listen address of the pull API (`host:port`). Default `0.0.0.0:8888`; `--listen`
-    /// overrides it.
-    pub listen: Option<String>,
-    /// The API key pullers must send (`X-API-Key` or `Authorization: Bearer`). Prefer
-    /// `api_key_env` or `api_key_file`; exactly one of the three is required.
-    pub api_key: Option<SecretString>,
-    /// Name of an environment variable holding the API key.
-    pub api_key_env: Option<String>,
-    /// File holding the API key (a trailing newline is ignored).
-    pub api_key_file: Option<PathBuf>,
-    /// Whether `/api/stats` requires the key. Default `true` (legacy collectors left it open).
-    pub stats_require_key: Option<bool>,
-    /// Whether `/health` and `/metrics` require the key. Default `false`.
-    pub health_require_key: Option<bool>,
-    /// The cache file (SQLite, WAL). Default `collector-data/cache.sqlite`. Deleting it starts a
-    /// new epoch: pullers then drop their cursors.
-    pub cache_path: Option<PathBuf>,
-    /// How long confirmed rows stay in the cache before they are deleted. Default `7d`.
-    #[serde(default, with = "humantime_serde::option")]
-    pub retention: Option<Duration>,
-    /// Unpulled rows at which reading pauses (read-side backpressure: the logs keep the data).
-    /// Default 1000000.
-    pub max_unpulled: Option<u64>,
-    /// Unpulled rows below which reading resumes after a pause. Default 80% of `max_unpulled`.
-    pub resume_below: Option<u64>,
-    /// Time between two scans of all sources. Default `1s`; at least `10ms`.
-    #[serde(default, with = "humantime_serde::option")]
-    pub scan_interval: Option<Duration>,
-    /// Lines or table rows per cache transaction, 1..=100000. Default 5000.
-    pub read_batch: Option<u32>,
-    /// The sources, as `[[sources]]` tables. At least one.
-    pub sources: Vec<SourceConfig>,
-}
-
-/// `[[sources]]`: one log file set or one SQLite table, stamping one botnet type and log type.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SourceConfig {
-    /// Unique name, `a-z 0-9 _ -`: the key of the source's saved positions and its metric label.
-    /// Renaming a source makes it start again from the beginning of its files.
-    pub name: Option<String>,
-    /// `regex` (line files parsed by a regex), `csv` (`timestamp,ip[,…]` lines) or `sqlite` (a
-    /// table read incrementally by id). Required.
-    pub kind: Option<String>,
-    /// Botnet type stamped on every record, e.g. `utg_q_008`. Required.
-    pub botnet_type: Option<String>,
-    /// `online` or `cleanup`. Default `online` for files, `cleanup` for `sqlite`.
-    pub log_type: Option<String>,
-    /// Files (`regex`, `csv`): a path, a glob (`/var/log/c2/*.log`) or a dated name with
-    /// `{date}` (`%Y-%m-%d`) or `{datetime}` (`%Y-%m-%d_%H`), e.g. `/logs/test_{datetime}.log`.
-    /// Every matching file is tailed; new files are picked up on the next scan.
-    pub path: Option<String>,
-    /// `regex` only: the line regex. Lines that do not match are skipped.
-    pub regex: Option<String>,
-    /// `regex` only: the group holding the IP, by name or number. Default: the group named `ip`,
-    /// else group 2.
-    pub ip_group: Option<GroupRef>,
-    /// `regex` only: the group holding the timestamp, by name or number. Default: the group
-    /// named `timestamp`, else group 1.
-    pub timestamp_group: Option<GroupRef>,
-    /// chrono format of the timestamp, e.g. `%Y/%m/%d %H:%M:%S`. Default: ISO 8601 with `T` or a
-    /// space and optional fractions (`2026-03-03 16:36:49`, `2026-03-03T16:38:34`).
-    pub timestamp_format: Option<String>,
-    /// Files only: files not yet tracked whose last change is older than this are ignored
-    /// (e.g. `2d`, so a first start does not ingest months of old logs). Default: none.
-    #[serde(default, with = "humantime_serde::option")]
-    pub ignore_older_than: Option<Duration>,
-    /// `sqlite` only: the database file written by the cleanup tool. Opened read-only.
-    pub database: Option<PathBuf>,
-    /// `sqlite` only: the table. Default `reports`.
-    pub table: Option<String>,
-    /// `sqlite` only: the increasing integer key read incrementally. Default `id`.
-    pub id_column: Option<String>,
-    /// `sqlite` only: the IP column. Default `client_ip`.
-    pub ip_column: Option<String>,
-    /// `sqlite` only: the timestamp column. Default `timestamp`.
-    pub timestamp_column: Option<String>,
-    /// `sqlite` only: the status column. Default `status`.
-    pub status_column: Option<String>,
-    /// `sqlite` only: statuses that become records. Default `["SUCCESS"]`; `[]` takes every row.
-    pub statuses: Option<Vec<String>>,
-}
-
-/// A regex capture group, by number or by name.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum GroupRef {
-    /// Group number (1 is the first group).
-    Index(usize),
-    /// Group name.
-    Name(String),
-}
-
-impl fmt::Display for GroupRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Index(i) => write!(f, "{i}"),
-            Self::Name(n) => write!(f, "{n:?}"),
-        }
-    }
-}
-
-/// One configuration problem and its field path (`sources[1].regex`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// Dotted field path.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// Where the API key comes from; read only when the collector is built.
-#[derive(Debug, Clone)]
-pub enum KeySource {
-    /// Inline in the file or environment.
-    Inline(SecretString),
-    /// This environment variable.
-    Env(String),
-    /// This file; a trailing newline is ignored.
-    File(PathBuf),
-}
-
-impl KeySource {
-    /// Reads the key.
-    ///
-    /// # Errors
-    /// A message naming the variable or file when it cannot be read or is empty.
-    pub fn resolve(&self) -> Result<SecretString, String> {
-        let key = match self {
-            Self::Inline(s) => s.clone(),
-            Self::Env(name) => std::env::var(name)
-                .map(SecretString::from)
-                .map_err(|_| format!("environment variable {name} is not set"))?,
-            Self::File(path) => std::fs::read_to_string(path)
-                .map(|s| SecretString::from(s.trim_end_matches(['\r', '\n']).to_owned()))
-                .map_err(|e| format!("reading key file {}: {e}", path.display()))?,
-        };
-        if key.expose_secret().is_empty() {
-            return Err("the API key is empty".into());
-        }
-        Ok(key)
-    }
-}
-
 /// The validated collector configuration.
 #[derive(Debug, Clone)]
 pub struct CollectorSettings {
     /// Listen address.
     pub listen: SocketAddr,
-    /// The API key's source.
-    pub api_key: KeySource,
+    /// The API key's source (read when the collector is built).
+    pub api_key: SecretSource,
     /// `/api/stats` requires the key.
     pub stats_require_key: bool,
     /// `/health` and `/metrics` require the key.
@@ -344,74 +182,11 @@ pub struct TableSpec {
     pub formats: TimestampFormats,
 }
 
-/// Why the collector configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum CollectorConfigError {
-    /// No `--config` was given.
-    #[error("botpipe collector needs --config <collector.toml>; see collector.example.toml")]
-    Missing,
-    /// The file or an environment variable could not be read or parsed.
-    #[error("reading collector configuration {path}: {source}")]
-    Load {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: Box<figment::Error>,
-    },
-    /// The values parsed but are not valid; every problem is listed.
-    #[error("invalid collector configuration {}:\n{}", .path.display(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// Every problem.
-        problems: Vec<ConfigProblem>,
-    },
-}
-
-/// Reads and validates the collector file; `BOTPIPE_COLLECTOR__<FIELD>` variables override its
-/// top-level fields (e.g. `BOTPIPE_COLLECTOR__LISTEN`).
-///
-/// # Errors
-/// When no path is given, the file is missing or malformed, or validation finds problems.
-pub fn load(path: Option<&Path>) -> Result<CollectorSettings, CollectorConfigError> {
-    let path = path.ok_or(CollectorConfigError::Missing)?;
-    let load_err = |source| CollectorConfigError::Load {
-        path: path.to_path_buf(),
-        source: Box::new(source),
-    };
-    if !path.exists() {
-        return Err(load_err(figment::Error::from(format!(
-            "file {} does not exist",
-            path.display()
-        ))));
-    }
-    let raw: CollectorConfig = Figment::new()
-        .merge(Toml::file_exact(path))
-        .merge(Env::prefixed("BOTPIPE_COLLECTOR__").split("__"))
-        .extract()
-        .map_err(load_err)?;
-    CollectorSettings::try_from(raw).map_err(|problems| CollectorConfigError::Invalid {
-        path: path.to_path_buf(),
-        problems,
-    })
-}
-
-struct Problems(Vec<ConfigProblem>);
-
-impl Problems {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigProblem {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-}
-
 impl TryFrom<CollectorConfig> for CollectorSettings {
-    type Error = Vec<ConfigProblem>;
+    type Error = Vec<Problem>;
 
     fn try_from(raw: CollectorConfig) -> Result<Self, Self::Error> {
-        let mut p = Problems(Vec::new());
+        let mut p = Problems::new();
 
         let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen_text.parse().unwrap_or_else(|e| {
@@ -419,37 +194,23 @@ impl TryFrom<CollectorConfig> for CollectorSettings {
             SocketAddr::from(([0, 0, 0, 0], 8888))
         });
 
-        let given = [
-            raw.api_key.is_some(),
-            raw.api_key_env.is_some(),
-            raw.api_key_file.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if given > 1 {
+        let api_key = SecretSource::from_parts(
+            "api_key",
+            raw.api_key.as_ref(),
+            raw.api_key_env.as_ref(),
+            raw.api_key_file.as_ref(),
+            &mut p,
+        );
+        if api_key.as_ref().is_some_and(SecretSource::is_empty_inline) {
+            p.push("api_key", "is empty");
+        }
+        let api_key = api_key.unwrap_or_else(|| {
             p.push(
                 "api_key",
-                "give only one of api_key, api_key_env, api_key_file",
+                "required (api_key, api_key_env or api_key_file): pullers authenticate",
             );
-        }
-        let api_key = match (raw.api_key, raw.api_key_env, raw.api_key_file) {
-            (Some(k), _, _) => {
-                if k.expose_secret().is_empty() {
-                    p.push("api_key", "is empty");
-                }
-                KeySource::Inline(k)
-            }
-            (None, Some(e), _) => KeySource::Env(e),
-            (None, None, Some(f)) => KeySource::File(f),
-            (None, None, None) => {
-                p.push(
-                    "api_key",
-                    "required (api_key, api_key_env or api_key_file): pullers authenticate",
-                );
-                KeySource::Inline(SecretString::from(String::new()))
-            }
-        };
+            SecretSource::Inline(SecretString::from(String::new()))
+        });
 
         let retention = raw.retention.unwrap_or(DEFAULT_RETENTION);
         if retention.is_zero() {
@@ -483,25 +244,21 @@ impl TryFrom<CollectorConfig> for CollectorSettings {
             .filter_map(|(i, s)| validate_source(i, s, &mut names, &mut p))
             .collect();
 
-        if p.0.is_empty() {
-            Ok(Self {
-                listen,
-                api_key,
-                stats_require_key: raw.stats_require_key.unwrap_or(true),
-                health_require_key: raw.health_require_key.unwrap_or(false),
-                cache_path: raw
-                    .cache_path
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_PATH)),
-                retention,
-                max_unpulled,
-                resume_below,
-                scan_interval,
-                read_batch,
-                sources,
-            })
-        } else {
-            Err(p.0)
-        }
+        p.into_result(Self {
+            listen,
+            api_key,
+            stats_require_key: raw.stats_require_key.unwrap_or(true),
+            health_require_key: raw.health_require_key.unwrap_or(false),
+            cache_path: raw
+                .cache_path
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_PATH)),
+            retention,
+            max_unpulled,
+            resume_below,
+            scan_interval,
+            read_batch,
+            sources,
+        })
     }
 }
 
@@ -547,7 +304,7 @@ fn validate_source(
     p: &mut Problems,
 ) -> Option<SourceSettings> {
     let at = |f: &str| format!("sources[{i}].{f}");
-    let before = p.0.len();
+    let before = p.len();
 
     let name = match s.name.as_deref() {
         None => {
@@ -700,7 +457,7 @@ fn validate_source(
     };
 
     match (botnet_type, source_kind) {
-        (Some(botnet_type), Some(kind)) if p.0.len() == before => Some(SourceSettings {
+        (Some(botnet_type), Some(kind)) if p.len() == before => Some(SourceSettings {
             name,
             botnet_type,
             log_type,
@@ -783,14 +540,14 @@ fn is_identifier(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<CollectorSettings, Vec<ConfigProblem>> {
+    fn parse(text: &str) -> Result<CollectorSettings, Vec<Problem>> {
         let raw: CollectorConfig = toml::from_str(text).unwrap();
         CollectorSettings::try_from(raw)
     }
 
     #[test]
     fn the_example_file_is_valid() {
-        let s = parse(include_str!("../../collector.example.toml")).unwrap();
+        let s = parse(include_str!("../../../collector.example.toml")).unwrap();
         assert_eq!(s.listen.port(), 8888);
         assert!(s.sources.len() >= 3);
         assert!(s.stats_require_key);
@@ -944,20 +701,5 @@ mod tests {
         let problems = parse("").unwrap_err();
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, vec!["api_key", "sources"]);
-    }
-
-    #[test]
-    fn unknown_fields_are_rejected() {
-        assert!(toml::from_str::<CollectorConfig>("lisen = \"x\"").is_err());
-        assert!(toml::from_str::<CollectorConfig>("[[sources]]\nnmae = \"x\"").is_err());
-    }
-
-    #[test]
-    fn load_needs_a_path_and_an_existing_file() {
-        assert!(matches!(load(None), Err(CollectorConfigError::Missing)));
-        assert!(matches!(
-            load(Some(Path::new("/nonexistent/collector.toml"))),
-            Err(CollectorConfigError::Load { .. })
-        ));
     }
 }

@@ -16,14 +16,14 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::app::{attach_queue, open_store, AppError};
+use crate::app::{attach_queue, open_store};
 use crate::cli::{DlqArgs, DlqCommand};
 use crate::config::Settings;
 use crate::queue::Handoff;
 use crate::record::{parse_record, Batch, Record, RecordContext};
 use crate::store::{AnyStore, Store, StoredDeadLetter};
 
-use super::{require_embedded_files, OpsError};
+use super::{require_embedded_files, CommandError};
 
 /// Dead letters read per page.
 const PAGE: u32 = 1000;
@@ -69,7 +69,7 @@ pub struct ReplaySummary {
 ///
 /// # Errors
 /// On configuration, store or queue failure, or an unknown id for `show`.
-pub async fn run(config: Option<&Path>, args: DlqArgs) -> Result<(), AppError> {
+pub async fn run(config: Option<&Path>, args: DlqArgs) -> Result<(), CommandError> {
     let settings = crate::config::load(config)?;
     require_embedded_files(&settings)?;
     let store = open_store(&settings).await?;
@@ -86,7 +86,7 @@ pub async fn run(config: Option<&Path>, args: DlqArgs) -> Result<(), AppError> {
             let letters = list(&store, &filter, limit).await?;
             if json {
                 for d in &letters {
-                    println!("{}", serde_json::to_string(d).map_err(OpsError::from)?);
+                    println!("{}", serde_json::to_string(d)?);
                 }
             } else {
                 print!("{}", render_list(&letters));
@@ -94,10 +94,7 @@ pub async fn run(config: Option<&Path>, args: DlqArgs) -> Result<(), AppError> {
         }
         DlqCommand::Show { id } => {
             let d = show(&store, id).await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&d).map_err(OpsError::from)?
-            );
+            println!("{}", serde_json::to_string_pretty(&d)?);
         }
         DlqCommand::Replay {
             reason,
@@ -144,7 +141,7 @@ pub async fn list(
     store: &AnyStore,
     filter: &Filter,
     limit: u32,
-) -> Result<Vec<StoredDeadLetter>, AppError> {
+) -> Result<Vec<StoredDeadLetter>, CommandError> {
     let mut out = Vec::new();
     let mut before = None;
     while out.len() < limit as usize {
@@ -160,14 +157,14 @@ pub async fn list(
 /// The dead letter with `id`.
 ///
 /// # Errors
-/// [`OpsError::NoSuchDeadLetter`] when there is none; store errors.
-pub async fn show(store: &AnyStore, id: i64) -> Result<StoredDeadLetter, AppError> {
+/// [`CommandError::NoSuchDeadLetter`] when there is none; store errors.
+pub async fn show(store: &AnyStore, id: i64) -> Result<StoredDeadLetter, CommandError> {
     let found = store
         .dead_letters(1, Some(id.saturating_add(1)))
         .await?
         .into_iter()
         .find(|d| d.id == id);
-    found.ok_or_else(|| OpsError::NoSuchDeadLetter(id).into())
+    found.ok_or(CommandError::NoSuchDeadLetter(id))
 }
 
 fn render_list(letters: &[StoredDeadLetter]) -> String {
@@ -207,7 +204,7 @@ pub async fn replay(
     filter: &Filter,
     dry_run: bool,
     progress: bool,
-) -> Result<ReplaySummary, AppError> {
+) -> Result<ReplaySummary, CommandError> {
     let total: u64 = if filter.ids.is_empty() {
         let counts = store.counts().await?;
         match &filter.reason {
@@ -266,7 +263,7 @@ pub async fn replay(
                     continue;
                 }
                 let batch = Batch::new(source.clone(), chunk.to_vec(), Vec::new());
-                let target = handoff.handoff(&batch).await.map_err(OpsError::from)?;
+                let target = handoff.handoff(&batch).await?;
                 summary.deleted += store.delete_dead_letters(chunk_ids).await?;
                 tracing::info!(
                     source = %source,

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use futures::future::join_all;
 use secrecy::ExposeSecret;
 
-use crate::app::{open_store, AppError};
 use crate::cli::ValidateArgs;
 use crate::config::{ConfigError, Problem, QueueBackend, SecretSource, Settings, StoreKind};
 use crate::pull::PullClient;
@@ -19,7 +18,7 @@ use crate::queue::{EmbeddedQueue, Queue};
 use crate::store::{SqliteStore, Store};
 use crate::telemetry::Chain;
 
-use super::{bounded, OpsError};
+use super::{bounded, CommandError};
 
 /// One connectivity check and its result (`Ok` carries a short note).
 #[derive(Debug, Clone)]
@@ -33,9 +32,9 @@ pub struct Check {
 /// `botpipe validate`.
 ///
 /// # Errors
-/// [`AppError::Config`] (exit 2) listing every configuration or secret problem;
-/// [`OpsError::ChecksFailed`] (exit 1) when a dependency cannot be reached.
-pub async fn run(config: Option<&Path>, args: ValidateArgs) -> Result<(), AppError> {
+/// [`CommandError::Config`] (exit 2) listing every configuration or secret problem;
+/// [`CommandError::ChecksFailed`] (exit 1) when a dependency cannot be reached.
+pub async fn run(config: Option<&Path>, args: ValidateArgs) -> Result<(), CommandError> {
     let settings = crate::config::load(config)?;
     let problems = resolve_secrets(&settings);
     if !problems.is_empty() {
@@ -58,7 +57,7 @@ pub async fn run(config: Option<&Path>, args: ValidateArgs) -> Result<(), AppErr
         }
     }
     if failed > 0 {
-        return Err(OpsError::ChecksFailed(failed).into());
+        return Err(CommandError::ChecksFailed(failed));
     }
     println!("All {} checks passed.", checks.len());
     Ok(())
@@ -177,7 +176,7 @@ async fn check_store(s: &Settings) -> Check {
         },
         StoreKind::Postgres(u) | StoreKind::Mysql(u) => Check {
             what: format!("store {}", crate::config::redact_url(u)),
-            result: match bounded(open_store(s)).await {
+            result: match bounded(crate::store::open(&s.store)).await {
                 Ok(store) => bounded(store.ping()).await.map(|()| "answers".into()),
                 Err(e) => Err(e),
             },
