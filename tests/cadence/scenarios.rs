@@ -12,9 +12,9 @@ use botpipe::queue::Queue;
 use botpipe::store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::keyspace::{redis_addr, TestRedis};
-use crate::helpers::proxy::{FaultProxy, Mode};
-use crate::helpers::{endpoint, prom, spawn_app, spawn_collector, wait_until, wire};
+use crate::harness::keyspace::{redis_addr, TestRedis};
+use crate::harness::proxy::{FaultProxy, Mode};
+use crate::harness::{endpoint, prom, spawn_app, spawn_collector, wait_until, wire};
 
 /// The pull interval of every scenario.
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -83,7 +83,9 @@ fn spawn_producer(c: DemoCollector, stop: CancellationToken) -> tokio::task::Joi
 
 async fn run_scenario(fault: Fault) {
     let _serial = SERIAL.lock().await;
-    let redis = TestRedis::new();
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
     let proxy = FaultProxy::start(redis_addr()).await;
     let tc = spawn_collector(Flavor::Botpipe, None).await;
     let name = format!(

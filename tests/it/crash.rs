@@ -239,7 +239,9 @@ async fn kill_9_mid_run_then_restart_loses_nothing_and_counts_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_worker_process_holding_pending_entries_then_another_consumer_reclaims_them() {
     use crate::helpers::keyspace::{fast_options, redis_url, TestRedis};
-    let redis = TestRedis::new();
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("botpipe.sqlite");
     let store = SqliteStore::open(&store_path).unwrap();

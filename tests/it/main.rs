@@ -1,12 +1,16 @@
 //! botpipe's integration tests: one binary, real components on random ports, real PostgreSQL,
-//! MariaDB and Redis on this machine. `TEST_LOG=1` shows logs.
+//! MariaDB and Redis on this machine; a test whose service is not running is skipped
+//! (`harness::services`, README "Tests"). `TEST_LOG=1` shows logs.
 
 mod cli;
 mod collector;
 mod collector_e2e;
 mod crash;
 mod enrich;
+mod fault_proxy;
 mod handoff_faults;
+#[path = "../harness/mod.rs"]
+mod harness;
 mod helpers;
 mod http;
 mod logging;

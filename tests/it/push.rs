@@ -107,6 +107,30 @@ async fn post_chunked(addr: std::net::SocketAddr, body: &[u8]) -> u16 {
         .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"))
 }
 
+/// The JSON body of an envelope of `records` with `nonce`.
+fn envelope_json(records: Vec<Value>, nonce: &str) -> Vec<u8> {
+    serde_json::to_vec(&envelope(records, nonce)).unwrap()
+}
+
+/// Pushes `records` to `app` as the relay does: right key and secret, fresh timestamp.
+async fn push(app: &TestApp, records: Vec<Value>, nonce: &str) -> (u16, Value) {
+    post(
+        &base(app),
+        &envelope_json(records, nonce),
+        Some(KEY),
+        SECRET,
+    )
+    .await
+}
+
+/// Waits until `app` has stored `n` mozi communications.
+async fn wait_stored(app: &TestApp, n: u64, what: &str) {
+    wait_until(WAIT, what, || async {
+        communications(app, "mozi").await == n
+    })
+    .await;
+}
+
 fn base(app: &TestApp) -> String {
     format!("http://{}", app.http.unwrap())
 }
@@ -130,8 +154,7 @@ async fn signed_push_is_answered_with_the_legacy_keys_and_stored() {
         rec("1.2.3.5", 1),
         rec("1.2.3.4", 0), // the same event twice
     ];
-    let body = serde_json::to_vec(&envelope(records, "n-accepted")).unwrap();
-    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    let (code, r) = push(&app, records, "n-accepted").await;
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["success"], true);
     assert_eq!(r["received_count"], 3);
@@ -141,10 +164,7 @@ async fn signed_push_is_answered_with_the_legacy_keys_and_stored() {
     for k in ["message", "timestamp", "processing_time_ms"] {
         assert!(!r[k].is_null(), "missing {k} in {r}");
     }
-    wait_until(WAIT, "pushed records stored", || async {
-        communications(&app, "mozi").await == 2
-    })
-    .await;
+    wait_stored(&app, 2, "pushed records stored").await;
     app.stop().await;
 }
 
@@ -157,7 +177,7 @@ async fn a_missing_or_wrong_key_is_401_before_the_body_is_looked_at() {
         (Some("wrong"), b"garbage".to_vec()),
         (
             Some("wrong"),
-            serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-key")).unwrap(),
+            envelope_json(vec![rec("1.2.3.4", 0)], "n-key"),
         ),
     ] {
         let (code, r) = post(&base(&app), &body, key, SECRET).await;
@@ -171,7 +191,7 @@ async fn a_missing_or_wrong_key_is_401_before_the_body_is_looked_at() {
 #[tokio::test]
 async fn a_bad_signature_is_401() {
     let app = push_app(|_| {}).await;
-    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-sig")).unwrap();
+    let body = envelope_json(vec![rec("1.2.3.4", 0)], "n-sig");
     let (code, r) = post(&base(&app), &body, Some(KEY), "another-secret").await;
     assert_eq!(code, 401, "{r}");
     assert_eq!(r["error_type"], "bad_signature");
@@ -247,7 +267,7 @@ async fn a_stale_timestamp_is_400_and_naive_times_are_the_relays_local_time() {
 #[tokio::test]
 async fn a_replayed_nonce_is_400_and_unsigned_requests_do_not_burn_nonces() {
     let app = push_app(|_| {}).await;
-    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-replay")).unwrap();
+    let body = envelope_json(vec![rec("1.2.3.4", 0)], "n-replay");
     // A forged request with the nonce first: refused, and the nonce is not recorded.
     let (code, _) = post(&base(&app), &body, Some(KEY), "forged").await;
     assert_eq!(code, 401);
@@ -257,8 +277,7 @@ async fn a_replayed_nonce_is_400_and_unsigned_requests_do_not_burn_nonces() {
     assert_eq!(code, 400, "{r}");
     assert_eq!(r["error_type"], "replayed_nonce");
     // A fresh nonce, as the relay sends on a retry, is fine.
-    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-replay-2")).unwrap();
-    let (code, _) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    let (code, _) = push(&app, vec![rec("1.2.3.4", 0)], "n-replay-2").await;
     assert_eq!(code, 200);
     app.stop().await;
 }
@@ -267,7 +286,7 @@ async fn a_replayed_nonce_is_400_and_unsigned_requests_do_not_burn_nonces() {
 async fn an_oversized_body_is_413_declared_or_streamed() {
     let app = push_app(|s| s.push.max_body_bytes = 4096).await;
     let records = (0..200).map(|i| rec("1.2.3.4", i)).collect();
-    let body = serde_json::to_vec(&envelope(records, "n-big")).unwrap();
+    let body = envelope_json(records, "n-big");
     assert!(body.len() > 4096);
     let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
     assert_eq!(code, 413, "{r}");
@@ -277,8 +296,7 @@ async fn an_oversized_body_is_413_declared_or_streamed() {
     assert_eq!(post_chunked(app.http.unwrap(), &body).await, 413);
 
     // Within the limit it goes through.
-    let small = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-small")).unwrap();
-    let (code, _) = post(&base(&app), &small, Some(KEY), SECRET).await;
+    let (code, _) = push(&app, vec![rec("1.2.3.4", 0)], "n-small").await;
     assert_eq!(code, 200);
     app.stop().await;
 }
@@ -325,8 +343,7 @@ async fn unknown_botnet_types_and_bad_records_are_dead_letters_and_the_rest_is_k
         odd,
         rec("10.1.1.1", 3), // private address
     ];
-    let body = serde_json::to_vec(&envelope(records, "n-mixed")).unwrap();
-    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    let (code, r) = push(&app, records, "n-mixed").await;
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["received_count"], 4);
     assert_eq!(r["processed_count"], 2);
@@ -364,28 +381,22 @@ async fn push_is_503_and_not_claimed_while_the_batch_cannot_be_made_durable() {
     let app = push_app(|s| s.queue.handoff_deadline = Duration::from_millis(200)).await;
     let blocker = rusqlite::Connection::open(app.dir.path().join("queue.sqlite")).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-durable")).unwrap();
-    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    let (code, r) = push(&app, vec![rec("1.2.3.4", 0)], "n-durable").await;
     assert_eq!(code, 503, "{r}");
     assert_eq!(r["success"], false);
     blocker.execute_batch("ROLLBACK").unwrap();
     drop(blocker);
     // The relay retries with a fresh nonce.
-    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-durable-2")).unwrap();
-    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    let (code, r) = push(&app, vec![rec("1.2.3.4", 0)], "n-durable-2").await;
     assert_eq!(code, 200, "{r}");
-    wait_until(WAIT, "the retried batch stored", || async {
-        communications(&app, "mozi").await == 1
-    })
-    .await;
+    wait_stored(&app, 1, "the retried batch stored").await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn push_is_404_when_disabled() {
     let app = spawn_app(vec![], |_| {}).await;
-    let body = serde_json::to_vec(&envelope(vec![rec("1.2.3.4", 0)], "n-off")).unwrap();
-    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    let (code, r) = push(&app, vec![rec("1.2.3.4", 0)], "n-off").await;
     assert_eq!(code, 404, "{r}");
     app.stop().await;
 }
@@ -432,7 +443,7 @@ async fn kill_9_right_after_the_200_loses_nothing_that_was_acknowledged() {
     let records: Vec<Value> = (0..n)
         .map(|i| rec(&format!("7.{}.{}.1", i / 200 + 1, i % 200 + 1), i))
         .collect();
-    let body = serde_json::to_vec(&envelope(records, "n-kill")).unwrap();
+    let body = envelope_json(records, "n-kill");
 
     let bp = spawn_run(&config);
     let (code, r) = post(&format!("http://{}", bp.http), &body, Some(KEY), SECRET).await;
@@ -469,16 +480,13 @@ async fn push_is_503_under_backpressure_and_accepted_again_when_it_lifts() {
     })
     .await;
     for i in 0..2 {
-        let body =
-            serde_json::to_vec(&envelope(vec![rec("1.2.3.4", i)], &format!("n-bp-{i}"))).unwrap();
-        let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+        let (code, r) = push(&app, vec![rec("1.2.3.4", i)], &format!("n-bp-{i}")).await;
         assert_eq!(code, 200, "{r}");
     }
     let mut i = 10;
     wait_until(WAIT, "push refused with 503 backpressure", || {
         i += 1;
-        let body =
-            serde_json::to_vec(&envelope(vec![rec("1.2.3.4", i)], &format!("n-bp-{i}"))).unwrap();
+        let body = envelope_json(vec![rec("1.2.3.4", i)], &format!("n-bp-{i}"));
         let app = &app;
         async move {
             let (code, r) = post(&base(app), &body, Some(KEY), SECRET).await;
@@ -500,8 +508,7 @@ async fn push_is_503_under_backpressure_and_accepted_again_when_it_lifts() {
     let mut j = 100;
     wait_until(WAIT, "push accepted after the queue drained", || {
         j += 1;
-        let body =
-            serde_json::to_vec(&envelope(vec![rec("1.2.3.4", j)], &format!("n-bp-{j}"))).unwrap();
+        let body = envelope_json(vec![rec("1.2.3.4", j)], &format!("n-bp-{j}"));
         let app = &app;
         async move { post(&base(app), &body, Some(KEY), SECRET).await.0 == 200 }
     })

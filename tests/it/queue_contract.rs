@@ -28,15 +28,20 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(backend: Backend, lease_timeout: Duration, max_deliveries: u32) -> Self {
+    /// The harness, or `None` when the backend's service is not running (the test is skipped).
+    fn new(backend: Backend, lease_timeout: Duration, max_deliveries: u32) -> Option<Self> {
         init_test_log();
-        Self {
+        let redis = match backend {
+            Backend::Embedded => TestRedis::new(),
+            Backend::Redis => TestRedis::require()?,
+        };
+        Some(Self {
             backend,
             dir: tempfile::tempdir().unwrap(),
-            redis: TestRedis::new(),
+            redis,
             lease_timeout,
             max_deliveries,
-        }
+        })
     }
 
     /// The queue as a freshly started process sees it.
@@ -68,7 +73,9 @@ const WAIT: Duration = Duration::from_secs(10);
 #[case::redis(Backend::Redis)]
 #[tokio::test]
 async fn appended_batch_is_leased_once_and_gone_after_ack(#[case] backend: Backend) {
-    let h = Harness::new(backend, LONG, 5);
+    let Some(h) = Harness::new(backend, LONG, 5) else {
+        return;
+    };
     let q = h.open();
     let b = test_batch("contract", 3);
     q.append(&b).await.unwrap();
@@ -89,7 +96,9 @@ async fn appended_batch_is_leased_once_and_gone_after_ack(#[case] backend: Backe
 #[case::redis(Backend::Redis)]
 #[tokio::test]
 async fn unacked_batch_is_redelivered_after_lease_expiry(#[case] backend: Backend) {
-    let h = Harness::new(backend, SHORT_LEASE, 5);
+    let Some(h) = Harness::new(backend, SHORT_LEASE, 5) else {
+        return;
+    };
     let q = h.open();
     let b = test_batch("contract", 2);
     q.append(&b).await.unwrap();
@@ -107,7 +116,9 @@ async fn unacked_batch_is_redelivered_after_lease_expiry(#[case] backend: Backen
 #[case::redis(Backend::Redis)]
 #[tokio::test]
 async fn batch_held_by_a_dead_consumer_is_reclaimed_by_another_process(#[case] backend: Backend) {
-    let h = Harness::new(backend, SHORT_LEASE, 5);
+    let Some(h) = Harness::new(backend, SHORT_LEASE, 5) else {
+        return;
+    };
     let b = test_batch("contract", 2);
     {
         let dying = h.open();
@@ -129,7 +140,9 @@ async fn batch_held_by_a_dead_consumer_is_reclaimed_by_another_process(#[case] b
 #[case::redis(Backend::Redis)]
 #[tokio::test]
 async fn stale_lease_cannot_ack_a_redelivered_batch(#[case] backend: Backend) {
-    let h = Harness::new(backend, SHORT_LEASE, 5);
+    let Some(h) = Harness::new(backend, SHORT_LEASE, 5) else {
+        return;
+    };
     let q = h.open();
     q.append(&test_batch("contract", 1)).await.unwrap();
     let stale = q.lease("slow", WAIT).await.unwrap().unwrap();
@@ -149,7 +162,9 @@ async fn stale_lease_cannot_ack_a_redelivered_batch(#[case] backend: Backend) {
 #[case::redis(Backend::Redis)]
 #[tokio::test]
 async fn acking_twice_is_harmless(#[case] backend: Backend) {
-    let h = Harness::new(backend, LONG, 5);
+    let Some(h) = Harness::new(backend, LONG, 5) else {
+        return;
+    };
     let q = h.open();
     q.append(&test_batch("contract", 1)).await.unwrap();
     q.append(&test_batch("contract", 1)).await.unwrap();
@@ -170,7 +185,9 @@ async fn acking_twice_is_harmless(#[case] backend: Backend) {
 #[case::redis(Backend::Redis)]
 #[tokio::test]
 async fn batch_is_dead_lettered_after_max_deliveries(#[case] backend: Backend) {
-    let h = Harness::new(backend, Duration::from_millis(200), 2);
+    let Some(h) = Harness::new(backend, Duration::from_millis(200), 2) else {
+        return;
+    };
     let q = h.open();
     q.append(&test_batch("poison", 1)).await.unwrap();
     let one = q.lease("w", WAIT).await.unwrap().unwrap();
@@ -193,7 +210,9 @@ async fn batch_is_dead_lettered_after_max_deliveries(#[case] backend: Backend) {
 #[case::redis(Backend::Redis)]
 #[tokio::test]
 async fn depth_counts_waiting_and_leased_batches(#[case] backend: Backend) {
-    let h = Harness::new(backend, LONG, 5);
+    let Some(h) = Harness::new(backend, LONG, 5) else {
+        return;
+    };
     let q = h.open();
     assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
     for _ in 0..3 {
@@ -222,7 +241,9 @@ async fn depth_counts_waiting_and_leased_batches(#[case] backend: Backend) {
 #[case::redis(Backend::Redis)]
 #[tokio::test]
 async fn every_batch_reaches_concurrent_workers_in_any_order(#[case] backend: Backend) {
-    let h = Harness::new(backend, LONG, 5);
+    let Some(h) = Harness::new(backend, LONG, 5) else {
+        return;
+    };
     let q = h.open();
     let mut sent = BTreeSet::new();
     for _ in 0..30 {
@@ -260,7 +281,9 @@ async fn every_batch_reaches_concurrent_workers_in_any_order(#[case] backend: Ba
 #[case::redis(Backend::Redis)]
 #[tokio::test]
 async fn waiting_lease_takes_a_batch_appended_later(#[case] backend: Backend) {
-    let h = Harness::new(backend, LONG, 5);
+    let Some(h) = Harness::new(backend, LONG, 5) else {
+        return;
+    };
     let q = h.open();
     let waiter = {
         let q = q.clone();
@@ -277,7 +300,9 @@ async fn waiting_lease_takes_a_batch_appended_later(#[case] backend: Backend) {
 #[case::redis(Backend::Redis)]
 #[tokio::test]
 async fn cursors_persist_across_processes(#[case] backend: Backend) {
-    let h = Harness::new(backend, LONG, 5);
+    let Some(h) = Harness::new(backend, LONG, 5) else {
+        return;
+    };
     let c = Cursor {
         epoch: Some("e1".into()),
         seq: 42,

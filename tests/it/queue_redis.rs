@@ -35,7 +35,9 @@ fn settings(redis: &TestRedis, url: &str, spool: PathBuf) -> QueueSettings {
 #[tokio::test]
 async fn open_picks_the_backend_and_tolerates_a_dead_redis_but_not_a_bad_url() {
     init_test_log();
-    let redis = TestRedis::new();
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
     let proxy = FaultProxy::start(redis_addr()).await;
     proxy.set_mode(Mode::Refuse);
     let dir = tempfile::tempdir().unwrap();
@@ -70,7 +72,9 @@ async fn open_picks_the_backend_and_tolerates_a_dead_redis_but_not_a_bad_url() {
 #[tokio::test]
 async fn lease_returns_an_error_quickly_when_redis_fails(#[case] fault: Mode) {
     init_test_log();
-    let redis = TestRedis::new();
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
     let proxy = FaultProxy::start(redis_addr()).await;
     let opts = fast_options(LEASE, 5);
     let bound = Duration::from_millis(500) + opts.command_timeout + opts.connect_timeout;
@@ -148,7 +152,9 @@ async fn a_handle_with_its_own_link_outlives_the_runtime_of_the_other() {
 #[tokio::test]
 async fn cursors_fall_back_to_the_spool_and_fold_back_into_redis() {
     init_test_log();
-    let redis = TestRedis::new();
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
     let proxy = FaultProxy::start(redis_addr()).await;
     let dir = tempfile::tempdir().unwrap();
     let spool = EmbeddedQueue::open(&dir.path().join("spool.sqlite"), LEASE, 5).unwrap();
@@ -205,7 +211,9 @@ async fn cursors_fall_back_to_the_spool_and_fold_back_into_redis() {
 #[tokio::test]
 async fn undecodable_entries_are_dead_lettered() {
     init_test_log();
-    let redis = TestRedis::new();
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
     let q = redis.queue(&redis_url(), fast_options(LEASE, 5), None);
     q.ping().await.unwrap();
     let mut c = redis.conn().await;
@@ -240,7 +248,9 @@ async fn undecodable_entries_are_dead_lettered() {
 #[tokio::test]
 async fn queue_recovers_when_redis_lost_its_stream_and_group() {
     init_test_log();
-    let redis = TestRedis::new();
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
     let q = redis.queue(&redis_url(), fast_options(LEASE, 5), None);
     q.append(&test_batch("east", 1)).await.unwrap();
     let l = q.lease("w", Duration::from_secs(5)).await.unwrap().unwrap();
@@ -262,7 +272,9 @@ async fn queue_recovers_when_redis_lost_its_stream_and_group() {
 #[tokio::test]
 async fn consumers_without_pending_entries_are_pruned() {
     init_test_log();
-    let redis = TestRedis::new();
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
     let gone = redis.queue(&redis_url(), fast_options(LEASE, 5), None);
     gone.append(&test_batch("east", 1)).await.unwrap();
     let l = gone
@@ -296,7 +308,9 @@ async fn consumers_without_pending_entries_are_pruned() {
 #[tokio::test]
 async fn depth_sampler_feeds_backpressure_and_survives_a_dead_redis() {
     init_test_log();
-    let redis = TestRedis::new();
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
     let proxy = FaultProxy::start(redis_addr()).await;
     let dir = tempfile::tempdir().unwrap();
     let spool = EmbeddedQueue::open(&dir.path().join("spool.sqlite"), LEASE, 5).unwrap();

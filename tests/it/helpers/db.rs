@@ -3,28 +3,23 @@
 //!
 //! Every [`TestDb`] owns a fresh database (`botpipe_test_<random>` on PostgreSQL or MariaDB) or a
 //! temporary directory (SQLite) and drops it when it goes out of scope, also when the test
-//! panics. `BOTPIPE_TEST_PG` and `BOTPIPE_TEST_MYSQL` override the admin URLs.
+//! panics. `BOTPIPE_TEST_PG` and `BOTPIPE_TEST_MYSQL` override the admin URLs. On MariaDB, when
+//! root may not log in over TCP (Debian's default: root uses the socket), the tests use the
+//! `botpipe_test` user that `scripts/services.sh` creates instead.
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::OnceLock;
 
 use botpipe::config::{StoreKind, StoreSettings};
 use botpipe::record::BotnetType;
 use botpipe::store::{AnyStore, Store};
-use sqlx::{Connection, Executor, Row};
+use sqlx::{Connection, Decode, Executor, Row, Type};
 
-/// Admin connection to PostgreSQL (trust auth on this machine).
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-/// Admin connection to MariaDB (root without password over TCP on this machine).
-const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306/mysql";
+use crate::helpers::services::{self, Service};
 
-fn pg_admin() -> String {
-    std::env::var("BOTPIPE_TEST_PG").unwrap_or_else(|_| PG_ADMIN.to_owned())
-}
-
-fn mysql_admin() -> String {
-    std::env::var("BOTPIPE_TEST_MYSQL").unwrap_or_else(|_| MYSQL_ADMIN.to_owned())
-}
+/// The MariaDB user `scripts/services.sh` creates where root may not log in over TCP.
+const MARIADB_FALLBACK_USER: &str = "botpipe_test";
 
 /// Replaces the database (path) of an admin URL.
 fn with_database(admin: &str, db: &str) -> String {
@@ -42,6 +37,71 @@ pub enum Backend {
     Postgres,
     /// The local MariaDB.
     Mysql,
+}
+
+impl Backend {
+    /// The server this backend needs; none for SQLite.
+    pub fn service(self) -> Option<Service> {
+        match self {
+            Self::Sqlite => None,
+            Self::Postgres => Some(Service::Postgres),
+            Self::Mysql => Some(Service::MariaDb),
+        }
+    }
+
+    /// True when this backend's server runs; otherwise the calling test should return at once
+    /// (see [`services::available`]).
+    pub fn available(self) -> bool {
+        services::available(self.service())
+    }
+
+    /// The admin URL of this backend's server (`None` for SQLite). For MariaDB it is root over
+    /// TCP where root may log in that way, else the fallback user; decided once per process.
+    async fn admin_url(self) -> Option<String> {
+        static MARIADB_ADMIN: OnceLock<String> = OnceLock::new();
+        let service = self.service()?;
+        let configured = service.admin_url();
+        if service != Service::MariaDb || std::env::var_os("BOTPIPE_TEST_MYSQL").is_some() {
+            return Some(configured);
+        }
+        if let Some(url) = MARIADB_ADMIN.get() {
+            return Some(url.clone());
+        }
+        let url = match sqlx::MySqlConnection::connect(&configured).await {
+            Ok(_) => configured,
+            Err(root_refused) => {
+                let mut fallback = url::Url::parse(&configured).expect("admin URL");
+                fallback
+                    .set_username(MARIADB_FALLBACK_USER)
+                    .expect("a URL with a host");
+                if let Err(e) = sqlx::MySqlConnection::connect(fallback.as_str()).await {
+                    panic!(
+                        "MariaDB refused {configured} ({root_refused}) and {fallback} ({e}): \
+                         run scripts/services.sh, or set BOTPIPE_TEST_MYSQL"
+                    );
+                }
+                fallback.to_string()
+            }
+        };
+        Some(MARIADB_ADMIN.get_or_init(|| url).clone())
+    }
+
+    /// Runs one statement as admin on this backend's server.
+    async fn admin_execute(self, sql: &str) {
+        let url = self.admin_url().await.expect("a server backend");
+        let done = match self {
+            Self::Sqlite => unreachable!("SQLite has no server"),
+            Self::Postgres => match sqlx::PgConnection::connect(&url).await {
+                Ok(mut c) => c.execute(sql).await.map(drop),
+                Err(e) => Err(e),
+            },
+            Self::Mysql => match sqlx::MySqlConnection::connect(&url).await {
+                Ok(mut c) => c.execute(sql).await.map(drop),
+                Err(e) => Err(e),
+            },
+        };
+        done.unwrap_or_else(|e| panic!("{self} admin at {url}: {sql}: {e}"));
+    }
 }
 
 impl fmt::Display for Backend {
@@ -66,53 +126,33 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates an empty database.
+    /// Creates an empty database. A test calls [`Backend::available`] first, so that it is
+    /// skipped rather than failed where the server is not running.
     pub async fn create(backend: Backend) -> Self {
         let name = format!("botpipe_test_{}", uuid::Uuid::new_v4().simple());
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let path = dir.path().join("store.sqlite");
-                Self {
-                    backend,
-                    url: format!("sqlite://{}", path.display()),
-                    name: path.display().to_string(),
-                    _dir: Some(dir),
-                }
-            }
-            Backend::Postgres => {
-                let mut admin = sqlx::PgConnection::connect(&pg_admin()).await.unwrap();
-                admin
-                    .execute(format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .unwrap();
-                Self {
-                    backend,
-                    url: with_database(&pg_admin(), &name),
-                    name,
-                    _dir: None,
-                }
-            }
-            Backend::Mysql => {
-                let mut admin = sqlx::MySqlConnection::connect(&mysql_admin())
-                    .await
-                    .unwrap();
-                admin
-                    .execute(
-                        format!(
-                            "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-                        )
-                        .as_str(),
-                    )
-                    .await
-                    .unwrap();
-                Self {
-                    backend,
-                    url: with_database(&mysql_admin(), &name),
-                    name,
-                    _dir: None,
-                }
-            }
+        let Some(admin) = backend.admin_url().await else {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("store.sqlite");
+            return Self {
+                backend,
+                url: format!("sqlite://{}", path.display()),
+                name: path.display().to_string(),
+                _dir: Some(dir),
+            };
+        };
+        backend
+            .admin_execute(&match backend {
+                Backend::Mysql => format!(
+                    "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                ),
+                _ => format!("CREATE DATABASE {name}"),
+            })
+            .await;
+        Self {
+            backend,
+            url: with_database(&admin, &name),
+            name,
+            _dir: None,
         }
     }
 
@@ -205,152 +245,27 @@ impl TestDb {
     pub async fn dump(&self, t: &str) -> Dump {
         let t = BotnetType::parse(t).unwrap();
         let (n, c) = (t.nodes_table(), t.communications_table());
+        let nodes_sql = format!(
+            "SELECT {} FROM {n}",
+            select_list(self.backend, &NODE_COLUMNS, "")
+        );
+        let comms_sql = format!(
+            "SELECT {} FROM {c} c LEFT JOIN {n} n ON n.id = c.node_id",
+            select_list(self.backend, &COMM_COLUMNS, "c.")
+        );
         let mut dump = match self.backend {
-            Backend::Sqlite => self.dump_sqlite(&n, &c),
+            Backend::Sqlite => self.dump_sqlite(&nodes_sql, &comms_sql),
             Backend::Postgres => {
-                let ts = |col: &str| format!("to_char({col}, 'YYYY-MM-DD HH24:MI:SS')");
-                let nodes_sql = format!(
-                    "SELECT ip::text, status::text, {}, {}, {}, {}, communication_count::bigint,
-                        country::text, province::text, city::text, continent::text, isp::text,
-                        asn::text, longitude::float8, latitude::float8, is_china
-                     FROM {n}",
-                    ts("first_seen"),
-                    ts("last_seen"),
-                    ts("active_time"),
-                    ts("cleaned_time")
-                );
-                let comms_sql = format!(
-                    "SELECT c.ip::text, n.ip::text, {}, c.event_type::text, c.status::text,
-                        c.country::text, c.province::text, c.city::text, c.continent::text,
-                        c.isp::text, c.asn::text, c.longitude::float8, c.latitude::float8, c.is_china
-                     FROM {c} c LEFT JOIN {n} n ON n.id = c.node_id",
-                    ts("c.communication_time")
-                );
                 let mut conn = self.pg().await;
-                let nodes = sqlx::query(&nodes_sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| NodeRow {
-                        ip: r.get(0),
-                        status: r.get(1),
-                        first_seen: r.get(2),
-                        last_seen: r.get(3),
-                        active_time: r.get(4),
-                        cleaned_time: r.get(5),
-                        communication_count: r.get(6),
-                        place: Place {
-                            country: r.get(7),
-                            province: r.get(8),
-                            city: r.get(9),
-                            continent: r.get(10),
-                            isp: r.get(11),
-                            asn: r.get(12),
-                            longitude: r.get(13),
-                            latitude: r.get(14),
-                            is_china: r.get(15),
-                        },
-                    })
-                    .collect();
-                let comms = sqlx::query(&comms_sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| CommRow {
-                        ip: r.get(0),
-                        node_ip: r.get(1),
-                        communication_time: r.get(2),
-                        event_type: r.get(3),
-                        status: r.get(4),
-                        place: Place {
-                            country: r.get(5),
-                            province: r.get(6),
-                            city: r.get(7),
-                            continent: r.get(8),
-                            isp: r.get(9),
-                            asn: r.get(10),
-                            longitude: r.get(11),
-                            latitude: r.get(12),
-                            is_china: r.get(13),
-                        },
-                    })
-                    .collect();
-                Dump { nodes, comms }
+                let nodes = sqlx::query(&nodes_sql).fetch_all(&mut conn).await.unwrap();
+                let comms = sqlx::query(&comms_sql).fetch_all(&mut conn).await.unwrap();
+                Dump::from_rows(&nodes, &comms)
             }
             Backend::Mysql => {
-                let ts = |col: &str| format!("DATE_FORMAT({col}, '%Y-%m-%d %H:%i:%s')");
-                let nodes_sql = format!(
-                    "SELECT ip, CAST(status AS CHAR), {}, {}, {}, {},
-                        CAST(communication_count AS SIGNED),
-                        country, province, city, continent, isp, asn,
-                        CAST(longitude AS DOUBLE), CAST(latitude AS DOUBLE), CAST(is_china AS SIGNED)
-                     FROM {n}",
-                    ts("first_seen"),
-                    ts("last_seen"),
-                    ts("active_time"),
-                    ts("cleaned_time")
-                );
-                let comms_sql = format!(
-                    "SELECT c.ip, n.ip, {}, c.event_type, c.status, c.country, c.province, c.city,
-                        c.continent, c.isp, c.asn, CAST(c.longitude AS DOUBLE),
-                        CAST(c.latitude AS DOUBLE), CAST(c.is_china AS SIGNED)
-                     FROM {c} c LEFT JOIN {n} n ON n.id = c.node_id",
-                    ts("c.communication_time")
-                );
                 let mut conn = self.mysql().await;
-                let nodes = sqlx::query(&nodes_sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| NodeRow {
-                        ip: r.get(0),
-                        status: r.get(1),
-                        first_seen: r.get(2),
-                        last_seen: r.get(3),
-                        active_time: r.get(4),
-                        cleaned_time: r.get(5),
-                        communication_count: r.get(6),
-                        place: Place {
-                            country: r.get(7),
-                            province: r.get(8),
-                            city: r.get(9),
-                            continent: r.get(10),
-                            isp: r.get(11),
-                            asn: r.get(12),
-                            longitude: r.get(13),
-                            latitude: r.get(14),
-                            is_china: r.get::<Option<i64>, _>(15).unwrap_or(0) != 0,
-                        },
-                    })
-                    .collect();
-                let comms = sqlx::query(&comms_sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| CommRow {
-                        ip: r.get(0),
-                        node_ip: r.get(1),
-                        communication_time: r.get(2),
-                        event_type: r.get(3),
-                        status: r.get(4),
-                        place: Place {
-                            country: r.get(5),
-                            province: r.get(6),
-                            city: r.get(7),
-                            continent: r.get(8),
-                            isp: r.get(9),
-                            asn: r.get(10),
-                            longitude: r.get(11),
-                            latitude: r.get(12),
-                            is_china: r.get::<Option<i64>, _>(13).unwrap_or(0) != 0,
-                        },
-                    })
-                    .collect();
-                Dump { nodes, comms }
+                let nodes = sqlx::query(&nodes_sql).fetch_all(&mut conn).await.unwrap();
+                let comms = sqlx::query(&comms_sql).fetch_all(&mut conn).await.unwrap();
+                Dump::from_rows(&nodes, &comms)
             }
         };
         dump.nodes.sort_by(|a, b| a.ip.cmp(&b.ip));
@@ -364,7 +279,7 @@ impl TestDb {
         dump
     }
 
-    fn dump_sqlite(&self, n: &str, c: &str) -> Dump {
+    fn dump_sqlite(&self, nodes_sql: &str, comms_sql: &str) -> Dump {
         let conn = rusqlite::Connection::open(&self.name).unwrap();
         let place = |r: &rusqlite::Row<'_>, at: usize| -> Place {
             Place {
@@ -379,13 +294,7 @@ impl TestDb {
                 is_china: r.get::<_, i64>(at + 8).unwrap() != 0,
             }
         };
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT ip, status, first_seen, last_seen, active_time, cleaned_time,
-                    communication_count, country, province, city, continent, isp, asn,
-                    longitude, latitude, is_china FROM {n}"
-            ))
-            .unwrap();
+        let mut stmt = conn.prepare(nodes_sql).unwrap();
         let nodes = stmt
             .query_map([], |r| {
                 Ok(NodeRow {
@@ -402,14 +311,7 @@ impl TestDb {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT c.ip, n.ip, c.communication_time, c.event_type, c.status, c.country,
-                    c.province, c.city, c.continent, c.isp, c.asn, c.longitude, c.latitude,
-                    c.is_china
-                 FROM {c} c LEFT JOIN {n} n ON n.id = c.node_id"
-            ))
-            .unwrap();
+        let mut stmt = conn.prepare(comms_sql).unwrap();
         let comms = stmt
             .query_map([], |r| {
                 Ok(CommRow {
@@ -431,20 +333,14 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {}
             Backend::Postgres => {
-                let mut admin = sqlx::PgConnection::connect(&pg_admin()).await.unwrap();
-                admin
-                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                backend
+                    .admin_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .await
-                    .unwrap();
             }
             Backend::Mysql => {
-                let mut admin = sqlx::MySqlConnection::connect(&mysql_admin())
+                backend
+                    .admin_execute(&format!("DROP DATABASE IF EXISTS {name}"))
                     .await
-                    .unwrap();
-                admin
-                    .execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
-                    .await
-                    .unwrap();
             }
         }
     }
@@ -470,6 +366,83 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// How a dumped column is selected so that every server returns the same Rust type.
+#[derive(Debug, Clone, Copy)]
+enum Col {
+    /// Text (`Option<String>`); enums and inet values as text.
+    Text,
+    /// A count (`Option<i64>`).
+    Int,
+    /// A coordinate (`Option<f64>`).
+    Float,
+    /// A boolean as 0/1 (`Option<i64>`).
+    Flag,
+    /// A timestamp as `YYYY-MM-DD HH:MM:SS` UTC text.
+    Time,
+}
+
+impl Col {
+    /// The select expression for column `name` on `backend` (SQLite: the column as stored).
+    fn select(self, backend: Backend, name: &str) -> String {
+        match (backend, self) {
+            (Backend::Sqlite, _) => name.to_owned(),
+            (Backend::Postgres, Col::Text) => format!("{name}::text"),
+            (Backend::Postgres, Col::Int) => format!("{name}::bigint"),
+            (Backend::Postgres, Col::Float) => format!("{name}::float8"),
+            (Backend::Postgres, Col::Flag) => format!("{name}::int::bigint"),
+            (Backend::Postgres, Col::Time) => format!("to_char({name}, 'YYYY-MM-DD HH24:MI:SS')"),
+            (Backend::Mysql, Col::Text) => format!("CAST({name} AS CHAR)"),
+            (Backend::Mysql, Col::Int | Col::Flag) => format!("CAST({name} AS SIGNED)"),
+            (Backend::Mysql, Col::Float) => format!("CAST({name} AS DOUBLE)"),
+            (Backend::Mysql, Col::Time) => format!("DATE_FORMAT({name}, '%Y-%m-%d %H:%i:%s')"),
+        }
+    }
+}
+
+/// The select list of `own` columns followed by the place columns (prefixed).
+fn select_list(backend: Backend, own: &[(&str, Col)], place_prefix: &str) -> String {
+    let place = PLACE_COLUMNS
+        .iter()
+        .map(|(name, kind)| kind.select(backend, &format!("{place_prefix}{name}")));
+    own.iter()
+        .map(|(name, kind)| kind.select(backend, name))
+        .chain(place)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A node row's own columns, in [`NodeRow`]'s order; the place columns follow.
+const NODE_COLUMNS: [(&str, Col); 7] = [
+    ("ip", Col::Text),
+    ("status", Col::Text),
+    ("first_seen", Col::Time),
+    ("last_seen", Col::Time),
+    ("active_time", Col::Time),
+    ("cleaned_time", Col::Time),
+    ("communication_count", Col::Int),
+];
+/// A communication row's own columns (`c` the communication, `n` its node), in [`CommRow`]'s
+/// order; the place columns follow.
+const COMM_COLUMNS: [(&str, Col); 5] = [
+    ("c.ip", Col::Text),
+    ("n.ip", Col::Text),
+    ("c.communication_time", Col::Time),
+    ("c.event_type", Col::Text),
+    ("c.status", Col::Text),
+];
+/// The geography columns, in [`Place`]'s order.
+const PLACE_COLUMNS: [(&str, Col); 9] = [
+    ("country", Col::Text),
+    ("province", Col::Text),
+    ("city", Col::Text),
+    ("continent", Col::Text),
+    ("isp", Col::Text),
+    ("asn", Col::Text),
+    ("longitude", Col::Float),
+    ("latitude", Col::Float),
+    ("is_china", Col::Flag),
+];
 
 /// A set of botnet types.
 pub fn type_set(types: &[&str]) -> BTreeSet<BotnetType> {
@@ -525,6 +498,53 @@ pub struct Dump {
 }
 
 impl Dump {
+    /// Reads rows selected with the [`Col`] expressions of a server backend.
+    fn from_rows<R: Row>(nodes: &[R], comms: &[R]) -> Self
+    where
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+        for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+        for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let place = |r: &R, at: usize| Place {
+            country: r.get(at),
+            province: r.get(at + 1),
+            city: r.get(at + 2),
+            continent: r.get(at + 3),
+            isp: r.get(at + 4),
+            asn: r.get(at + 5),
+            longitude: r.get(at + 6),
+            latitude: r.get(at + 7),
+            is_china: r.get::<Option<i64>, _>(at + 8).unwrap_or(0) != 0,
+        };
+        Self {
+            nodes: nodes
+                .iter()
+                .map(|r| NodeRow {
+                    ip: r.get(0),
+                    status: r.get(1),
+                    first_seen: r.get(2),
+                    last_seen: r.get(3),
+                    active_time: r.get(4),
+                    cleaned_time: r.get(5),
+                    communication_count: r.get(6),
+                    place: place(r, 7),
+                })
+                .collect(),
+            comms: comms
+                .iter()
+                .map(|r| CommRow {
+                    ip: r.get(0),
+                    node_ip: r.get(1),
+                    communication_time: r.get(2),
+                    event_type: r.get(3),
+                    status: r.get(4),
+                    place: place(r, 5),
+                })
+                .collect(),
+        }
+    }
+
     /// The node with `ip`.
     pub fn node(&self, ip: &str) -> &NodeRow {
         self.nodes

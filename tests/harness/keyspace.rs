@@ -1,11 +1,14 @@
 //! Per-test Redis state: a random key prefix and consumer group on the shared local server,
-//! with every key under the prefix deleted on drop (omniqueue's `RedisStreamDrop`).
+//! with every key under the prefix deleted on drop (omniqueue's `RedisStreamDrop`). Tests get
+//! one through [`TestRedis::require`], which skips them when Redis is not running.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use botpipe::config::RedisSettings;
 use botpipe::queue::{RedisQueueOptions, RedisStreamsQueue};
+
+use super::services::{available, Service};
 
 /// The local Redis server every test shares.
 pub const REDIS_ADDR: &str = "127.0.0.1:6379";
@@ -32,7 +35,14 @@ pub struct TestRedis {
 }
 
 impl TestRedis {
-    /// A fresh random prefix.
+    /// A fresh random prefix, or `None` when Redis is not running and the calling test should
+    /// return at once (see [`super::services`]).
+    pub fn require() -> Option<Self> {
+        available([Service::Redis]).then(Self::new)
+    }
+
+    /// A fresh random prefix, without checking that Redis runs: for tests that hold one
+    /// without using it (an embedded-backend case of a shared fixture).
     pub fn new() -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         Self {
