@@ -13,6 +13,9 @@
 #   PG_ADMIN      default postgres://postgres@127.0.0.1:5432/postgres
 #   MYSQL_ADMIN   default mysql://root@127.0.0.1:3306/mysql
 #   WORKERS       overrides the default worker count (for the scaling figures)
+#   SAMPLE=1      also samples what the database sessions are doing (PostgreSQL wait events,
+#                 MySQL thread states) every poll, and prints the distribution: where store
+#                 time goes
 # Needs python3 (the generator) and psql or mysql (to create the database and count rows).
 set -euo pipefail
 
@@ -93,15 +96,20 @@ done
 echo "collector: $cached records cached"
 
 # 3. A fresh database and botpipe's configuration: defaults except the store and one endpoint.
+sample_sql=
 case $backend in
   postgres)
     psql -q "$pg_admin" -c "CREATE DATABASE $db" >/dev/null
     store_url="${pg_admin%/*}/$db"
-    count_sql() { psql -tA "$store_url" -c "$1" 2>/dev/null || echo 0; } ;;
+    count_sql() { psql -tA "$store_url" -c "$1" 2>/dev/null || echo 0; }
+    sample_sql="SELECT COALESCE(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity
+                WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()" ;;
   mysql)
     mysql -h 127.0.0.1 -uroot -e "CREATE DATABASE $db CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
     store_url="${mysql_admin%/*}/$db"
-    count_sql() { mysql -h 127.0.0.1 -uroot -N "$db" -e "$1" 2>/dev/null || echo 0; } ;;
+    count_sql() { mysql -h 127.0.0.1 -uroot -N "$db" -e "$1" 2>/dev/null || echo 0; }
+    sample_sql="SELECT COALESCE(NULLIF(state, ''), command) FROM information_schema.processlist
+                WHERE db = DATABASE() AND command <> 'Sleep' AND id <> CONNECTION_ID()" ;;
   sqlite)
     store_url="sqlite://$work/store.sqlite"
     count_sql() { python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$work/store.sqlite" "$1" 2>/dev/null || echo 0; } ;;
@@ -146,12 +154,25 @@ while :; do
   stored=${stored:-0}
   [ "$stored" -ge "$distinct" ] && break
   kill -0 "$run_pid" 2>/dev/null || { echo "botpipe run exited early; see its log:" >&2; tail -20 "$work/run.log" >&2; exit 1; }
+  if [ "${SAMPLE:-0}" = 1 ] && [ -n "$sample_sql" ]; then
+    count_sql "$sample_sql" >> "$work/samples.txt" || true
+  fi
   sleep 0.2
 done
 end=$(date +%s.%N)
 dead=$(count_sql "SELECT count(*) FROM botpipe_dead_letters")
 retries=$(curl -s "http://127.0.0.1:$hport/metrics" | awk '/^botpipe_store_retries_total/ {s+=$2} END {print s+0}')
 deadlocks=$(curl -s "http://127.0.0.1:$hport/metrics" | awk '/^botpipe_store_deadlocks_total/ {s+=$2} END {print s+0}')
+metric_sum() { curl -s "http://127.0.0.1:$hport/metrics" | awk -v m="$1" '$1 ~ "^"m {s+=$2} END {print s+0}'; }
+store_secs=$(metric_sum botpipe_store_batch_seconds_sum)
+store_batches=$(metric_sum botpipe_store_batch_seconds_count)
+cpu=$(ps -o cputime= -p "$run_pid" | awk -F: '{print ($1*3600)+($2*60)+$3}')
+echo "store: $store_batches batches, $store_secs s in Store::apply (summed over workers); botpipe CPU ${cpu}s"
+if [ -s "$work/samples.txt" ]; then
+  echo "database sessions while running (share of samples):"
+  sort "$work/samples.txt" | uniq -c | sort -rn | head -8 \
+    | awk -v t="$(wc -l < "$work/samples.txt")" '{c=$1; $1=""; printf "  %5.1f%% %s\n", 100*c/t, $0}'
+fi
 python3 - "$records" "$distinct" "$start" "$end" "$backend" "$dead" "$retries" "$deadlocks" "$geo" "${WORKERS:-default}" <<'EOF'
 import sys
 n, distinct, start, end, backend, dead, retries, deadlocks, geo, workers = sys.argv[1:]

@@ -264,10 +264,10 @@ impl Dialect for Mysql {
         })
     }
 
-    fn unlock_partition<'a>(&'a self, conn: &'a mut C, p: u32) -> SqlFuture<'a, ()> {
+    fn unlock_partitions<'a>(&'a self, conn: &'a mut C) -> SqlFuture<'a, ()> {
+        // The session holds no other named lock outside a migration, which releases its own.
         Box::pin(async move {
-            sqlx::query(&format!("DO RELEASE_LOCK({PARTITION_LOCK})"))
-                .bind(p)
+            sqlx::query("DO RELEASE_ALL_LOCKS()")
                 .execute(conn)
                 .await
                 .map(|_| ())

@@ -251,7 +251,7 @@ impl Dialect for Postgres {
         })
     }
 
-    fn unlock_partition<'a>(&'a self, _conn: &'a mut C, _p: u32) -> SqlFuture<'a, ()> {
+    fn unlock_partitions<'a>(&'a self, _conn: &'a mut C) -> SqlFuture<'a, ()> {
         // A transaction-level lock: released with the transaction.
         Box::pin(async { Ok(()) })
     }

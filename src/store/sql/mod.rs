@@ -9,19 +9,21 @@
 //! the dead-letter insert, the locks, and how a legacy table is altered.
 //!
 //! **Partitioned writes: no deadlocks by construction.** A batch's node deltas and
-//! communications are split by a stable hash of their IP into [`WRITE_PARTITIONS`] partitions.
-//! Each partition is written in its own transaction that first takes that partition's
-//! database-wide lock (PostgreSQL `pg_advisory_xact_lock`, MySQL `GET_LOCK`), and holds no other
-//! partition lock. Two transactions that could touch the same node or communication row
-//! therefore never run at once, in this process or any other botpipe process on the same
-//! database, and a transaction waits for at most one lock: no cycle of waits can form. A worker
-//! first tries each partition without waiting and comes back to the busy ones, so two workers
-//! interleave over the partitions instead of queueing on one. Retrying a failed transaction
-//! stays as a safety net (a writer outside botpipe, a lost connection), not as the normal path.
+//! communications are split by a stable hash of their IP into [`WRITE_PARTITIONS`] partitions,
+//! and a transaction writes a partition's rows only while it holds that partition's
+//! database-wide lock (PostgreSQL `pg_advisory_xact_lock`, MySQL `GET_LOCK`). Two transactions
+//! that could touch the same node or communication row therefore never run at once, in this
+//! process or any other botpipe process on the same database. A transaction takes partition
+//! locks only without waiting (skipping busy ones), until it has [`TX_TARGET_RECORDS`] records;
+//! only when every pending partition is busy does it wait, for one, while holding none. A
+//! transaction that waits holds nothing, so no cycle of waits can form. Two workers thus split
+//! the partitions between them instead of queueing on the same rows. Retrying a failed
+//! transaction stays as a safety net (a writer outside botpipe, a lost connection), not as the
+//! normal path.
 //!
-//! A batch is thus up to [`WRITE_PARTITIONS`] transactions. It is acknowledged only after all
-//! of them committed; if botpipe dies in between, the batch is delivered again and the merge
-//! rules make the partitions already written a no-op.
+//! A batch is thus one transaction or a few (a 1,000-record batch is usually one, a 5,000-record
+//! batch two). It is acknowledged only after all of them committed; if botpipe dies in between,
+//! the batch is delivered again and the merge rules make the partitions already written a no-op.
 
 mod conn;
 mod migrate;
@@ -29,9 +31,9 @@ mod partition;
 
 pub use conn::{Affected, ColumnInfo, IndexInfo, SqlConn};
 pub use migrate::{Change, TimeDefault};
-pub use partition::{partition_of, WRITE_PARTITIONS};
+pub use partition::{partition_of, TX_TARGET_RECORDS, WRITE_PARTITIONS};
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -137,7 +139,8 @@ pub trait Dialect: Debug + Send + Sync + Sized + 'static {
     ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
 
     /// Takes write partition `p`'s lock inside the open transaction of `conn`: without waiting
-    /// (`false` when another transaction holds it), or waiting up to a bound.
+    /// (`false` when another transaction holds it), or waiting up to a bound. A transaction may
+    /// hold several.
     fn lock_partition<'a>(
         &'a self,
         conn: &'a mut Conn<Self>,
@@ -145,12 +148,8 @@ pub trait Dialect: Debug + Send + Sync + Sized + 'static {
         wait: bool,
     ) -> BoxFuture<'a, Result<bool, sqlx::Error>>;
 
-    /// Releases partition `p`'s lock after the transaction ended, if it outlives it.
-    fn unlock_partition<'a>(
-        &'a self,
-        conn: &'a mut Conn<Self>,
-        p: u32,
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+    /// Releases the partition locks of `conn` after its transaction ended, if they outlive it.
+    fn unlock_partitions<'a>(&'a self, conn: &'a mut Conn<Self>) -> SqlFuture<'a, ()>;
 
     /// Writes one type's node deltas and communications inside the caller's transaction;
     /// returns the number of communications inserted.
@@ -322,13 +321,14 @@ impl<D: Dialect> SqlStore<D> {
         }
     }
 
-    /// Writes every partition of `batch`, each in its own transaction under its lock; the
-    /// batch's own dead letters go with the first partition written (or alone, if the batch has
-    /// no records).
+    /// Writes every partition of `batch`: each transaction takes the partitions it can lock
+    /// without waiting, up to [`TX_TARGET_RECORDS`] records, writes them and commits, until none
+    /// is left. The batch's own dead letters go with the first transaction (or alone, if the
+    /// batch has no records).
     async fn apply_partitioned(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
         let plans = plan(batch);
         let now = whole_seconds(Utc::now());
-        let mut pending: VecDeque<Part<'_>> = partition::split(batch, &plans).into();
+        let mut pending: Vec<Part<'_>> = partition::split(batch, &plans);
         let mut out = ApplyOutcome::default();
         let mut letters = !batch.batch.dead_letters.is_empty();
         if pending.is_empty() {
@@ -338,26 +338,14 @@ impl<D: Dialect> SqlStore<D> {
             }
             return Ok(out);
         }
-        // Busy partitions tried since the last one written: once every pending partition was
-        // busy, wait for the next one instead of spinning.
-        let mut busy = 0usize;
-        while let Some(part) = pending.pop_front() {
-            let wait = busy >= pending.len();
-            let attempt = recovery::with_retries(D::BACKEND, || {
-                self.apply_part(batch, &part, now, wait, letters)
+        while !pending.is_empty() {
+            let (done, taken) = recovery::with_retries(D::BACKEND, || {
+                self.apply_some(batch, &pending, now, letters)
             })
             .await?;
-            match attempt {
-                Some(done) => {
-                    out += done;
-                    letters = false;
-                    busy = 0;
-                }
-                None => {
-                    busy += 1;
-                    pending.push_back(part);
-                }
-            }
+            out += done;
+            letters = false;
+            pending.retain(|p| !taken.contains(&p.id));
         }
         Ok(out)
     }
@@ -380,84 +368,111 @@ impl<D: Dialect> SqlStore<D> {
         })
     }
 
-    /// One partition: the whole of it in one statement set, or, when the database refuses a
-    /// row, again with the refused rows isolated. `None` when the partition is busy and `wait`
-    /// is false.
-    async fn apply_part(
+    /// One transaction over some of the `pending` partitions (see [`Self::attempt_in_tx`]);
+    /// when the database refuses a row, once more with the refused rows isolated. Returns what
+    /// it wrote and the partitions it wrote.
+    async fn apply_some(
         &self,
         batch: &EnrichedBatch,
-        part: &Part<'_>,
+        pending: &[Part<'_>],
         now: DateTime<Utc>,
-        wait: bool,
         letters: bool,
-    ) -> Result<Option<ApplyOutcome>, StoreError> {
+    ) -> Result<(ApplyOutcome, Vec<u32>), StoreError> {
         let mut conn = self.acquire("beginning batch transaction").await?;
         let mut result = self
-            .attempt(&mut conn, batch, part, now, wait, letters, false)
+            .attempt(&mut conn, batch, pending, now, letters, false)
             .await;
         if matches!(&result, Err(e) if e.is_row_rejection()) {
             result = self
-                .attempt(&mut conn, batch, part, now, true, letters, true)
+                .attempt(&mut conn, batch, pending, now, letters, true)
                 .await;
         }
         result
     }
 
-    /// One transaction on partition `part`, then the partition lock released (a session lock
-    /// outlives the transaction on MySQL). A connection whose lock could not be released is
-    /// closed, which releases it.
-    #[allow(clippy::too_many_arguments)]
+    /// One transaction, then its partition locks released (session locks outlive the
+    /// transaction on MySQL). A connection whose locks could not be released is closed, which
+    /// releases them.
     async fn attempt(
         &self,
         conn: &mut PoolConnection<D::Db>,
         batch: &EnrichedBatch,
-        part: &Part<'_>,
+        pending: &[Part<'_>],
         now: DateTime<Utc>,
-        wait: bool,
         letters: bool,
         isolate: bool,
-    ) -> Result<Option<ApplyOutcome>, StoreError> {
+    ) -> Result<(ApplyOutcome, Vec<u32>), StoreError> {
         let result = self
-            .attempt_in_tx(conn, batch, part, now, wait, letters, isolate)
+            .attempt_in_tx(conn, batch, pending, now, letters, isolate)
             .await;
-        if let Err(error) = self.dialect.unlock_partition(conn, part.id).await {
-            tracing::warn!(backend = D::BACKEND, %error, partition = part.id, "Releasing a write partition lock failed; closing the connection.");
+        if let Err(error) = self.dialect.unlock_partitions(conn).await {
+            tracing::warn!(backend = D::BACKEND, %error, "Releasing write partition locks failed; closing the connection.");
             conn.close_on_drop();
         }
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Locks partitions in the order of `pending` without waiting, skipping busy ones, until
+    /// the transaction has [`TX_TARGET_RECORDS`] records; if every one is busy, waits for the
+    /// first while holding nothing else. Waiting only with no lock held means no cycle of waits
+    /// can form. Then writes what it locked and commits.
     async fn attempt_in_tx(
         &self,
         conn: &mut PoolConnection<D::Db>,
         batch: &EnrichedBatch,
-        part: &Part<'_>,
+        pending: &[Part<'_>],
         now: DateTime<Utc>,
-        wait: bool,
         letters: bool,
         isolate: bool,
-    ) -> Result<Option<ApplyOutcome>, StoreError> {
+    ) -> Result<(ApplyOutcome, Vec<u32>), StoreError> {
         let mut tx = conn
             .begin()
             .await
             .map_err(self.err("beginning batch transaction"))?;
-        let locked = self
-            .dialect
-            .lock_partition(&mut *tx, part.id, wait)
-            .await
-            .map_err(self.err(format_args!("locking write partition {}", part.id)))?;
-        if !locked {
-            if wait {
-                return Err(StoreError::PartitionBusy { partition: part.id });
+        let mut taken: Vec<&Part<'_>> = Vec::new();
+        let mut records = 0usize;
+        for part in pending {
+            if records >= TX_TARGET_RECORDS {
+                break;
             }
-            return Ok(None);
+            let locked = self
+                .dialect
+                .lock_partition(&mut *tx, part.id, false)
+                .await
+                .map_err(self.err(format_args!("locking write partition {}", part.id)))?;
+            if locked {
+                records += part.records.len();
+                taken.push(part);
+            }
         }
+        if taken.is_empty() {
+            let Some(first) = pending.first() else {
+                return Ok((ApplyOutcome::default(), Vec::new()));
+            };
+            let locked = self
+                .dialect
+                .lock_partition(&mut *tx, first.id, true)
+                .await
+                .map_err(self.err(format_args!("waiting for write partition {}", first.id)))?;
+            if !locked {
+                return Err(StoreError::PartitionBusy {
+                    partition: first.id,
+                });
+            }
+            taken.push(first);
+        }
+        let ids: Vec<u32> = taken.iter().map(|p| p.id).collect();
         let mut out = if isolate {
-            self.write_isolating(&mut tx, batch, part, now, letters)
+            let mut indexes: Vec<usize> = taken
+                .iter()
+                .flat_map(|p| p.records.iter().copied())
+                .collect();
+            indexes.sort_unstable();
+            self.write_isolating(&mut tx, batch, &indexes, now, letters)
                 .await?
         } else {
-            self.write_whole(&mut *tx, part, now).await?
+            let plans = partition::merge(&taken);
+            self.write_plans(&mut *tx, &plans, now).await?
         };
         if letters && !isolate {
             self.dialect
@@ -468,7 +483,7 @@ impl<D: Dialect> SqlStore<D> {
         tx.commit()
             .await
             .map_err(self.err(format_args!("committing batch {}", batch.batch.id)))?;
-        Ok(Some(out))
+        Ok((out, ids))
     }
 
     async fn write_plans(
@@ -497,31 +512,22 @@ impl<D: Dialect> SqlStore<D> {
         Ok(out)
     }
 
-    async fn write_whole(
-        &self,
-        conn: &mut Conn<D>,
-        part: &Part<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<ApplyOutcome, StoreError> {
-        self.write_plans(conn, &part.plans, now).await
-    }
-
     /// The slow path after a row rejection, inside the partition's transaction: see
     /// [`super::recovery`].
     async fn write_isolating(
         &self,
         tx: &mut sqlx::Transaction<'_, D::Db>,
         batch: &EnrichedBatch,
-        part: &Part<'_>,
+        records: &[usize],
         now: DateTime<Utc>,
         letters: bool,
     ) -> Result<ApplyOutcome, StoreError> {
         let mut out = ApplyOutcome::default();
         let mut nodes: HashSet<(BotnetType, NodeIp)> = HashSet::new();
         let mut rejected: Vec<DeadLetter> = Vec::new();
-        let mut iso = Isolation::new(part.records.len());
+        let mut iso = Isolation::new(records.len());
         while let Some(slice) = iso.next_slice() {
-            let indexes = part.records.get(slice.clone()).unwrap_or_default();
+            let indexes = records.get(slice.clone()).unwrap_or_default();
             let sub = recovery::sub_batch(batch, indexes);
             let plans = plan(&sub);
             let mut sp = tx.begin().await.map_err(self.err("creating savepoint"))?;
@@ -542,7 +548,7 @@ impl<D: Dialect> SqlStore<D> {
                         .await
                         .map_err(self.err("rolling back to savepoint"))?;
                     if let Some(i) = iso.refused(slice) {
-                        if let Some(&record) = part.records.get(i) {
+                        if let Some(&record) = records.get(i) {
                             rejected.push(recovery::rejected_letter(batch, record, &e.to_string()));
                         }
                     }
@@ -565,7 +571,6 @@ impl<D: Dialect> SqlStore<D> {
         tracing::warn!(
             backend = D::BACKEND,
             batch = %batch.batch.id,
-            partition = part.id,
             rejected = rejected.len(),
             "The database refused some records; they are dead letters and the rest of the batch is committed."
         );

@@ -11,12 +11,17 @@ use std::net::IpAddr;
 
 use super::super::merge::TypePlan;
 use super::super::EnrichedBatch;
-use crate::record::NodeIp;
+use crate::record::{BotnetType, NodeIp};
 
 /// Partitions per database. Enough that a handful of concurrent writers rarely want the same
 /// one at the same time; few enough that a 5,000-record batch still writes a few hundred rows
 /// per statement (measured in `docs/performance.md`).
 pub const WRITE_PARTITIONS: u32 = 8;
+
+/// Records a transaction gathers (whole partitions, taken without waiting) before it stops
+/// taking more: a 1,000-record batch is then one transaction, a 5,000-record batch two, and a
+/// second writer finds the other half free.
+pub const TX_TARGET_RECORDS: usize = 2500;
 
 /// The partition of `ip`.
 pub fn partition_of(ip: NodeIp) -> u32 {
@@ -85,11 +90,26 @@ pub(crate) fn split<'a>(batch: &EnrichedBatch, plans: &[TypePlan<'a>]) -> Vec<Pa
     parts
 }
 
+/// The plans of `parts` together: per type, their nodes and communications.
+pub(crate) fn merge<'a>(parts: &[&Part<'a>]) -> Vec<TypePlan<'a>> {
+    let mut by_type: std::collections::BTreeMap<&BotnetType, TypePlan<'a>> = Default::default();
+    for p in parts.iter().flat_map(|part| &part.plans) {
+        let t = by_type.entry(&p.botnet_type).or_insert_with(|| TypePlan {
+            botnet_type: p.botnet_type.clone(),
+            nodes: Vec::new(),
+            communications: Vec::new(),
+        });
+        t.nodes.extend(p.nodes.iter().cloned());
+        t.communications.extend(p.communications.iter().cloned());
+    }
+    by_type.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::enrich::Geo;
-    use crate::record::{Batch, BotnetType, LogType, Record};
+    use crate::record::{Batch, LogType, Record};
     use crate::store::merge::plan;
 
     #[test]
@@ -138,6 +158,11 @@ mod tests {
             .map(|p| p.communications.len())
             .sum();
         let records: usize = parts.iter().map(|p| p.records.len()).sum();
+        let all: Vec<&Part<'_>> = parts.iter().collect();
+        let merged = merge(&all);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].nodes.len(), 50);
+        assert_eq!(merged[0].communications.len(), 200);
         assert_eq!(nodes, 50);
         assert_eq!(comms, 200);
         assert_eq!(records, 200);
