@@ -1,5 +1,5 @@
 //! The SQLite write path measured three ways, to choose between `rusqlite` and `sqlx-sqlite`
-//! for `SqliteStore` (`shared/perf-notes.md` asks for both):
+//! for `SqliteStore` (the raw limits in `docs/performance.md` advise measuring both):
 //! 1. **rusqlite, prepared statements**: one transaction per batch, a cached prepared statement
 //!    per row: the node upsert (`RETURNING id`), the communication insert, the count bump, as
 //!    `SqliteStore` does;

@@ -1,4 +1,4 @@
-//! The pull API (`spec/pull-api.md`), wire-compatible with the legacy C2 data server:
+//! The pull API (`docs/pull-protocol.md`), wire-compatible with the legacy C2 data server:
 //! `/api/pull` (`/pull`), `/api/confirm` (`/confirm`), `/api/stats` (`/stats`), `/health`
 //! (`/api/health`), plus `/metrics`.
 //!
@@ -67,7 +67,7 @@ impl ApiState {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        // With a Bearer header, only that header counts (spec).
+        // With a Bearer header, only that header counts, as with the legacy servers.
         let presented = match bearer {
             Some(token) => Some(token.as_bytes()),
             None => headers.get(API_KEY_HEADER).map(HeaderValue::as_bytes),
@@ -99,7 +99,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// A failed request, answered as the spec says.
+/// A failed request, answered as `docs/pull-protocol.md` says.
 #[derive(Debug)]
 enum ApiError {
     Unauthorized,

@@ -284,7 +284,8 @@ mod tests {
     use crate::collector::config::FilePattern;
     use regex::Regex;
 
-    /// The production online log's regex (push-and-sources.md).
+    /// The production online log's regex: it matches the `[JOIN ]` lines (a bot joined) and
+    /// skips the `[EXIST]` ones.
     const JOIN_REGEX: &str = r"\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})\] \[JOIN\s*\].*?([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})";
 
     fn join_parser() -> LineParser {

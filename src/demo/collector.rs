@@ -1,6 +1,6 @@
 //! An in-process collector serving the pull API from memory, for `botpipe demo` and for tests.
 //!
-//! It speaks both dialects of `shared/spec/pull-api.md`: [`Flavor::Botpipe`] (epoch,
+//! It speaks both dialects of `docs/pull-protocol.md`: [`Flavor::Botpipe`] (epoch,
 //! `global_max_seq_id`, idempotent `up_to_seq` confirms) and [`Flavor::Legacy`] (no epoch, no
 //! `global_max_seq_id`, `records` duplicated, positional confirms of the N oldest unpulled
 //! records). It also records every confirm so tests can check what was confirmed when.

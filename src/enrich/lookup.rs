@@ -12,12 +12,12 @@
 //! - Non-public addresses (private, loopback, CGNAT, …) are unknown without asking any database,
 //!   whatever a database may hold for them.
 //!
-//! The optional per-IP cache is `quick_cache` (perf-notes: moka costs more than it saves). It is
-//! off by default ([`DEFAULT_CACHE_CAPACITY`] is 0): `benches/enrich.rs` shows it costs 40–50%
-//! more per batch of fresh IPs and saves at most about 1 ms per 5,000 recurring ones, because the
-//! city databases already keep their decoded records per thread (see [`super::city::CityDb`]),
-//! so what a per-IP hit still saves is only the tree walk; figures in `docs/performance.md`,
-//! "Enrichment". When it is on, unknown answers are cached like any other.
+//! The optional per-IP cache is `quick_cache` (moka measured slower than no cache at all: the raw
+//! limits in `docs/performance.md`). It is off by default ([`DEFAULT_CACHE_CAPACITY`] is 0):
+//! `benches/enrich.rs` shows it costs 40–50% more per batch of fresh IPs and saves at most about
+//! 1 ms per 5,000 recurring ones, because the city databases already keep their decoded records
+//! per thread (see [`super::city::CityDb`]), so what a per-IP hit still saves is only the tree
+//! walk; figures in `docs/performance.md`, "Enrichment". When it is on, unknown answers are cached like any other.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -1,6 +1,6 @@
 //! Place names as the platform stores them: Chinese country and continent names for ISO country
 //! codes, Chinese names for China's provinces given in English, and the legacy normalisation of
-//! Chinese province and city names (`shared/spec/platform-schema.md`).
+//! Chinese province and city names (`docs/geodata.md`).
 //!
 //! The tables are small, static and sorted, so a lookup is a binary search with no allocation,
 //! and the names are static [`ArcStr`]s that a [`super::Geo`] holds without allocating.

@@ -1,4 +1,4 @@
-//! One pull cycle, step by step as in `shared/spec/pull-api.md`:
+//! One pull cycle, step by step as in `docs/pull-protocol.md`:
 //! 1. `GET /api/pull?since_seq=<cursor>`;
 //! 2. reset detection (epoch changed, or cursor above `global_max_seq_id`);
 //! 3. validation into records and dead letters;

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::record::parse_timestamp;
 
-/// Largest distance between a request's timestamp and now (the spec's 300 s).
+/// Largest distance between a request's timestamp and now (the push format's 300 s).
 pub const MAX_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(300);
 
 type HmacSha256 = Hmac<Sha256>;

@@ -1,4 +1,4 @@
-//! Push ingest, `POST /api/data-push` (`shared/spec/push-and-sources.md`): relays that cannot be
+//! Push ingest, `POST /api/data-push` (`docs/operations.md`, "Push ingest"): relays that cannot be
 //! pulled send signed batches, and botpipe answers 200 only once the batch is durable.
 //!
 //! Order of checks, each refusing before any later work is done:
@@ -44,7 +44,7 @@ use crate::telemetry::Chain;
 pub use auth::{sign, Credentials};
 pub use nonce::NonceCache;
 
-/// Records one push may carry (the spec's `1..=5000`).
+/// Records one push may carry (the push format's `1..=5000`).
 pub const MAX_RECORDS: usize = 5000;
 /// Longest accepted nonce, so the nonce cache stays small in bytes too.
 pub const MAX_NONCE_LEN: usize = 256;

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long a nonce is remembered (the spec's 600 s).
+/// How long a nonce is remembered (the push format's 600 s).
 pub const NONCE_TTL: Duration = Duration::from_secs(600);
 
 /// Bounded set of recently seen nonces.

@@ -1,10 +1,10 @@
 //! Depth sampling: reads queue and spool depth from the backends themselves (`XLEN`/`XPENDING`,
 //! `COUNT(*)`), bounded by a deadline, sets the depth gauges and feeds [`Backpressure`].
 //!
-//! Gauges are set only from a fresh sample, never tracked by in-process increments (house style
-//! §5). A backend that does not answer in time leaves its gauge at the last value; the gate
-//! keeps using that value too, so a dead Redis neither opens nor closes it by itself (the
-//! spool's own depth, which is local and always readable, still closes it at the cap).
+//! Gauges are set only from a fresh sample, never tracked by in-process increments. A backend
+//! that does not answer in time leaves its gauge at the last value; the gate keeps using that
+//! value too, so a dead Redis neither opens nor closes it by itself (the spool's own depth, which
+//! is local and always readable, still closes it at the cap).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -372,7 +372,7 @@ impl EmbeddedQueue {
     }
 }
 
-/// SQLite result codes after which the file's durability is in doubt (house style §3.6).
+/// SQLite result codes after which the file's durability is in doubt.
 fn is_durability_failure(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),

@@ -220,7 +220,7 @@ fn parse_v4_leading_zeros(s: &str) -> Option<IpAddr> {
 }
 
 /// True for globally routable unicast addresses. `std`'s `is_global` is unstable, so the ranges
-/// the collector spec names are listed here.
+/// botpipe treats as non-public (`docs/pull-protocol.md`, record fields) are listed here.
 fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {

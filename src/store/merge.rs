@@ -1,5 +1,4 @@
-//! The merge rules of `shared/spec/platform-schema.md`, computed once per batch and shared by
-//! every backend.
+//! The merge rules of `docs/schema.md`, computed once per batch and shared by every backend.
 //!
 //! [`plan`] folds a batch into, per botnet type, one [`NodeDelta`] per IP (earliest and latest
 //! online, latest cleanup, newest known geography) and the distinct communications. Backends then

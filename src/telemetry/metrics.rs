@@ -1,6 +1,6 @@
-//! Every metric botpipe exports: names follow `botpipe_<component>_<noun>_<unit>[_total]`
-//! (house style §5). Labels come from closed sets only: `endpoint` (configuration), `stage`,
-//! `outcome`, `reason`, `result`. `docs/metrics.md` documents the same list; a test keeps them equal.
+//! Every metric botpipe exports: names follow `botpipe_<component>_<noun>_<unit>[_total]`.
+//! Labels come from closed sets only: `endpoint` (configuration), `stage`, `outcome`, `reason`,
+//! `result`. `docs/metrics.md` documents the same list; a test keeps them equal.
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 

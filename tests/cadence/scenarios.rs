@@ -1,4 +1,4 @@
-//! Issue 3's proof: with a collector producing records continuously and a fault injected
+//! The cadence proof: with a collector producing records continuously and a fault injected
 //! between botpipe and Redis (dead, hanging, slow, restarted) or in the store (held locked from
 //! outside), every endpoint keeps its schedule (p99 drift ≤ 2% of the interval, no missed
 //! ticks), memory stays bounded, and once the fault clears every record is stored exactly once

@@ -491,7 +491,7 @@ async fn refused_row_is_dead_lettered_and_the_rest_commits(backend: Backend) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Geography that fits its columns (issue 18).
+// Geography that fits its columns: a geodata name longer than its column used to cost its record.
 
 /// 59 characters, from DB-IP City Lite: longer than the legacy `VARCHAR(50)`.
 const LONG_CITY: &str = "Norfolk (Joint Expeditionary Base Little Creek-Fort Story)";
@@ -539,7 +539,8 @@ async fn over_long_geography_is_cut_to_its_columns(backend: Backend) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Overlapping writers never deadlock (issue 18).
+// Overlapping writers never deadlock: workers writing overlapping IPs used to deadlock on
+// PostgreSQL and MariaDB (the `issue_18_…` regression tests).
 
 /// Deadlocks the server has counted for this test's database (PostgreSQL) or in all (MariaDB
 /// keeps one global counter). On PostgreSQL, call it once the store's connections are closed.
