@@ -25,6 +25,7 @@ use crate::queue::{
     AnyQueue, Backpressure, DepthSampler, EmbeddedQueue, Handoff, QueueError, SpoolDrainer,
 };
 use crate::record::RecordContext;
+use crate::store::sampler::{StoreSampler, STORE_SAMPLE_INTERVAL, STORE_SAMPLE_TIMEOUT};
 use crate::store::{AnyStore, Store, StoreError};
 use crate::worker::Worker;
 
@@ -111,6 +112,7 @@ pub struct App {
     push: Option<Arc<PushIngest>>,
     listener: Option<TcpListener>,
     http_addr: Option<SocketAddr>,
+    store_sample_interval: Duration,
 }
 
 /// Opens the configured queue and, for Redis, the spool (see [`crate::queue::open`]).
@@ -214,7 +216,16 @@ impl App {
             push,
             listener,
             http_addr,
+            store_sample_interval: STORE_SAMPLE_INTERVAL,
         })
+    }
+
+    /// Samples the store's row counts for `/api/status` every `every` instead of
+    /// [`STORE_SAMPLE_INTERVAL`] (tests that wait for numbers to show).
+    #[must_use]
+    pub fn sample_store_every(mut self, every: Duration) -> Self {
+        self.store_sample_interval = every;
+        self
     }
 
     /// The bound HTTP address (port 0 resolved), in `Full` mode.
@@ -345,10 +356,18 @@ impl App {
         }
 
         if let Some(listener) = self.listener {
+            // Only where there is an `/api/status` to serve the counts.
+            let (sampler, store_counts) = StoreSampler::new(
+                self.store.clone(),
+                self.store_sample_interval,
+                STORE_SAMPLE_TIMEOUT,
+            );
+            aux.spawn(sampler.run_until_stopped(aux_token.clone()));
             let state = HttpState {
                 board: self.board.clone(),
                 handoff: self.handoff.clone(),
                 store: self.store.clone(),
+                store_counts,
                 lookup: self.lookup.clone(),
                 backpressure: Arc::clone(&self.backpressure),
                 prometheus: crate::telemetry::prometheus(),

@@ -14,6 +14,8 @@ use crate::config::Settings;
 use crate::http::{status_snapshot, StatusSnapshot};
 use crate::pull::StatusBoard;
 use crate::queue::{Backpressure, Handoff};
+use crate::store::sampler::StoreSampler;
+use crate::store::Accuracy;
 
 use super::{bounded, require_embedded_files, CommandError};
 
@@ -104,8 +106,19 @@ pub async fn read_direct(settings: &Settings) -> Result<StatusSnapshot, CommandE
     if let (Ok(qd), Ok(sd)) = (&queue_depth, spool_depth) {
         backpressure.observe(qd.total.saturating_sub(qd.pending), sd);
     }
-    Ok(status_snapshot(&board, &handoff, &store, &backpressure).await)
+    // One sample now, the same one `/api/status` serves: catalogue estimates where the database
+    // keeps them, so a status check does not scan the largest tables.
+    let (sampler, _) = StoreSampler::new(
+        store.clone(),
+        super::DEPENDENCY_TIMEOUT,
+        super::DEPENDENCY_TIMEOUT,
+    );
+    let counts = sampler.sample_once().await;
+    Ok(status_snapshot(&board, &handoff, counts, &backpressure).await)
 }
+
+/// What the table says where the store has not been sampled yet.
+const NOT_SAMPLED: &str = "not sampled yet";
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
@@ -159,36 +172,53 @@ pub fn render_table(s: &StatusSnapshot) -> String {
             "off"
         }
     );
-    let dead: u64 = s.dead_letters.values().sum();
-    let by_reason: Vec<String> = s
-        .dead_letters
-        .iter()
-        .map(|(r, n)| format!("{r} {n}"))
-        .collect();
-    let _ = writeln!(
-        out,
-        "dead letters  {dead}{}",
-        if by_reason.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", by_reason.join(", "))
+    let dead_letters = match &s.dead_letters {
+        None => NOT_SAMPLED.to_owned(),
+        Some(by_reason) => {
+            let dead: u64 = by_reason.values().sum();
+            let each: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            if each.is_empty() {
+                dead.to_string()
+            } else {
+                format!("{dead} ({})", each.join(", "))
+            }
         }
-    );
+    };
+    let _ = writeln!(out, "dead letters  {dead_letters}");
     if let Some(err) = &s.store_error {
         let _ = writeln!(out, "store         unavailable: {err}");
-        return out;
     }
+    let (Some(info), Some(nodes), Some(comms)) = (&s.store_sample, &s.nodes, &s.communications)
+    else {
+        let _ = writeln!(out, "store counts  {NOT_SAMPLED}");
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "store counts  sampled {} UTC ({:.1}s ago); ~ marks an estimate, ? a table too large to count",
+        info.sampled_at.format("%Y-%m-%d %H:%M:%S"),
+        info.age_seconds
+    );
     let _ = writeln!(out);
     let _ = writeln!(
         out,
         "{:<20} {:>10} {:>10} {:>10} {:>15}",
         "BOTNET TYPE", "ACTIVE", "INACTIVE", "CLEANED", "COMMUNICATIONS"
     );
-    let types: std::collections::BTreeSet<&String> =
-        s.nodes.keys().chain(s.communications.keys()).collect();
+    let types: std::collections::BTreeSet<&String> = nodes
+        .keys()
+        .chain(comms.keys())
+        .chain(info.communications.keys())
+        .collect();
     for t in types {
-        let n = s.nodes.get(t);
+        let n = nodes.get(t);
         let get = |k: &str| n.and_then(|m| m.get(k)).copied().unwrap_or(0);
+        let rows = match (comms.get(t), info.communications.get(t)) {
+            (Some(n), Some(Accuracy::Estimate)) => format!("~{n}"),
+            (Some(n), _) => n.to_string(),
+            (None, Some(Accuracy::Unknown)) => "?".to_owned(),
+            (None, _) => "0".to_owned(),
+        };
         let _ = writeln!(
             out,
             "{:<20} {:>10} {:>10} {:>10} {:>15}",
@@ -196,7 +226,7 @@ pub fn render_table(s: &StatusSnapshot) -> String {
             get("active"),
             get("inactive"),
             get("cleaned"),
-            s.communications.get(t).copied().unwrap_or(0)
+            rows
         );
     }
     out
@@ -205,7 +235,7 @@ pub fn render_table(s: &StatusSnapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::DepthStatus;
+    use crate::http::{DepthStatus, StoreSampleInfo};
     use crate::pull::EndpointStatus;
 
     #[test]
@@ -227,14 +257,28 @@ mod tests {
             },
             spool: None,
             backpressure_paused: false,
-            dead_letters: [("bad_ip".to_owned(), 4)].into_iter().collect(),
-            nodes: [(
-                "mozi".to_owned(),
-                [("active".to_owned(), 5)].into_iter().collect(),
-            )]
-            .into_iter()
-            .collect(),
-            communications: [("mozi".to_owned(), 9)].into_iter().collect(),
+            dead_letters: Some([("bad_ip".to_owned(), 4)].into_iter().collect()),
+            nodes: Some(
+                [(
+                    "mozi".to_owned(),
+                    [("active".to_owned(), 5)].into_iter().collect(),
+                )]
+                .into_iter()
+                .collect(),
+            ),
+            communications: Some([("mozi".to_owned(), 9)].into_iter().collect()),
+            store_sample: Some(StoreSampleInfo {
+                sampled_at: chrono::Utc::now(),
+                age_seconds: 3.2,
+                nodes: Accuracy::Exact,
+                dead_letters: Accuracy::Exact,
+                communications: [
+                    ("mozi".to_owned(), Accuracy::Exact),
+                    ("mirai".to_owned(), Accuracy::Unknown),
+                ]
+                .into_iter()
+                .collect(),
+            }),
             store_error: None,
         };
         let t = render_table(&s);
@@ -246,8 +290,30 @@ mod tests {
             "bad_ip 4",
             "mozi",
             " 9",
+            "(3.2s ago)",
         ] {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }
+        let mirai = t.lines().find(|l| l.starts_with("mirai")).unwrap();
+        assert!(mirai.ends_with(" ?"), "{mirai}");
+
+        let mut estimated = s.clone();
+        if let Some(info) = estimated.store_sample.as_mut() {
+            info.communications
+                .insert("mozi".to_owned(), Accuracy::Estimate);
+        }
+        assert!(render_table(&estimated).contains(" ~9"));
+
+        let unsampled = StatusSnapshot {
+            dead_letters: None,
+            nodes: None,
+            communications: None,
+            store_sample: None,
+            ..s
+        };
+        let t = render_table(&unsampled);
+        assert!(t.contains("dead letters  not sampled yet"), "{t}");
+        assert!(t.contains("store counts  not sampled yet"), "{t}");
+        assert!(!t.contains("BOTNET TYPE"), "{t}");
     }
 }

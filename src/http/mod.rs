@@ -3,13 +3,16 @@
 //! see [`crate::push`]). One axum router per process; handlers only read shared state and never
 //! block on a dependency longer than [`PROBE_TIMEOUT`].
 //!
+//! `/api/status` serves the store's row counts as last sampled by a
+//! [`StoreSampler`](crate::store::sampler::StoreSampler), never counting rows itself.
+//!
 //! `/ready` is 200 only when the store would take a write, the queue (or, with Redis, the spool)
 //! answers, and every configured geodata file is readable; otherwise 503, with the detail of
 //! each dependency in the JSON body either way.
 
 mod status;
 
-pub use status::{status_snapshot, DepthStatus, StatusSnapshot};
+pub use status::{status_snapshot, DepthStatus, StatusSnapshot, StoreSampleInfo};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use crate::enrich::AnyLookup;
 use crate::pull::StatusBoard;
 use crate::push::{PushIngest, Refusal};
 use crate::queue::{Backpressure, Handoff, Queue};
+use crate::store::sampler::StoreSamples;
 use crate::store::{AnyStore, Store};
 
 /// Longest a readiness or status probe waits for one dependency.
@@ -43,6 +47,8 @@ pub struct HttpState {
     pub handoff: Handoff,
     /// The store.
     pub store: AnyStore,
+    /// The store's row counts as last sampled, for `/api/status`.
+    pub store_counts: StoreSamples,
     /// Geo lookup, for readiness detail.
     pub lookup: AnyLookup,
     /// Backpressure gate.
@@ -172,5 +178,13 @@ async fn metrics_text(State(s): State<HttpState>) -> Response {
 }
 
 async fn api_status(State(s): State<HttpState>) -> Json<StatusSnapshot> {
-    Json(status_snapshot(&s.board, &s.handoff, &s.store, &s.backpressure).await)
+    Json(
+        status_snapshot(
+            &s.board,
+            &s.handoff,
+            s.store_counts.latest(),
+            &s.backpressure,
+        )
+        .await,
+    )
 }

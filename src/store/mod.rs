@@ -7,12 +7,18 @@
 //! replays and reorderings leave the same rows, and cuts geography to its columns first
 //! ([`columns`]). A backend decides per error whether it is retryable
 //! ([`StoreError::is_retryable`]); a retryable failure leaves the batch unacked in the queue.
+//!
+//! Row counts come two ways: [`Store::counts`] is exact (the demo summary, `botpipe migrate`,
+//! tests), and [`Store::sample_counts`] is as cheap as the backend allows, with every number
+//! labelled exact or estimated ([`Accuracy`]); [`sampler`] takes the latter off the request path
+//! of `/api/status`.
 
 pub mod columns;
 pub mod merge;
 pub mod mysql;
 pub mod postgres;
 mod recovery;
+pub mod sampler;
 mod schema;
 pub mod sql;
 mod sqlite;
@@ -77,6 +83,45 @@ impl StoreCounts {
     /// Dead letters of all reasons.
     pub fn total_dead_letters(&self) -> u64 {
         self.dead_letters.values().sum()
+    }
+}
+
+/// How a number in a [`CountSample`] was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accuracy {
+    /// Counted row by row.
+    Exact,
+    /// Read from the database's catalogue (PostgreSQL `pg_class.reltuples` scaled to the
+    /// table's current size, MySQL `information_schema.tables.table_rows`).
+    Estimate,
+    /// The catalogue has no estimate yet and the table is too large to count: no number.
+    Unknown,
+}
+
+/// Row counts for status output, as cheap as the backend allows: node and dead-letter counts
+/// are exact (a `GROUP BY` on an indexed column), communication rows may be estimates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CountSample {
+    /// The numbers; a type whose communications are [`Accuracy::Unknown`] has no entry in
+    /// `counts.communications`.
+    pub counts: StoreCounts,
+    /// How each type's communication rows were counted.
+    pub communications: BTreeMap<String, Accuracy>,
+}
+
+impl CountSample {
+    /// Exact counts, labelled so.
+    pub fn exact(counts: StoreCounts) -> Self {
+        let communications = counts
+            .communications
+            .keys()
+            .map(|t| (t.clone(), Accuracy::Exact))
+            .collect();
+        Self {
+            counts,
+            communications,
+        }
     }
 }
 
@@ -305,8 +350,13 @@ pub trait Store: Send + Sync {
         batch: &EnrichedBatch,
     ) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
 
-    /// Row counts per type, status and dead-letter reason.
+    /// Exact row counts per type, status and dead-letter reason.
     fn counts(&self) -> impl Future<Output = Result<StoreCounts, StoreError>> + Send;
+
+    /// Row counts for status output: exact where counting is cheap or the only way, catalogue
+    /// estimates for communication rows where the database keeps them (see [`CountSample`]).
+    /// Never waits behind the store's own writes.
+    fn sample_counts(&self) -> impl Future<Output = Result<CountSample, StoreError>> + Send;
 
     /// Dead letters, newest first, after id `before` if given.
     fn dead_letters(
@@ -412,6 +462,9 @@ impl Store for AnyStore {
     }
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
         dispatch!(self, s => s.counts().await)
+    }
+    async fn sample_counts(&self) -> Result<CountSample, StoreError> {
+        dispatch!(self, s => s.sample_counts().await)
     }
     async fn dead_letters(
         &self,

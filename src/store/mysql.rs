@@ -118,6 +118,14 @@ impl Dialect for Mysql {
     const COUNT_DEAD_LETTERS: &'static str =
         "SELECT reason, COUNT(*) FROM botpipe_dead_letters GROUP BY reason";
     const COUNT_ROWS: &'static str = "SELECT 'rows', COUNT(*) FROM {table}";
+    /// InnoDB's running estimate (MySQL 8 caches it for `information_schema_stats_expiry`).
+    const ESTIMATE_ROWS: &'static str = "SELECT
+            CASE WHEN table_rows IS NOT NULL THEN 'estimate'
+                 WHEN data_length <= {small_bytes} THEN 'small'
+                 ELSE 'unknown' END,
+            CAST(COALESCE(table_rows, 0) AS SIGNED)
+         FROM information_schema.tables
+         WHERE table_schema = DATABASE() AND table_name = '{table}'";
     const DEAD_LETTER_PAGE: &'static str =
         "SELECT id, source, reason, detail, raw, rejected_at FROM botpipe_dead_letters
          WHERE id < ? ORDER BY id DESC LIMIT ?";

@@ -78,6 +78,17 @@ impl Dialect for Postgres {
     const COUNT_DEAD_LETTERS: &'static str =
         "SELECT reason::text, count(*) FROM botpipe_dead_letters GROUP BY reason";
     const COUNT_ROWS: &'static str = "SELECT 'rows'::text, count(*) FROM {table}";
+    /// `reltuples` as of the last VACUUM or ANALYZE (negative, or zero pages, before the first),
+    /// scaled by the table's pages now, as the planner scales it.
+    const ESTIMATE_ROWS: &'static str = "SELECT
+            CASE WHEN c.reltuples >= 0 AND c.relpages > 0 THEN 'estimate'
+                 WHEN pg_relation_size(c.oid) <= {small_bytes} THEN 'small'
+                 ELSE 'unknown' END,
+            CASE WHEN c.reltuples >= 0 AND c.relpages > 0
+                 THEN (c.reltuples::float8 / c.relpages * pg_relation_size(c.oid)
+                       / current_setting('block_size')::float8)::bigint
+                 ELSE 0 END
+         FROM pg_class c WHERE c.oid = to_regclass('{table}')";
     const DEAD_LETTER_PAGE: &'static str =
         "SELECT id, source, reason::text, detail, raw, rejected_at FROM botpipe_dead_letters
          WHERE id < $1 ORDER BY id DESC LIMIT $2";

@@ -5,18 +5,26 @@
 //! sqlite_write`, figures in `docs/performance.md`): sqlx crosses its worker thread once per
 //! statement, which costs more than the statement itself here.
 //!
+//! Reads never queue behind the writer: counts and the dead-letter listing run on a read-only
+//! connection of their own (WAL lets readers see the last commit while a write is in progress),
+//! and the readiness ping probes the write lock on a third connection, so `/ready` and
+//! `/api/status` answer while a long batch holds the writer.
+//!
 //! Timestamps are stored as `YYYY-MM-DD HH:MM:SS` UTC text, whose lexical order is time order,
 //! so SQLite's scalar `MIN`/`MAX` implement the `LEAST`/`GREATEST` merge rules.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use super::merge::{plan, sql_time, TypePlan};
-use super::{ApplyOutcome, EnrichedBatch, Store, StoreCounts, StoreError, StoredDeadLetter};
+use super::{
+    ApplyOutcome, CountSample, EnrichedBatch, Store, StoreCounts, StoreError, StoredDeadLetter,
+};
 use crate::enrich::Geo;
 use crate::record::{BotnetType, DeadLetter};
 
@@ -168,13 +176,51 @@ impl std::fmt::Debug for SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    /// The writer: every write, and nothing else that could wait behind one.
     conn: Mutex<State>,
+    /// Read-only: counts and dead-letter listings, beside the writer.
+    reader: Mutex<Connection>,
+    /// The readiness probe's connection: it only ever takes and drops the write lock.
+    probe: Mutex<Connection>,
+    /// Odd while the writer holds SQLite's write lock in a batch transaction; bumped on taking
+    /// and on releasing it (see [`WriteLockHeld`]).
+    write_epoch: Arc<AtomicU64>,
 }
 
 struct State {
     conn: Connection,
     /// Types whose tables exist, with their statements.
     types: HashMap<BotnetType, TypeSql>,
+    /// The writer's [`Inner::write_epoch`].
+    write_epoch: Arc<AtomicU64>,
+}
+
+/// Marks the writer as holding the write lock from its creation (just after `BEGIN IMMEDIATE`
+/// succeeded) to its drop, so that the ping can tell the writer's own lock from another
+/// process's.
+struct WriteLockHeld<'a>(&'a AtomicU64);
+
+impl<'a> WriteLockHeld<'a> {
+    fn mark(epoch: &'a AtomicU64) -> Self {
+        epoch.fetch_add(1, Ordering::SeqCst);
+        Self(epoch)
+    }
+}
+
+impl Drop for WriteLockHeld<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Begins a write transaction that holds the write lock from the start, marked in `epoch`; the
+/// mark goes when the returned guard drops (declared after the transaction, it drops first).
+fn begin_write<'c>(
+    conn: &'c mut Connection,
+    epoch: &'c AtomicU64,
+) -> rusqlite::Result<(Transaction<'c>, WriteLockHeld<'c>)> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    Ok((tx, WriteLockHeld::mark(epoch)))
 }
 
 impl SqliteStore {
@@ -208,13 +254,38 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err("enabling foreign keys"))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Opened after the writer switched the file to WAL, which is what lets them read and
+        // probe beside it.
+        let side = |flags: OpenFlags, busy: Duration, what: &str| {
+            let c = Connection::open_with_flags(path, flags)
+                .map_err(err(&format!("opening the {what} connection")))?;
+            c.busy_timeout(busy)
+                .map_err(err(&format!("setting the {what} busy timeout")))?;
+            Ok::<_, StoreError>(c)
+        };
+        let no_create = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let reader = side(
+            no_create | OpenFlags::SQLITE_OPEN_READ_ONLY,
+            BUSY_TIMEOUT,
+            "read",
+        )?;
+        let probe = side(
+            no_create | OpenFlags::SQLITE_OPEN_READ_WRITE,
+            PING_BUSY_TIMEOUT,
+            "probe",
+        )?;
+        let write_epoch = Arc::new(AtomicU64::new(0));
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 conn: Mutex::new(State {
                     conn,
                     types: HashMap::new(),
+                    write_epoch: Arc::clone(&write_epoch),
                 }),
+                reader: Mutex::new(reader),
+                probe: Mutex::new(probe),
+                write_epoch,
             }),
         })
     }
@@ -233,6 +304,21 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let mut state = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&inner.path, &mut state)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the read-only connection, never waiting for the writer.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path, &Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&inner.path, &conn)
         })
         .await
         .map_err(|_| StoreError::Closed)?
@@ -383,6 +469,71 @@ fn apply_type(
     Ok(())
 }
 
+/// Exact row counts, on whichever connection `conn` is (the read connection in practice).
+fn count_rows(path: &Path, conn: &Connection) -> Result<StoreCounts, StoreError> {
+    let mut out = StoreCounts::default();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'botnet\\_nodes\\_%' ESCAPE '\\' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(sqlite_err(path, "listing node tables"))?;
+    let known: HashSet<String> = tables.into_iter().collect();
+    for table in &known {
+        let Some(t) = table
+            .strip_prefix("botnet_nodes_")
+            .and_then(|t| BotnetType::parse(t).ok())
+        else {
+            continue;
+        };
+        let mut by_status = std::collections::BTreeMap::new();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT status, COUNT(*) FROM {} GROUP BY status",
+                t.nodes_table()
+            ))
+            .map_err(sqlite_err(path, format!("counting {table}")))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(sqlite_err(path, format!("counting {table}")))?;
+        for row in rows {
+            let (status, n) = row.map_err(sqlite_err(path, format!("counting {table}")))?;
+            by_status.insert(status, n.max(0) as u64);
+        }
+        out.nodes.insert(t.to_string(), by_status);
+        let comms: i64 = conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM {}", t.communications_table()),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sqlite_err(
+                path,
+                format!("counting {}", t.communications_table()),
+            ))?;
+        out.communications
+            .insert(t.to_string(), comms.max(0) as u64);
+    }
+    let has_dl: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'botpipe_dead_letters'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )
+        .map_err(sqlite_err(path, "looking for botpipe_dead_letters"))?;
+    if has_dl {
+        let mut stmt = conn
+            .prepare("SELECT reason, COUNT(*) FROM botpipe_dead_letters GROUP BY reason")
+            .map_err(sqlite_err(path, "counting botpipe_dead_letters"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(sqlite_err(path, "counting botpipe_dead_letters"))?;
+        for row in rows {
+            let (reason, n) = row.map_err(sqlite_err(path, "counting botpipe_dead_letters"))?;
+            out.dead_letters.insert(reason, n.max(0) as u64);
+        }
+    }
+    Ok(out)
+}
+
 impl Store for SqliteStore {
     async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
         let types = types.clone();
@@ -410,9 +561,12 @@ impl Store for SqliteStore {
             }
             let now = sql_time(chrono::Utc::now());
             let mut out = ApplyOutcome::default();
-            let State { conn, types } = state;
-            let tx = conn
-                .transaction()
+            let State {
+                conn,
+                types,
+                write_epoch,
+            } = state;
+            let (tx, _held) = begin_write(conn, write_epoch)
                 .map_err(sqlite_err(path, "beginning batch transaction"))?;
             insert_dead_letters(path, &tx, &batch.batch.dead_letters, &batch.batch.id.0)?;
             out.dead_letters = batch.batch.dead_letters.len() as u64;
@@ -432,60 +586,13 @@ impl Store for SqliteStore {
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
-        self.with_state(|path, state| {
-            let conn = &state.conn;
-            let mut out = StoreCounts::default();
-            let tables: Vec<String> = conn
-                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'botnet\\_nodes\\_%' ESCAPE '\\' ORDER BY name")
-                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-                .map_err(sqlite_err(path, "listing node tables"))?;
-            let known: HashSet<String> = tables.into_iter().collect();
-            for table in &known {
-                let Some(t) = table
-                    .strip_prefix("botnet_nodes_")
-                    .and_then(|t| BotnetType::parse(t).ok())
-                else {
-                    continue;
-                };
-                let mut by_status = std::collections::BTreeMap::new();
-                let mut stmt = conn
-                    .prepare(&format!("SELECT status, COUNT(*) FROM {} GROUP BY status", t.nodes_table()))
-                    .map_err(sqlite_err(path, format!("counting {table}")))?;
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                    .map_err(sqlite_err(path, format!("counting {table}")))?;
-                for row in rows {
-                    let (status, n) = row.map_err(sqlite_err(path, format!("counting {table}")))?;
-                    by_status.insert(status, n.max(0) as u64);
-                }
-                out.nodes.insert(t.to_string(), by_status);
-                let comms: i64 = conn
-                    .query_row(&format!("SELECT COUNT(*) FROM {}", t.communications_table()), [], |r| r.get(0))
-                    .map_err(sqlite_err(path, format!("counting {}", t.communications_table())))?;
-                out.communications.insert(t.to_string(), comms.max(0) as u64);
-            }
-            let has_dl: bool = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'botpipe_dead_letters'",
-                    [],
-                    |r| r.get::<_, i64>(0).map(|n| n > 0),
-                )
-                .map_err(sqlite_err(path, "looking for botpipe_dead_letters"))?;
-            if has_dl {
-                let mut stmt = conn
-                    .prepare("SELECT reason, COUNT(*) FROM botpipe_dead_letters GROUP BY reason")
-                    .map_err(sqlite_err(path, "counting botpipe_dead_letters"))?;
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                    .map_err(sqlite_err(path, "counting botpipe_dead_letters"))?;
-                for row in rows {
-                    let (reason, n) = row.map_err(sqlite_err(path, "counting botpipe_dead_letters"))?;
-                    out.dead_letters.insert(reason, n.max(0) as u64);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.with_reader(count_rows).await
+    }
+
+    async fn sample_counts(&self) -> Result<CountSample, StoreError> {
+        // Counted exactly: SQLite keeps no row estimates, and the read connection does not hold
+        // up the writer.
+        self.counts().await.map(CountSample::exact)
     }
 
     async fn dead_letters(
@@ -493,9 +600,8 @@ impl Store for SqliteStore {
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<StoredDeadLetter>, StoreError> {
-        self.with_state(move |path, state| {
-            let mut stmt = state
-                .conn
+        self.with_reader(move |path, conn| {
+            let mut stmt = conn
                 .prepare(
                     "SELECT id, source, reason, detail, raw, rejected_at FROM botpipe_dead_letters
                      WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
@@ -527,9 +633,7 @@ impl Store for SqliteStore {
     async fn delete_dead_letters(&self, ids: &[i64]) -> Result<u64, StoreError> {
         let ids = ids.to_vec();
         self.with_state(move |path, state| {
-            let tx = state
-                .conn
-                .transaction()
+            let (tx, _held) = begin_write(&mut state.conn, &state.write_epoch)
                 .map_err(sqlite_err(path, "beginning dead-letter delete"))?;
             let mut deleted = 0u64;
             for chunk in ids.chunks(DELETE_CHUNK) {
@@ -550,23 +654,31 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with_state(|path, state| {
-            let conn = &state.conn;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let path = &inner.path;
+            let conn = inner.probe.lock().unwrap_or_else(|p| p.into_inner());
             // A plain `SELECT 1` answers even while another process holds the write lock, so
-            // take the write lock briefly: that is what the workers need.
-            conn.busy_timeout(PING_BUSY_TIMEOUT)
-                .map_err(sqlite_err(path, "ping: setting busy timeout"))?;
+            // take the write lock briefly: that is what the workers need. On the probe's own
+            // connection, so the ping never waits for the writer's mutex.
+            let before = inner.write_epoch.load(Ordering::SeqCst);
             let probe = conn
                 .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
                 .map_err(sqlite_err(path, "ping: taking the write lock"));
             if probe.is_err() && !conn.is_autocommit() {
                 let _rolled_back = conn.execute_batch("ROLLBACK");
             }
-            conn.busy_timeout(BUSY_TIMEOUT)
-                .map_err(sqlite_err(path, "ping: restoring busy timeout"))?;
-            probe
+            // Busy because this store's own writer held the lock, or took it meanwhile: the
+            // database is taking writes, which is what the ping asks.
+            let after = inner.write_epoch.load(Ordering::SeqCst);
+            let ours = before % 2 == 1 || after != before;
+            match probe {
+                Err(e) if ours && e.is_retryable() => Ok(()),
+                other => other,
+            }
         })
         .await
+        .map_err(|_| StoreError::Closed)?
     }
 }
 
@@ -603,6 +715,63 @@ mod tests {
         assert_eq!(store.delete_dead_letters(&ids).await.unwrap(), 1100);
         assert_eq!(store.delete_dead_letters(&ids).await.unwrap(), 0);
         assert_eq!(store.counts().await.unwrap().total_dead_letters(), 100);
+    }
+
+    /// Holds this store's writer the way a long batch does (its mutex and, through
+    /// [`begin_write`], SQLite's write lock, with one uncommitted dead letter) until `release`
+    /// says so; then commits.
+    fn hold_writer(
+        store: &SqliteStore,
+        held: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    ) -> std::thread::JoinHandle<()> {
+        let inner = Arc::clone(&store.inner);
+        std::thread::spawn(move || {
+            let mut state = inner.conn.lock().unwrap();
+            let State {
+                conn, write_epoch, ..
+            } = &mut *state;
+            let (tx, held_lock) = begin_write(conn, write_epoch).unwrap();
+            insert_dead_letters(&inner.path, &tx, &[letter(0)], "held").unwrap();
+            held.send(()).unwrap();
+            release.recv().unwrap();
+            drop(held_lock);
+            tx.commit().unwrap();
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counts_and_ping_answer_while_a_write_holds_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.sqlite")).unwrap();
+        store.migrate(&BTreeSet::new()).await.unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        let writer = hold_writer(&store, held_tx, release_rx);
+        held_rx.recv().unwrap();
+
+        // Each of these waited for the write to finish before; the write finishes only when
+        // released below, so a bound far above any real answer time only stops a hang.
+        let bound = Duration::from_secs(60);
+        let counts = tokio::time::timeout(bound, store.counts()).await;
+        let sample = tokio::time::timeout(bound, store.sample_counts()).await;
+        let ping = tokio::time::timeout(bound, store.ping()).await;
+        let listed = tokio::time::timeout(bound, store.dead_letters(10, None)).await;
+        release_tx.send(()).unwrap();
+        writer.join().unwrap();
+
+        let counts = counts.expect("counts waited for the writer").unwrap();
+        assert_eq!(counts.total_dead_letters(), 0, "only committed rows count");
+        let sample = sample.expect("sample waited for the writer").unwrap();
+        assert_eq!(sample, CountSample::exact(counts));
+        ping.expect("ping waited for the writer")
+            .expect("the store's own write in progress means it takes writes");
+        assert!(listed
+            .expect("listing waited for the writer")
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.counts().await.unwrap().total_dead_letters(), 1);
+        store.ping().await.unwrap();
     }
 
     #[tokio::test]

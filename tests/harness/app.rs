@@ -13,6 +13,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How often a test app samples its store for `/api/status`: often, so that tests waiting for
+/// numbers to show do not wait the production interval.
+pub const TEST_STORE_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// A collector serving on a random port until dropped.
 pub struct TestCollector {
     pub collector: DemoCollector,
@@ -94,7 +98,10 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
 /// Builds and starts the app with `settings` (already pointing into `dir`).
 pub async fn spawn_app_with(dir: tempfile::TempDir, settings: Settings) -> TestApp {
     super::init_test_log();
-    let app = App::build(settings, Mode::Full).await.unwrap();
+    let app = App::build(settings, Mode::Full)
+        .await
+        .unwrap()
+        .sample_store_every(TEST_STORE_SAMPLE_INTERVAL);
     let http = app.http_addr();
     let store = app.store().clone();
     let handoff = app.handoff().clone();

@@ -198,10 +198,26 @@ async fn status_reads_the_files_directly_or_asks_a_running_botpipe() {
     assert_eq!(direct.endpoints[0].name, "status-east");
     assert_eq!(direct.endpoints[0].cursor, Some(121));
     assert_eq!(direct.queue.depth, Some(0));
-    assert_eq!(direct.communications.get("mozi"), Some(&120));
-    assert_eq!(direct.dead_letters.get("bad_ip"), Some(&1));
+    let by_type = direct.communications.as_ref().unwrap();
+    assert_eq!(by_type.get("mozi"), Some(&120));
+    let by_reason = direct.dead_letters.as_ref().unwrap();
+    assert_eq!(by_reason.get("bad_ip"), Some(&1));
 
     let url = format!("http://{}", app.http.unwrap());
+    wait_until(
+        WAIT,
+        "the running botpipe's store sample caught up",
+        || async {
+            let status: serde_json::Value = reqwest::get(format!("{url}/api/status"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            status["communications"]["mozi"] == 120
+        },
+    )
+    .await;
     let out = run_botpipe(None, &["status", "--json", "--url", &url]).await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");

@@ -6,9 +6,10 @@ use std::time::Duration;
 use botpipe::demo::Flavor;
 use botpipe::http::StatusSnapshot;
 use botpipe::queue::Queue;
-use botpipe::store::Store;
+use botpipe::store::{Accuracy, Store};
 use serde_json::Value;
 
+use crate::helpers::db::{Backend, TestDb};
 use crate::helpers::prom::{families, sample};
 use crate::helpers::{endpoint, spawn_app, spawn_collector, wait_until, wire, TestApp};
 
@@ -72,6 +73,7 @@ async fn health_ready_status_and_metrics_answer() {
                 && app.queue.depth().await.unwrap().total == 0
                 && status["endpoints"][0]["cursor"] == 250
                 && status["endpoints"][0]["lag"] == 0
+                && status["communications"]["mozi"] == 250
         },
     )
     .await;
@@ -90,12 +92,20 @@ async fn health_ready_status_and_metrics_answer() {
     assert!(ep.last_pull_at.is_some());
     assert!(ep.last_outcome.is_some());
     assert_eq!(status.queue.depth, Some(0));
-    assert_eq!(status.communications.get("mozi"), Some(&250));
+    let communications = status.communications.unwrap();
+    assert_eq!(communications.get("mozi"), Some(&250));
     assert_eq!(
-        status.nodes.get("mozi").and_then(|m| m.get("active")),
+        status
+            .nodes
+            .as_ref()
+            .and_then(|n| n.get("mozi"))
+            .and_then(|m| m.get("active")),
         Some(&250)
     );
     assert!(status.store_error.is_none());
+    let taken = status.store_sample.unwrap();
+    assert_eq!(taken.communications.get("mozi"), Some(&Accuracy::Exact));
+    assert!(taken.age_seconds >= 0.0, "{taken:?}");
 
     let (code, text) = get(&app, "/metrics").await;
     assert_eq!(code, 200);
@@ -272,4 +282,103 @@ async fn metrics_series_move_while_records_flow() {
         );
     }
     app.stop().await;
+}
+
+/// `/api/status` while `cond` does not hold yet for it, until it does; then the document.
+async fn status_when(
+    app: &TestApp,
+    what: &str,
+    cond: impl Fn(&StatusSnapshot) -> bool,
+) -> StatusSnapshot {
+    let fetch = || async {
+        let (code, body) = get(app, "/api/status").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<StatusSnapshot>(&body).unwrap()
+    };
+    wait_until(DRAIN, what, || async { cond(&fetch().await) }).await;
+    fetch().await
+}
+
+/// How `/api/status` labels the communication rows of `mozi`, and their number.
+fn mozi_rows(s: &StatusSnapshot) -> (Option<Accuracy>, Option<u64>) {
+    (
+        s.store_sample
+            .as_ref()
+            .and_then(|i| i.communications.get("mozi").copied()),
+        s.communications
+            .as_ref()
+            .and_then(|c| c.get("mozi").copied()),
+    )
+}
+
+/// On the network databases `/api/status` serves the sampler's numbers, each labelled: nodes
+/// and dead letters exact, communication rows from the catalogue once it has statistics
+/// (PostgreSQL counts a small table it has none for yet).
+async fn status_serves_labelled_samples(backend: Backend) {
+    const ROWS: usize = 200;
+    let db = TestDb::create(backend).await;
+    let app = spawn_app(vec![], |s| s.store = db.settings()).await;
+    if backend == Backend::Postgres {
+        // So that only the ANALYZE below gives PostgreSQL its statistics.
+        db.exec(&["ALTER TABLE botnet_communications_mozi SET (autovacuum_enabled = false)"])
+            .await;
+    }
+    let batch = crate::helpers::test_batch("status", ROWS);
+    let geo = vec![botpipe::enrich::Geo::unknown(); ROWS];
+    app.store
+        .apply(&botpipe::store::EnrichedBatch { batch, geo })
+        .await
+        .unwrap();
+
+    let status = status_when(&app, "the nodes sampled", |s| {
+        s.nodes
+            .as_ref()
+            .and_then(|n| n.get("mozi"))
+            .and_then(|m| m.get("active"))
+            == Some(&(ROWS as u64))
+    })
+    .await;
+    let info = status.store_sample.as_ref().unwrap();
+    assert_eq!(info.nodes, Accuracy::Exact);
+    assert_eq!(info.dead_letters, Accuracy::Exact);
+    assert!(status.store_error.is_none(), "{:?}", status.store_error);
+    match backend {
+        Backend::Postgres => assert_eq!(
+            mozi_rows(&status),
+            (Some(Accuracy::Exact), Some(ROWS as u64)),
+            "no statistics yet, and small: counted"
+        ),
+        _ => assert_eq!(mozi_rows(&status).0, Some(Accuracy::Estimate)),
+    }
+
+    let analyze = match backend {
+        Backend::Postgres => "ANALYZE botnet_communications_mozi",
+        _ => "ANALYZE TABLE botnet_communications_mozi",
+    };
+    db.exec(&[analyze]).await;
+    let status = status_when(&app, "an estimate served", |s| {
+        mozi_rows(s).0 == Some(Accuracy::Estimate)
+    })
+    .await;
+    let (_, rows) = mozi_rows(&status);
+    if backend == Backend::Postgres {
+        // ANALYZE reads every row of a table this small, and nothing was written since.
+        assert_eq!(rows, Some(ROWS as u64));
+    } else {
+        assert!(rows.is_some_and(|n| n > 0), "{status:?}");
+    }
+    let json: Value = serde_json::from_str(&get(&app, "/api/status").await.1).unwrap();
+    assert_eq!(json["store_sample"]["communications"]["mozi"], "estimate");
+    assert_eq!(json["store_sample"]["nodes"], "exact");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_serves_labelled_samples_on_postgres() {
+    status_serves_labelled_samples(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_serves_labelled_samples_on_mysql() {
+    status_serves_labelled_samples(Backend::Mysql).await;
 }

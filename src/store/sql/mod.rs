@@ -46,7 +46,10 @@ use sqlx::{Acquire, Database, Pool};
 use super::columns::fit_batch;
 use super::merge::{plan, TypePlan};
 use super::recovery::{self, Isolation};
-use super::{ApplyOutcome, EnrichedBatch, Store, StoreCounts, StoreError, StoredDeadLetter};
+use super::{
+    Accuracy, ApplyOutcome, CountSample, EnrichedBatch, Store, StoreCounts, StoreError,
+    StoredDeadLetter,
+};
 use crate::record::{BotnetType, DeadLetter, NodeIp, RejectReason};
 use crate::telemetry::metrics::DEAD_LETTERS_TOTAL;
 use partition::Part;
@@ -55,6 +58,13 @@ use partition::Part;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Dead-letter ids per `DELETE … IN (…)`, far below every bind limit.
 const DELETE_CHUNK: usize = 1000;
+/// The largest table (bytes on disk) that status sampling counts row by row when the catalogue
+/// has no estimate for it yet: a few hundred milliseconds of reading at most.
+const EXACT_COUNT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// [`Dialect::ESTIMATE_ROWS`] kind: the row count is the catalogue's estimate.
+pub const ESTIMATED: &str = "estimate";
+/// [`Dialect::ESTIMATE_ROWS`] kind: no estimate, and small enough to count.
+pub const SMALL: &str = "small";
 
 /// What a dialect method returns when it fails with the database's own error.
 pub type SqlFuture<'a, T> = BoxFuture<'a, Result<T, sqlx::Error>>;
@@ -93,6 +103,10 @@ pub trait Dialect: Debug + Send + Sync + Sized + 'static {
     const COUNT_DEAD_LETTERS: &'static str;
     /// `('rows', count)` of the table `{table}`.
     const COUNT_ROWS: &'static str;
+    /// `(kind, rows)` of the table `{table}` from the catalogue, without reading the table:
+    /// kind [`ESTIMATED`] with the estimate, [`SMALL`] when the catalogue has none but the table
+    /// takes at most `{small_bytes}` bytes (count it), anything else when there is no number.
+    const ESTIMATE_ROWS: &'static str;
     /// A page of dead letters, newest first: binds `before`, `limit`.
     const DEAD_LETTER_PAGE: &'static str;
     /// Records a migration step: binds scope, description, version.
@@ -640,53 +654,11 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
-        let mut conn = self.acquire("counting rows").await?;
-        let mut out = StoreCounts::default();
-        let tables: BTreeSet<String> = conn
-            .texts(D::LIST_TABLES)
-            .await
-            .map_err(self.err("listing tables"))?
-            .into_iter()
-            .collect();
-        for table in &tables {
-            let Some(t) = table
-                .strip_prefix("botnet_nodes_")
-                .and_then(|t| BotnetType::parse(t).ok())
-            else {
-                continue;
-            };
-            let count = |sql: &str, table: &str| sql.replace("{table}", table);
-            let by_status = conn
-                .text_counts(&count(D::COUNT_BY_STATUS, table))
-                .await
-                .map_err(self.err(format_args!("counting {table}")))?
-                .into_iter()
-                .map(|(status, n)| (status, n.max(0) as u64))
-                .collect();
-            out.nodes.insert(t.to_string(), by_status);
-            let c = t.communications_table();
-            let comms = if tables.contains(&c) {
-                conn.text_counts(&count(D::COUNT_ROWS, &c))
-                    .await
-                    .map_err(self.err(format_args!("counting {c}")))?
-                    .first()
-                    .map_or(0, |(_, n)| *n)
-            } else {
-                0
-            };
-            out.communications
-                .insert(t.to_string(), comms.max(0) as u64);
-        }
-        if tables.contains("botpipe_dead_letters") {
-            out.dead_letters = conn
-                .text_counts(D::COUNT_DEAD_LETTERS)
-                .await
-                .map_err(self.err("counting botpipe_dead_letters"))?
-                .into_iter()
-                .map(|(reason, n)| (reason, n.max(0) as u64))
-                .collect();
-        }
-        Ok(out)
+        self.count_rows(false).await.map(|s| s.counts)
+    }
+
+    async fn sample_counts(&self) -> Result<CountSample, StoreError> {
+        self.count_rows(true).await
     }
 
     async fn dead_letters(
@@ -723,6 +695,91 @@ impl<D: Dialect> Store for SqlStore<D> {
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.acquire("ping").await?;
         conn.run("SELECT 1").await.map_err(self.err("ping"))
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// Row counts; each type's communication rows counted exactly or, with `estimate`, taken
+    /// from the catalogue where it has a number (see [`Dialect::ESTIMATE_ROWS`]).
+    async fn count_rows(&self, estimate: bool) -> Result<CountSample, StoreError> {
+        let mut conn = self.acquire("counting rows").await?;
+        let mut out = CountSample::default();
+        let tables: BTreeSet<String> = conn
+            .texts(D::LIST_TABLES)
+            .await
+            .map_err(self.err("listing tables"))?
+            .into_iter()
+            .collect();
+        for table in &tables {
+            let Some(t) = table
+                .strip_prefix("botnet_nodes_")
+                .and_then(|t| BotnetType::parse(t).ok())
+            else {
+                continue;
+            };
+            let count = |sql: &str, table: &str| sql.replace("{table}", table);
+            let by_status = conn
+                .text_counts(&count(D::COUNT_BY_STATUS, table))
+                .await
+                .map_err(self.err(format_args!("counting {table}")))?
+                .into_iter()
+                .map(|(status, n)| (status, n.max(0) as u64))
+                .collect();
+            out.counts.nodes.insert(t.to_string(), by_status);
+            let c = t.communications_table();
+            let (rows, accuracy) = if tables.contains(&c) {
+                self.count_table(&mut conn, &c, estimate).await?
+            } else {
+                (Some(0), Accuracy::Exact)
+            };
+            if let Some(n) = rows {
+                out.counts.communications.insert(t.to_string(), n);
+            }
+            out.communications.insert(t.to_string(), accuracy);
+        }
+        if tables.contains("botpipe_dead_letters") {
+            out.counts.dead_letters = conn
+                .text_counts(D::COUNT_DEAD_LETTERS)
+                .await
+                .map_err(self.err("counting botpipe_dead_letters"))?
+                .into_iter()
+                .map(|(reason, n)| (reason, n.max(0) as u64))
+                .collect();
+        }
+        Ok(out)
+    }
+
+    /// The rows of `table`: the catalogue's estimate if `estimate` and it has one, else an
+    /// exact count unless the catalogue says the table is too large to count.
+    async fn count_table(
+        &self,
+        conn: &mut Conn<D>,
+        table: &str,
+        estimate: bool,
+    ) -> Result<(Option<u64>, Accuracy), StoreError> {
+        if estimate {
+            let sql = D::ESTIMATE_ROWS
+                .replace("{table}", table)
+                .replace("{small_bytes}", &EXACT_COUNT_MAX_BYTES.to_string());
+            let row = conn
+                .text_counts(&sql)
+                .await
+                .map_err(self.err(format_args!("estimating the rows of {table}")))?;
+            match row.first() {
+                Some((kind, n)) if kind == ESTIMATED => {
+                    return Ok((Some((*n).max(0) as u64), Accuracy::Estimate))
+                }
+                Some((kind, _)) if kind == SMALL => {}
+                _ => return Ok((None, Accuracy::Unknown)),
+            }
+        }
+        let n = conn
+            .text_counts(&D::COUNT_ROWS.replace("{table}", table))
+            .await
+            .map_err(self.err(format_args!("counting {table}")))?
+            .first()
+            .map_or(0, |(_, n)| *n);
+        Ok((Some(n.max(0) as u64), Accuracy::Exact))
     }
 }
 
