@@ -118,9 +118,12 @@ pub async fn run(bench: PipelineBench, workload: &Workload) -> Result<PipelineRe
         }
     }
     let m = measured?;
-    let ratio_to_store = baseline
-        .as_ref()
-        .map(|b| super::store::ratio(m.run.records_per_second, b.store.records_per_second));
+    let ratio_to_store = baseline.as_ref().map(|b| {
+        super::store::ratio(
+            m.run.total.records_per_second,
+            b.store.total.records_per_second,
+        )
+    });
     Ok(PipelineReport {
         backend: super::report::backend(&m.backend),
         queue: m.queue,

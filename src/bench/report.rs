@@ -40,6 +40,17 @@ pub struct Rows {
     pub nodes: u64,
 }
 
+impl std::fmt::Display for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} communications, {} nodes",
+            thousands(self.communications as f64),
+            thousands(self.nodes as f64)
+        )
+    }
+}
+
 /// The result of `bench store`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreReport {
@@ -186,8 +197,11 @@ fn segment_table(out: &mut String, run: &RunStats, raw: Option<&RunStats>, bound
 
 fn cpu(run: &RunStats) -> String {
     match run.cpu_seconds {
-        Some(c) if run.seconds > 0.0 => {
-            format!("{c:.2} s ({:.0}% of one core)", 100.0 * c / run.seconds)
+        Some(c) if run.total.seconds > 0.0 => {
+            format!(
+                "{c:.2} s ({:.0}% of one core)",
+                100.0 * c / run.total.seconds
+            )
         }
         _ => "n/a".to_owned(),
     }
@@ -205,21 +219,24 @@ pub fn store_text(r: &StoreReport) -> String {
     let _ = writeln!(
         out,
         "\n  store        {:>10} records/s   ({} records in {:.2} s, {} writer(s))",
-        thousands(r.store.records_per_second),
-        thousands(r.store.records as f64),
-        r.store.seconds,
+        thousands(r.store.total.records_per_second),
+        thousands(r.store.total.records as f64),
+        r.store.total.seconds,
         r.workers
     );
     let _ = writeln!(
         out,
         "  raw          {:>10} records/s   (same statements, bare loop, 1 writer)",
-        thousands(r.raw.records_per_second)
+        thousands(r.raw.total.records_per_second)
     );
     let _ = writeln!(out, "  ratio        {:>10} of raw", pct(r.ratio_to_raw));
     let _ = writeln!(
         out,
         "  batch        p50 {:.1} ms, p99 {:.1} ms   (raw p50 {:.1} ms, p99 {:.1} ms)",
-        r.store.batch_p50_ms, r.store.batch_p99_ms, r.raw.batch_p50_ms, r.raw.batch_p99_ms
+        r.store.total.batch_p50_ms,
+        r.store.total.batch_p99_ms,
+        r.raw.total.batch_p50_ms,
+        r.raw.total.batch_p99_ms
     );
     let _ = writeln!(out, "  retries      {:>10}", r.retries);
     let _ = writeln!(out, "  deadlocks    {:>10}", r.deadlocks);
@@ -229,12 +246,7 @@ pub fn store_text(r: &StoreReport) -> String {
         cpu(&r.store),
         cpu(&r.raw)
     );
-    let _ = writeln!(
-        out,
-        "  rows         {} communications, {} nodes",
-        thousands(r.rows.communications as f64),
-        thousands(r.rows.nodes as f64)
-    );
+    let _ = writeln!(out, "  rows         {}", r.rows);
     out
 }
 
@@ -252,23 +264,23 @@ pub fn pipeline_text(r: &PipelineReport) -> String {
     let _ = writeln!(
         out,
         "\n  pipeline     {:>10} records/s   ({} records in {:.2} s, collector to store)",
-        thousands(p.records_per_second),
-        thousands(p.records as f64),
-        p.seconds
+        thousands(p.total.records_per_second),
+        thousands(p.total.records as f64),
+        p.total.seconds
     );
     if let (Some(base), Some(ratio)) = (&r.store_baseline, r.ratio_to_store) {
         let _ = writeln!(
             out,
             "  bench store  {:>10} records/s   (same workload; raw {})",
-            thousands(base.store.records_per_second),
-            thousands(base.raw.records_per_second)
+            thousands(base.store.total.records_per_second),
+            thousands(base.raw.total.records_per_second)
         );
         let _ = writeln!(out, "  ratio        {:>10} of bench store", pct(ratio));
     }
     let _ = writeln!(
         out,
         "  batch        p50 ≤ {:.1} ms, p99 ≤ {:.1} ms (store time per batch)",
-        p.batch_p50_ms, p.batch_p99_ms
+        p.total.batch_p50_ms, p.total.batch_p99_ms
     );
     let _ = writeln!(out, "  retries      {:>10}", r.retries);
     let _ = writeln!(out, "  deadlocks    {:>10}", r.deadlocks);
@@ -284,12 +296,7 @@ pub fn pipeline_text(r: &PipelineReport) -> String {
             rss.peak.anon_mib, rss.peak.file_mib, rss.before.anon_mib, rss.before.file_mib
         );
     }
-    let _ = writeln!(
-        out,
-        "  rows         {} communications, {} nodes",
-        thousands(r.rows.communications as f64),
-        thousands(r.rows.nodes as f64)
-    );
+    let _ = writeln!(out, "  rows         {}", r.rows);
     out
 }
 

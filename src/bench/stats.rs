@@ -99,18 +99,10 @@ pub struct Segment {
 /// A whole run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunStats {
-    /// Records stored.
-    pub records: u64,
-    /// Communication rows inserted (fewer than records when events repeat exactly).
-    pub table_rows: u64,
-    /// Wall time from the first batch started to the last stored.
-    pub seconds: f64,
-    /// `records / seconds`.
-    pub records_per_second: f64,
-    /// Median store time of a batch over the run, in milliseconds.
-    pub batch_p50_ms: f64,
-    /// 99th percentile of the same.
-    pub batch_p99_ms: f64,
+    /// The whole run as one segment: records stored, communication rows (fewer than records
+    /// when events repeat exactly), wall time, records/s and batch percentiles over the run.
+    #[serde(flatten)]
+    pub total: Segment,
     /// CPU time (user + system) of this process during the run, in seconds, when the platform
     /// reports it.
     pub cpu_seconds: Option<f64>,
@@ -204,12 +196,14 @@ pub fn from_batches(mut samples: Vec<BatchSample>, elapsed: Duration) -> RunStat
     }
     let seconds = elapsed.as_secs_f64();
     RunStats {
-        records,
-        table_rows,
-        seconds,
-        records_per_second: rate(records, seconds),
-        batch_p50_ms: ms(percentile(&all, 0.5)),
-        batch_p99_ms: ms(percentile(&all, 0.99)),
+        total: Segment {
+            records,
+            table_rows,
+            seconds,
+            records_per_second: rate(records, seconds),
+            batch_p50_ms: ms(percentile(&all, 0.5)),
+            batch_p99_ms: ms(percentile(&all, 0.99)),
+        },
         cpu_seconds: None,
         segments,
     }
@@ -227,30 +221,28 @@ pub fn from_polls(polls: &[Poll], total: u64) -> RunStats {
     let mut start = first;
     for p in polls {
         if bounds.passed(p.records) {
-            let seconds = (p.at - start.at).as_secs_f64();
-            let lat = p.latencies.since(&start.latencies);
-            segments.push(Segment {
-                records: p.records,
-                table_rows: p.table_rows,
-                seconds,
-                records_per_second: rate(p.records - start.records, seconds),
-                batch_p50_ms: lat.quantile(0.5).unwrap_or(0.0) * 1000.0,
-                batch_p99_ms: lat.quantile(0.99).unwrap_or(0.0) * 1000.0,
-            });
+            segments.push(between(start, p));
             start = p;
         }
     }
-    let lat = last.latencies.since(&first.latencies);
-    let seconds = (last.at - first.at).as_secs_f64();
     RunStats {
-        records: last.records,
-        table_rows: last.table_rows,
-        seconds,
-        records_per_second: rate(last.records - first.records, seconds),
-        batch_p50_ms: lat.quantile(0.5).unwrap_or(0.0) * 1000.0,
-        batch_p99_ms: lat.quantile(0.99).unwrap_or(0.0) * 1000.0,
+        total: between(first, last),
         cpu_seconds: None,
         segments,
+    }
+}
+
+/// The segment from poll `start` to poll `end`.
+fn between(start: &Poll, end: &Poll) -> Segment {
+    let seconds = end.at.saturating_sub(start.at).as_secs_f64();
+    let lat = end.latencies.since(&start.latencies);
+    Segment {
+        records: end.records,
+        table_rows: end.table_rows,
+        seconds,
+        records_per_second: rate(end.records.saturating_sub(start.records), seconds),
+        batch_p50_ms: lat.quantile(0.5).unwrap_or(0.0) * 1000.0,
+        batch_p99_ms: lat.quantile(0.99).unwrap_or(0.0) * 1000.0,
     }
 }
 
@@ -292,8 +284,8 @@ mod tests {
             .collect();
         samples.reverse();
         let run = from_batches(samples, secs(3.0));
-        assert_eq!(run.records, 2000);
-        assert_eq!(run.table_rows, 1800);
+        assert_eq!(run.total.records, 2000);
+        assert_eq!(run.total.table_rows, 1800);
         assert_eq!(run.segments.len(), 10);
         let first = &run.segments[0];
         assert_eq!((first.records, first.table_rows), (200, 180));
@@ -303,7 +295,7 @@ mod tests {
         assert_eq!(last.records, 2000);
         assert!((last.records_per_second - 500.0).abs() < 1e-6);
         assert_eq!(last.batch_p99_ms, 20.0);
-        assert!((run.records_per_second - 2000.0 / 3.0).abs() < 1e-6);
+        assert!((run.total.records_per_second - 2000.0 / 3.0).abs() < 1e-6);
     }
 
     #[test]
@@ -337,14 +329,14 @@ mod tests {
             })
             .collect();
         let run = from_polls(&polls, 1000);
-        assert_eq!(run.records, 1000);
-        assert_eq!(run.table_rows, 950);
+        assert_eq!(run.total.records, 1000);
+        assert_eq!(run.total.table_rows, 950);
         assert_eq!(run.segments.len(), 10);
         assert!(run.segments.iter().all(|s| s.records_per_second == 100.0));
         assert_eq!(run.segments[0].batch_p99_ms, 10.0);
         assert_eq!(run.segments[9].batch_p50_ms, 100.0);
-        assert_eq!(run.batch_p50_ms, 10.0);
-        assert_eq!(run.batch_p99_ms, 100.0);
+        assert_eq!(run.total.batch_p50_ms, 10.0);
+        assert_eq!(run.total.batch_p99_ms, 100.0);
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub async fn run(
         workload: WorkloadReport::of(workload),
         workers,
         geo: geo.is_on(),
-        ratio_to_raw: ratio(store.records_per_second, raw.records_per_second),
+        ratio_to_raw: ratio(store.total.records_per_second, raw.total.records_per_second),
         store,
         raw,
         retries: faults.retries,
@@ -105,47 +105,41 @@ async fn phase(
     keep: bool,
 ) -> Result<(RunStats, Rows), BenchError> {
     let scratch = ScratchStore::create(base).await?;
-    let measured = measure(&scratch, types, batches, writers, path).await;
+    let failed = BenchError::store;
+    // Measured in a block so the scratch database is removed whatever happens in it.
+    let measured = async {
+        let store = crate::store::open(scratch.settings())
+            .await
+            .map_err(failed("opening the scratch store"))?;
+        let result = async {
+            store
+                .migrate(types)
+                .await
+                .map_err(failed("migrating the scratch store"))?;
+            let run = drive(&store, batches, writers, path).await?;
+            let counts = store
+                .counts()
+                .await
+                .map_err(failed("counting the rows written"))?;
+            Ok((
+                run,
+                Rows {
+                    communications: counts.total_communications(),
+                    nodes: counts.total_nodes(),
+                },
+            ))
+        }
+        .await;
+        store.close().await;
+        result
+    }
+    .await;
     if keep {
         eprintln!("{}: kept {}", path.label(), scratch.location());
     } else {
         scratch.remove().await?;
     }
     measured
-}
-
-async fn measure(
-    scratch: &ScratchStore,
-    types: &BTreeSet<BotnetType>,
-    batches: Arc<Vec<EnrichedBatch>>,
-    writers: u32,
-    path: Path,
-) -> Result<(RunStats, Rows), BenchError> {
-    let failed = BenchError::store;
-    let store = crate::store::open(scratch.settings())
-        .await
-        .map_err(failed("opening the scratch store"))?;
-    let result = async {
-        store
-            .migrate(types)
-            .await
-            .map_err(failed("migrating the scratch store"))?;
-        let run = drive(&store, batches, writers, path).await?;
-        let counts = store
-            .counts()
-            .await
-            .map_err(failed("counting the rows written"))?;
-        Ok((
-            run,
-            Rows {
-                communications: counts.total_communications(),
-                nodes: counts.total_nodes(),
-            },
-        ))
-    }
-    .await;
-    store.close().await;
-    result
 }
 
 /// Applies every batch with `writers` concurrent writers, each taking the next batch not yet
