@@ -6,6 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::helpers::bin::{run_botpipe, text, write_config};
+use crate::helpers::services::{self, Service};
 
 const RECORDS: u64 = 5000;
 
@@ -103,10 +104,12 @@ async fn bench_pipeline_on_sqlite_stores_everything_and_compares_with_bench_stor
 
 #[tokio::test]
 async fn bench_store_on_postgres_uses_a_scratch_database() {
+    if !services::available([Service::Postgres]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path());
-    let admin = std::env::var("BOTPIPE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin = Service::Postgres.admin_url();
     let r = bench(&config, &["store", "--store", &admin, "--workers", "2"]).await;
     assert_store_report(&r, "postgres");
     assert_eq!(r["workers"], 2);
