@@ -30,7 +30,7 @@ use crate::store::{AnyStore, Store};
 use crate::telemetry::metrics::{RECORDS_TOTAL, STORE_BATCH_SECONDS};
 
 /// How often the workers' metrics are sampled.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the pipeline may store nothing before the benchmark gives up.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Grace period when stopping the pipeline after the last record is stored.

@@ -27,6 +27,8 @@ pub fn scratch_name() -> String {
 #[derive(Debug)]
 pub struct ScratchDir {
     path: PathBuf,
+    /// The parent, when it did not exist before: removed too if nothing else came into it.
+    new_parent: Option<PathBuf>,
 }
 
 impl ScratchDir {
@@ -36,11 +38,12 @@ impl ScratchDir {
     /// When the directory cannot be created.
     pub fn create(parent: &Path) -> Result<Self, BenchError> {
         let path = parent.join(scratch_name());
+        let new_parent = (!parent.exists()).then(|| parent.to_path_buf());
         std::fs::create_dir_all(&path).map_err(|source| BenchError::Scratch {
             path: path.clone(),
             source,
         })?;
-        Ok(Self { path })
+        Ok(Self { path, new_parent })
     }
 
     /// Where it is.
@@ -48,7 +51,8 @@ impl ScratchDir {
         &self.path
     }
 
-    /// Deletes the directory and everything in it.
+    /// Deletes the directory and everything in it, and its parent if [`ScratchDir::create`]
+    /// made it and it is empty now.
     ///
     /// # Errors
     /// When it cannot be deleted.
@@ -56,7 +60,13 @@ impl ScratchDir {
         std::fs::remove_dir_all(&self.path).map_err(|source| BenchError::Scratch {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        if let Some(parent) = self.new_parent {
+            // `remove_dir` refuses a directory that is not empty: whatever came into it since
+            // (another run, an operator) stays.
+            let _not_empty = std::fs::remove_dir(parent);
+        }
+        Ok(())
     }
 }
 
