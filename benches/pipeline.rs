@@ -4,67 +4,9 @@
 //!
 //! `cargo bench --bench pipeline` (env `BOTPIPE_BENCH_RECORDS`, default 200000).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total == 0.0 {
-        return None;
-    }
-    let target = total * q;
-    buckets
-        .iter()
-        .find(|(_, c)| *c >= target)
-        .map(|(le, _)| *le)
-}
-
-/// Cumulative buckets per histogram name (labels merged) from Prometheus text.
-fn histograms(text: &str) -> BTreeMap<String, Vec<(f64, f64)>> {
-    let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((name_labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Some((name, labels)) = name_labels.split_once('{') else {
-            continue;
-        };
-        let Some(name) = name.strip_suffix("_bucket") else {
-            continue;
-        };
-        let Some(le) = labels
-            .split("le=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-        else {
-            continue;
-        };
-        let v: f64 = value.parse().unwrap_or(0.0);
-        *out.entry(name.to_owned())
-            .or_default()
-            .entry(le.to_owned())
-            .or_default() += v;
-    }
-    out.into_iter()
-        .map(|(name, by_le)| {
-            let mut v: Vec<(f64, f64)> = by_le
-                .into_iter()
-                .map(|(le, c)| {
-                    (
-                        if le == "+Inf" {
-                            f64::INFINITY
-                        } else {
-                            le.parse().unwrap_or(f64::INFINITY)
-                        },
-                        c,
-                    )
-                })
-                .collect();
-            v.sort_by(|a, b| a.0.total_cmp(&b.0));
-            (name, v)
-        })
-        .collect()
-}
+use botpipe::bench::probe::histogram;
 
 fn main() {
     let records: u64 = std::env::var("BOTPIPE_BENCH_RECORDS")
@@ -95,8 +37,9 @@ fn main() {
         summary.records_per_second
     );
     let text = botpipe::telemetry::prometheus().render();
-    for (name, buckets) in histograms(&text) {
-        let (Some(p50), Some(p99)) = (quantile(&buckets, 0.5), quantile(&buckets, 0.99)) else {
+    for name in botpipe::telemetry::metrics::ALL {
+        let buckets = histogram(&text, name);
+        let (Some(p50), Some(p99)) = (buckets.quantile(0.5), buckets.quantile(0.99)) else {
             continue;
         };
         println!(

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::StoreKind;
+use crate::record::BotnetType;
 use crate::telemetry::LogFormat;
 
 /// botpipe: pull botnet telemetry from collectors into the platform database.
@@ -51,6 +53,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print what each configured geo database says about IPs.
     Geoip(GeoipArgs),
+    /// Measure write throughput on this deployment's store server with its configuration:
+    /// `bench store` (the store's write path against its raw statements) and `bench pipeline`
+    /// (collector to store, end to end). Writes only into fresh scratch databases.
+    Bench(BenchArgs),
 }
 
 /// Flags of `run` and `worker`.
@@ -163,4 +169,99 @@ pub struct GeoipArgs {
     /// IPv4 or IPv6 addresses.
     #[arg(required = true)]
     pub ips: Vec<String>,
+}
+
+/// `bench` subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+/// What `bench` measures.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchCommand {
+    /// The store's write path (the configured workers as concurrent writers, the configured batch
+    /// size) and, in the same run, the raw capacity of the same statements from a bare loop,
+    /// each on a fresh database: records/s every 10% against table size, the ratio to raw,
+    /// batch p50/p99, retries and deadlocks.
+    Store(BenchRunArgs),
+    /// Collector → pull → queue → enrich → store in one process, with an in-process collector,
+    /// the configured queue, workers and geodata, into a fresh database: records/s every 10%,
+    /// the ratio to `bench store` on the same workload (run first), CPU time and RSS (anonymous
+    /// and file-backed).
+    Pipeline(BenchPipelineArgs),
+}
+
+/// Geography for `bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GeoSwitch {
+    /// Enrich from the configured or installed geodata (an error if there is none).
+    On,
+    /// Every IP without geography.
+    Off,
+}
+
+/// Flags of `bench store` (and of `bench pipeline`).
+#[derive(Debug, Clone, Args)]
+pub struct BenchRunArgs {
+    /// Store server to measure on: sqlite://path, postgres://… or mysql://… (default: the
+    /// configured store). A fresh database `botpipe_bench_<uuid>` is created on that server
+    /// (for SQLite, a file in a new directory beside the given path) and dropped afterwards.
+    /// With a URL given, the configured store password is not used: put it in the URL.
+    #[arg(long, value_parser = StoreKind::from_url)]
+    pub store: Option<StoreKind>,
+    /// Records to write.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub records: u64,
+    /// Records per batch (default: the first configured endpoint's batch_size, else 1000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::config::MAX_BATCH_SIZE)))]
+    pub batch_size: Option<u32>,
+    /// Concurrent writers (`bench store`) or workers (`bench pipeline`) (default: `worker.count`).
+    #[arg(long, env = "BOTPIPE_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Option<u32>,
+    /// At most this many distinct IPs; once reached every record repeats one (default: no cap).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub distinct_ips: Option<u64>,
+    /// Share of records (0 to 1) repeating an IP seen earlier, so node upserts hit existing rows.
+    #[arg(long, default_value_t = 0.3, value_parser = ratio)]
+    pub repeat_ratio: f64,
+    /// Share of records (0 to 1) that are cleanup events; the rest are online.
+    #[arg(long, default_value_t = 0.1, value_parser = ratio)]
+    pub cleanup_ratio: f64,
+    /// Botnet types, comma-separated, picked uniformly per record.
+    #[arg(long, value_delimiter = ',', default_values = ["mozi", "ramnit"], value_parser = BotnetType::parse)]
+    pub types: Vec<BotnetType>,
+    /// Geography from the configured or installed geodata (default: on when geodata is found).
+    #[arg(long, value_enum)]
+    pub geo: Option<GeoSwitch>,
+    /// Seed of the workload generator (the same seed writes the same records).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Keep the scratch databases (and for `pipeline` the queue directory) and print where.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print one JSON document instead of tables (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `bench pipeline`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchPipelineArgs {
+    /// Workload, store and output flags, as for `bench store`.
+    #[command(flatten)]
+    pub run: BenchRunArgs,
+    /// Do not run `bench store` on the same workload first (no ratio to it is reported).
+    #[arg(long)]
+    pub no_store_baseline: bool,
+}
+
+/// A share between 0 and 1.
+fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
 }

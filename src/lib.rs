@@ -12,6 +12,7 @@
 //! - [`http`]: `/health`, `/ready`, `/metrics`, `/api/status`, and the push route.
 //! - [`push`]: HMAC-signed push ingest from relays, answered only after the durable hand-off.
 //! - [`demo`]: an in-process demo collector and its summary, for `botpipe demo`.
+//! - [`bench`]: `botpipe bench`: store and end-to-end throughput on this deployment's servers.
 //! - [`collector`]: `botpipe collector`, the C2-side service: sources → seq-numbered cache →
 //!   pull API.
 //! - [`app`]: wires the components together; [`shutdown`]: signals and grace period.
@@ -24,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod collector;
 pub mod command;

@@ -14,6 +14,7 @@
 //! [`crate::app::attach_queue`] (leases stay with the running workers) and never migrate or
 //! create the store behind the operator's back.
 
+pub mod bench;
 pub mod collector;
 pub mod demo;
 pub mod dlq;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::app::AppError;
+use crate::bench::BenchError;
 use crate::cli::{Cli, Command};
 use crate::collector::config::CollectorConfigError;
 use crate::collector::CollectorError;
@@ -115,6 +117,9 @@ pub enum CommandError {
     /// A replayed batch could not be made durable; nothing of it was deleted.
     #[error("dlq replay")]
     Replay(#[from] HandoffError),
+    /// A benchmark could not run to the end.
+    #[error(transparent)]
+    Bench(#[from] BenchError),
     /// Output could not be encoded.
     #[error("encoding output")]
     Encode(#[from] serde_json::Error),
@@ -127,16 +132,20 @@ impl CommandError {
             Self::Config(_) | Self::CollectorConfig(_) | Self::BadIp(_) => 2,
             Self::App(e) if e.is_config() => 2,
             Self::Collector(e) if e.is_config() => 2,
+            Self::Bench(e) if e.is_usage() => 2,
             _ => 1,
         }
     }
 }
 
-/// The default log level of `cli`'s command when `--log-level` was left at `info`: the demo
-/// prints a progress line and a summary that per-batch info logs would drown.
+/// The default log level of `cli`'s command when `--log-level` was left at `info`: the demo and
+/// the benchmarks print progress lines and a summary that per-batch info logs would drown (and
+/// a benchmark's large batches and `DROP DATABASE` trip sqlx's slow-statement warning, which
+/// says nothing there).
 pub fn log_level(cli: &Cli) -> &str {
     match cli.command {
         Command::Demo(_) if cli.log_level == "info" => "warn",
+        Command::Bench(_) if cli.log_level == "info" => "warn,sqlx::query=error",
         _ => cli.log_level.as_str(),
     }
 }
@@ -157,6 +166,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CommandError> {
         Command::Dlq(args) => dlq::run(config, args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Geoip(args) => geoip::run(config, args).await,
+        Command::Bench(args) => bench::run(config, args).await,
     }
 }
 
@@ -222,6 +232,13 @@ mod tests {
         assert_eq!(code(CommandError::ChecksFailed(1)), 1);
         assert_eq!(code(CommandError::NoSuchDeadLetter(7)), 1);
         assert_eq!(code(CommandError::DemoMismatch), 1);
+        assert_eq!(code(BenchError::NoGeodata.into()), 2);
+        let stalled = BenchError::Stalled {
+            stored: 1,
+            total: 2,
+            idle: Duration::from_secs(60),
+        };
+        assert_eq!(code(stalled.into()), 1);
         let bind = std::io::Error::other("busy");
         assert_eq!(code(AppError::PullRuntime(bind).into()), 1);
     }
@@ -232,6 +249,8 @@ mod tests {
         assert_eq!(log_level(&demo), "warn");
         let loud = Cli::parse_from(["botpipe", "--log-level", "debug", "demo"]);
         assert_eq!(log_level(&loud), "debug");
+        let bench = Cli::parse_from(["botpipe", "bench", "store"]);
+        assert_eq!(log_level(&bench), "warn,sqlx::query=error");
         let run = Cli::parse_from(["botpipe", "run"]);
         assert_eq!(log_level(&run), "info");
     }

@@ -13,10 +13,10 @@ pub use raw::{
     StoreConfig, WorkerConfig,
 };
 pub use secret::{SecretError, SecretSource};
-pub use settings::redact_url;
+pub use settings::{redact_url, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
 pub use settings::{
     EndpointSettings, GeoSettings, PushSettings, QueueBackend, QueueSettings, RedisSettings,
-    Settings, StoreKind, StoreSettings,
+    Settings, StoreKind, StoreSettings, UnknownStoreUrl,
 };
 
 use std::path::Path;

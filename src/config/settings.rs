@@ -29,6 +29,8 @@ pub const LEGACY_BOTNET_TYPES: [&str; 9] = [
 ];
 /// Largest `limit` a collector honours.
 pub const MAX_BATCH_SIZE: u32 = 5000;
+/// Records per pull of an endpoint that sets no `batch_size`.
+pub const DEFAULT_BATCH_SIZE: u32 = 1000;
 
 /// Validated configuration of the whole process.
 #[derive(Debug, Clone)]
@@ -97,6 +99,31 @@ pub enum StoreKind {
     Postgres(String),
     /// A MySQL or MariaDB URL.
     Mysql(String),
+}
+
+/// A store URL whose scheme names no supported backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} must start with sqlite://, postgres:// or mysql://")]
+pub struct UnknownStoreUrl(String);
+
+impl StoreKind {
+    /// The backend a store URL names by its scheme: `sqlite://path`, `postgres://…`
+    /// (`postgresql://`) or `mysql://…` (`mariadb://`, rewritten to `mysql://`). The rest of the
+    /// URL is checked when connecting (and by `Settings` validation).
+    ///
+    /// # Errors
+    /// Any other scheme; the error shows the URL with its password redacted.
+    pub fn from_url(u: &str) -> Result<Self, UnknownStoreUrl> {
+        if let Some(p) = u.strip_prefix("sqlite://") {
+            Ok(Self::Sqlite(PathBuf::from(p)))
+        } else if u.starts_with("postgres://") || u.starts_with("postgresql://") {
+            Ok(Self::Postgres(u.to_owned()))
+        } else if u.starts_with("mysql://") || u.starts_with("mariadb://") {
+            Ok(Self::Mysql(u.replacen("mariadb://", "mysql://", 1)))
+        } else {
+            Err(UnknownStoreUrl(redact_url(u)))
+        }
+    }
 }
 
 /// `[store]`, validated.
@@ -308,31 +335,22 @@ fn validate_store(
 ) -> StoreSettings {
     let kind = match raw.url.as_deref() {
         None => StoreKind::Sqlite(data_dir.join("botpipe.sqlite")),
-        Some(u) if u.starts_with("sqlite://") => {
-            let p = u.trim_start_matches("sqlite://");
-            if p.is_empty() {
-                c.push("store.url", "sqlite:// needs a file path");
+        Some(u) => match StoreKind::from_url(u) {
+            Ok(kind) => {
+                match &kind {
+                    StoreKind::Sqlite(p) if p.as_os_str().is_empty() => {
+                        c.push("store.url", "sqlite:// needs a file path");
+                    }
+                    StoreKind::Sqlite(_) => {}
+                    StoreKind::Postgres(_) | StoreKind::Mysql(_) => check_url("store.url", u, c),
+                }
+                kind
             }
-            StoreKind::Sqlite(PathBuf::from(p))
-        }
-        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-            check_url("store.url", u, c);
-            StoreKind::Postgres(u.to_owned())
-        }
-        Some(u) if u.starts_with("mysql://") || u.starts_with("mariadb://") => {
-            check_url("store.url", u, c);
-            StoreKind::Mysql(u.replacen("mariadb://", "mysql://", 1))
-        }
-        Some(u) => {
-            c.push(
-                "store.url",
-                format!(
-                    "{:?} must start with sqlite://, postgres:// or mysql://",
-                    redact_url(u)
-                ),
-            );
-            StoreKind::Sqlite(data_dir.join("botpipe.sqlite"))
-        }
+            Err(e) => {
+                c.push("store.url", e.to_string());
+                StoreKind::Sqlite(data_dir.join("botpipe.sqlite"))
+            }
+        },
     };
     let password = SecretSource::from_parts(
         "store.password",
@@ -463,7 +481,7 @@ fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Problems) -> Option
     if interval < Duration::from_millis(10) {
         c.push(at("interval"), "must be at least 10ms");
     }
-    let batch_size = e.batch_size.unwrap_or(1000);
+    let batch_size = e.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
     if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
         c.push(
             at("batch_size"),

@@ -2,6 +2,7 @@
 //! MariaDB and Redis on this machine; a test whose service is not running is skipped
 //! (`harness::services`, README "Tests"). `TEST_LOG=1` shows logs.
 
+mod bench;
 mod cli;
 mod collector;
 mod collector_e2e;
