@@ -6,7 +6,7 @@
 //! - **store**: `Store::apply` for every batch (planning, partitions, retries, error context,
 //!   pool), with `BOTPIPE_BENCH_WORKERS` concurrent writers (default 1);
 //! - **raw**: the same statements from a bare loop (`AnyStore::apply_raw`): one transaction
-//!   per batch, no column fitting, no write partitions, no retry wrapper, one writer.
+//!   per batch, no write partitions, no retry wrapper, one writer (geography is still cut to its columns).
 //!
 //! Workload: `BOTPIPE_BENCH_RECORDS` records (default 1,000,000) of one type, batches of 1,000,
 //! 30% of the records repeating an earlier IP, 90% online, made-up geography on every IP.
