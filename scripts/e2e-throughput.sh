@@ -13,6 +13,7 @@
 #   PG_ADMIN      default postgres://postgres@127.0.0.1:5432/postgres
 #   MYSQL_ADMIN   default mysql://root@127.0.0.1:3306/mysql
 #   WORKERS       overrides the default worker count (for the scaling figures)
+#   BATCH         the endpoint's batch_size (default 5000, as the legacy puller pulled)
 #   SAMPLE=1      also samples what the database sessions are doing (PostgreSQL wait events,
 #                 MySQL thread states) every poll, and prints the distribution: where store
 #                 time goes
@@ -131,7 +132,7 @@ url = "$store_url"
 [endpoints.c2]
 url = "http://127.0.0.1:$cport"
 api_key = "e2e-key"
-batch_size = 5000
+batch_size = ${BATCH:-5000}
 EOF
 distinct=$(python3 - "$work/logs" <<'EOF'
 import sys
@@ -173,11 +174,11 @@ if [ -s "$work/samples.txt" ]; then
   sort "$work/samples.txt" | uniq -c | sort -rn | head -8 \
     | awk -v t="$(wc -l < "$work/samples.txt")" '{c=$1; $1=""; printf "  %5.1f%% %s\n", 100*c/t, $0}'
 fi
-python3 - "$records" "$distinct" "$start" "$end" "$backend" "$dead" "$retries" "$deadlocks" "$geo" "${WORKERS:-default}" <<'EOF'
+python3 - "$records" "$distinct" "$start" "$end" "$backend" "$dead" "$retries" "$deadlocks" "$geo" "${WORKERS:-default}" "${BATCH:-5000}" <<'EOF'
 import sys
-n, distinct, start, end, backend, dead, retries, deadlocks, geo, workers = sys.argv[1:]
+n, distinct, start, end, backend, dead, retries, deadlocks, geo, workers, batch = sys.argv[1:]
 secs = float(end) - float(start)
 print(f"e2e {backend}: {int(n):,} records ({int(distinct):,} distinct events) stored in {secs:.1f} s "
-      f"= {int(n)/secs:,.0f} records/s; workers {workers}; dead letters {dead}; "
+      f"= {int(n)/secs:,.0f} records/s; workers {workers}; batch_size {batch}; dead letters {dead}; "
       f"store retries {retries}; deadlocks {deadlocks}; {geo}")
 EOF

@@ -54,7 +54,8 @@ pub struct ApplyOutcome {
     pub nodes: u64,
     /// Communication rows newly inserted.
     pub communications_inserted: u64,
-    /// Communications that were already stored (replays and in-batch duplicates).
+    /// Records that added no row: already stored (replays) or repeated inside the batch. With
+    /// `communications_inserted` and the refused records, this accounts for every record.
     pub communications_duplicate: u64,
     /// Dead letters written.
     pub dead_letters: u64,

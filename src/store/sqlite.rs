@@ -580,6 +580,9 @@ impl Store for SqliteStore {
                 path,
                 format!("committing batch {}", batch.batch.id),
             ))?;
+            // In-batch repeats were folded into one row by planning: duplicates too.
+            out.communications_duplicate =
+                (batch.batch.records.len() as u64).saturating_sub(out.communications_inserted);
             Ok(out)
         })
         .await

@@ -491,6 +491,36 @@ async fn refused_row_is_dead_lettered_and_the_rest_commits(backend: Backend) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Every record is accounted for (the pipeline benchmark counts on it).
+
+on_backends!(every_record_is_inserted_duplicate_or_refused: sqlite => Sqlite, postgres => Postgres, mysql => Mysql);
+
+async fn every_record_is_inserted_duplicate_or_refused(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_migrated(&["mozi"]).await;
+    let a = rec("mozi", "5.0.0.1", 10, LogType::Online);
+    // The same event twice in one batch is one row; the second record is a duplicate.
+    let batch = enriched(vec![
+        a.clone(),
+        a.clone(),
+        rec("mozi", "5.0.0.2", 10, LogType::Online),
+    ]);
+    let out = store.apply(&batch).await.unwrap();
+    assert_eq!(
+        (out.communications_inserted, out.communications_duplicate),
+        (2, 1)
+    );
+    let again = store.apply(&batch).await.unwrap();
+    assert_eq!(
+        (
+            again.communications_inserted,
+            again.communications_duplicate
+        ),
+        (0, 3)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Geography that fits its columns: a geodata name longer than its column used to cost its record.
 
 /// 59 characters, from DB-IP City Lite: longer than the legacy `VARCHAR(50)`.

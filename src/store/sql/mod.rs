@@ -653,7 +653,16 @@ impl<D: Dialect> Store for SqlStore<D> {
             None => fitted.as_ref(),
         };
         self.ensure_types(batch).await?;
-        self.apply_partitioned(batch).await
+        let mut out = self.apply_partitioned(batch).await?;
+        // Every record that was not refused is either a new communication or a duplicate (a
+        // replay, or a repeat inside the batch, which planning folded into one row).
+        let refused = out
+            .dead_letters
+            .saturating_sub(batch.batch.dead_letters.len() as u64);
+        out.communications_duplicate = (batch.batch.records.len() as u64)
+            .saturating_sub(refused)
+            .saturating_sub(out.communications_inserted);
+        Ok(out)
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
