@@ -47,6 +47,12 @@ struct Row {
 #[derive(Debug)]
 struct State0 {
     rows: BTreeMap<u64, Row>,
+    /// Rows marked pulled, kept as a count so a pull does not scan every row.
+    pulled: usize,
+    /// Every row below this seq is pulled: pulls and confirms start their scan here, so a
+    /// collector holding a million rows answers in time independent of how many were pulled
+    /// (`botpipe bench pipeline` serves whole workloads from it).
+    low: u64,
     next_seq: u64,
     epoch: String,
     confirms: Vec<ConfirmCall>,
@@ -82,6 +88,8 @@ impl DemoCollector {
             api_key,
             state: Arc::new(Mutex::new(State0 {
                 rows: BTreeMap::new(),
+                pulled: 0,
+                low: 1,
                 next_seq: 1,
                 epoch: uuid::Uuid::new_v4().to_string(),
                 confirms: Vec::new(),
@@ -119,13 +127,16 @@ impl DemoCollector {
     pub fn reset(&self) {
         let mut s = self.lock();
         s.rows.clear();
+        s.pulled = 0;
+        s.low = 1;
         s.next_seq = 1;
         s.epoch = uuid::Uuid::new_v4().to_string();
     }
 
     /// Records not yet confirmed.
     pub fn unpulled(&self) -> usize {
-        self.lock().rows.values().filter(|r| !r.pulled).count()
+        let s = self.lock();
+        s.rows.len() - s.pulled
     }
 
     /// Records held (pulled or not).
@@ -209,24 +220,24 @@ async fn pull(
     };
     let mut s = c.lock();
     s.pulls += 1;
-    let since = q.since_seq.unwrap_or(0);
+    let from = q.since_seq.unwrap_or(0).saturating_add(1).max(s.low);
     let data: Vec<Value> = s
         .rows
-        .range(since + 1..)
+        .range(from..)
         .filter(|(_, r)| !r.pulled)
         .take(limit)
         .map(|(_, r)| r.record.clone())
         .collect();
     let max_seq = s
         .rows
-        .range(since + 1..)
+        .range(from..)
         .filter(|(_, r)| !r.pulled)
         .take(limit)
         .map(|(k, _)| *k)
         .last()
         .unwrap_or(0);
     let global = s.rows.keys().next_back().copied().unwrap_or(0);
-    let pulled = s.rows.values().filter(|r| r.pulled).count();
+    let pulled = s.pulled;
     let mut body = json!({
         "success": true,
         "count": data.len(),
@@ -254,10 +265,12 @@ async fn confirm(
     }
     let count = b.count.unwrap_or(0);
     let mut s = c.lock();
+    let low = s.low;
     let marked: Vec<u64> = match (c.flavor, b.up_to_seq) {
+        (Flavor::Botpipe, Some(up_to)) if up_to < low => Vec::new(),
         (Flavor::Botpipe, Some(up_to)) => s
             .rows
-            .range_mut(..=up_to)
+            .range_mut(low..=up_to)
             .filter(|(_, r)| !r.pulled)
             .map(|(k, r)| {
                 r.pulled = true;
@@ -267,7 +280,7 @@ async fn confirm(
         // Legacy (and botpipe without up_to_seq): the N oldest unpulled, whichever they are.
         _ => s
             .rows
-            .iter_mut()
+            .range_mut(low..)
             .filter(|(_, r)| !r.pulled)
             .take(count as usize)
             .map(|(k, r)| {
@@ -277,6 +290,10 @@ async fn confirm(
             .collect(),
     };
     let n = marked.len();
+    s.pulled += n;
+    while s.rows.get(&s.low).is_some_and(|r| r.pulled) {
+        s.low += 1;
+    }
     s.confirms.push(ConfirmCall {
         count,
         up_to_seq: b.up_to_seq,
