@@ -69,7 +69,16 @@ for i in range(n):
     files["mozi" if i % 5 < 3 else "ramnit"].write(f"{t:%Y-%m-%d %H:%M:%S},{ip}\n")
 EOF
 
-# 2. The collector.
+distinct=$(python3 - "$work/logs" <<'EOF'
+import sys
+n = 0
+for t in ("mozi", "ramnit"):
+    n += len(set(open(f"{sys.argv[1]}/{t}.csv").read().splitlines()))
+print(n)
+EOF
+)
+
+# 2. The collector (it keeps one copy of a repeated line: wait for the distinct ones).
 cport=$(free_port)
 cat > "$work/collector.toml" <<EOF
 listen = "127.0.0.1:$cport"
@@ -89,9 +98,9 @@ EOF
 "$bin" collector --config "$work/collector.toml" > "$work/collector.log" 2>&1 &
 collector_pid=$!
 for _ in $(seq 1 600); do
-  cached=$(curl -sf -H 'X-API-Key: e2e-key' "http://127.0.0.1:$cport/api/stats" \
+  cached=$(curl -sf --noproxy '*' -H 'X-API-Key: e2e-key' "http://127.0.0.1:$cport/api/stats" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin).get("cached_records", 0))' 2>/dev/null || echo 0)
-  [ "$cached" -ge "$records" ] && break
+  [ "$cached" -ge "$distinct" ] && break
   sleep 0.5
 done
 echo "collector: $cached records cached"
@@ -134,14 +143,6 @@ url = "http://127.0.0.1:$cport"
 api_key = "e2e-key"
 batch_size = ${BATCH:-5000}
 EOF
-distinct=$(python3 - "$work/logs" <<'EOF'
-import sys
-n = 0
-for t in ("mozi", "ramnit"):
-    n += len(set(open(f"{sys.argv[1]}/{t}.csv").read().splitlines()))
-print(n)
-EOF
-)
 
 # 4. Run until every distinct event is a communication row.
 workers_flag=()
@@ -162,9 +163,9 @@ while :; do
 done
 end=$(date +%s.%N)
 dead=$(count_sql "SELECT count(*) FROM botpipe_dead_letters")
-retries=$(curl -s "http://127.0.0.1:$hport/metrics" | awk '/^botpipe_store_retries_total/ {s+=$2} END {print s+0}')
-deadlocks=$(curl -s "http://127.0.0.1:$hport/metrics" | awk '/^botpipe_store_deadlocks_total/ {s+=$2} END {print s+0}')
-metric_sum() { curl -s "http://127.0.0.1:$hport/metrics" | awk -v m="$1" '$1 ~ "^"m {s+=$2} END {print s+0}'; }
+retries=$(curl -s --noproxy '*' "http://127.0.0.1:$hport/metrics" | awk '/^botpipe_store_retries_total/ {s+=$2} END {print s+0}')
+deadlocks=$(curl -s --noproxy '*' "http://127.0.0.1:$hport/metrics" | awk '/^botpipe_store_deadlocks_total/ {s+=$2} END {print s+0}')
+metric_sum() { curl -s --noproxy '*' "http://127.0.0.1:$hport/metrics" | awk -v m="$1" '$1 ~ "^"m {s+=$2} END {print s+0}'; }
 store_secs=$(metric_sum botpipe_store_batch_seconds_sum)
 store_batches=$(metric_sum botpipe_store_batch_seconds_count)
 cpu=$(ps -o cputime= -p "$run_pid" | awk -F: '{print ($1*3600)+($2*60)+$3}')
