@@ -207,6 +207,16 @@ pub struct Letters<'a> {
     pub batch_id: &'a str,
 }
 
+/// What every transaction of one batch works from: the batch, its partitions still to write,
+/// the batch's time, and whether its own dead letters are still to write.
+#[derive(Clone, Copy)]
+struct Round<'r, 'a> {
+    batch: &'a EnrichedBatch,
+    pending: &'r [Part<'a>],
+    now: DateTime<Utc>,
+    letters: bool,
+}
+
 /// A store on a network database. Cheap to clone; clones share the pool.
 #[derive(Debug)]
 pub struct SqlStore<D: Dialect> {
@@ -353,10 +363,14 @@ impl<D: Dialect> SqlStore<D> {
             return Ok(out);
         }
         while !pending.is_empty() {
-            let (done, taken) = recovery::with_retries(D::BACKEND, || {
-                self.apply_some(batch, &pending, now, letters)
-            })
-            .await?;
+            let round = Round {
+                batch,
+                pending: &pending,
+                now,
+                letters,
+            };
+            let (done, taken) =
+                recovery::with_retries(D::BACKEND, || self.apply_some(round)).await?;
             out += done;
             letters = false;
             pending.retain(|p| !taken.contains(&p.id));
@@ -387,19 +401,12 @@ impl<D: Dialect> SqlStore<D> {
     /// it wrote and the partitions it wrote.
     async fn apply_some(
         &self,
-        batch: &EnrichedBatch,
-        pending: &[Part<'_>],
-        now: DateTime<Utc>,
-        letters: bool,
+        round: Round<'_, '_>,
     ) -> Result<(ApplyOutcome, Vec<u32>), StoreError> {
         let mut conn = self.acquire("beginning batch transaction").await?;
-        let mut result = self
-            .attempt(&mut conn, batch, pending, now, letters, false)
-            .await;
+        let mut result = self.attempt(&mut conn, round, false).await;
         if matches!(&result, Err(e) if e.is_row_rejection()) {
-            result = self
-                .attempt(&mut conn, batch, pending, now, letters, true)
-                .await;
+            result = self.attempt(&mut conn, round, true).await;
         }
         result
     }
@@ -410,15 +417,10 @@ impl<D: Dialect> SqlStore<D> {
     async fn attempt(
         &self,
         conn: &mut PoolConnection<D::Db>,
-        batch: &EnrichedBatch,
-        pending: &[Part<'_>],
-        now: DateTime<Utc>,
-        letters: bool,
+        round: Round<'_, '_>,
         isolate: bool,
     ) -> Result<(ApplyOutcome, Vec<u32>), StoreError> {
-        let result = self
-            .attempt_in_tx(conn, batch, pending, now, letters, isolate)
-            .await;
+        let result = self.attempt_in_tx(conn, round, isolate).await;
         if let Err(error) = self.dialect.unlock_partitions(conn).await {
             tracing::warn!(backend = D::BACKEND, %error, "Releasing write partition locks failed; closing the connection.");
             conn.close_on_drop();
@@ -433,12 +435,15 @@ impl<D: Dialect> SqlStore<D> {
     async fn attempt_in_tx(
         &self,
         conn: &mut PoolConnection<D::Db>,
-        batch: &EnrichedBatch,
-        pending: &[Part<'_>],
-        now: DateTime<Utc>,
-        letters: bool,
+        round: Round<'_, '_>,
         isolate: bool,
     ) -> Result<(ApplyOutcome, Vec<u32>), StoreError> {
+        let Round {
+            batch,
+            pending,
+            now,
+            letters,
+        } = round;
         let mut tx = conn
             .begin()
             .await
