@@ -109,6 +109,28 @@ fn enriched(records: Vec<Record>) -> EnrichedBatch {
     }
 }
 
+/// `n` "mozi" records over the IPs of `pool`, a share `online` of them online, at one of
+/// `slots` times 10 s apart.
+fn random_records(
+    rng: &mut rand::rngs::StdRng,
+    pool: &[String],
+    n: usize,
+    online: f64,
+    slots: i64,
+) -> Vec<Record> {
+    (0..n)
+        .map(|_| {
+            let ip = &pool[rng.random_range(0..pool.len())];
+            let log = if rng.random_bool(online) {
+                LogType::Online
+            } else {
+                LogType::Cleanup
+            };
+            rec("mozi", ip, rng.random_range(0..slots) * 10, log)
+        })
+        .collect()
+}
+
 async fn apply(store: &AnyStore, records: Vec<Record>) {
     store.apply(&enriched(records)).await.unwrap();
 }
@@ -344,19 +366,7 @@ async fn concurrent_workers_neither_deadlock_nor_lose_updates(backend: Backend) 
     let work: Vec<Vec<Vec<Record>>> = (0..WORKERS)
         .map(|_| {
             (0..BATCHES)
-                .map(|_| {
-                    (0..RECORDS)
-                        .map(|_| {
-                            let ip = &pool[rng.random_range(0..pool.len())];
-                            let log = if rng.random_bool(0.85) {
-                                LogType::Online
-                            } else {
-                                LogType::Cleanup
-                            };
-                            rec("mozi", ip, rng.random_range(0..400) * 10, log)
-                        })
-                        .collect()
-                })
+                .map(|_| random_records(&mut rng, &pool, RECORDS, 0.85, 400))
                 .collect()
         })
         .collect();
@@ -653,18 +663,7 @@ async fn overlapping_writers_never_deadlock(backend: Backend, workers: usize) {
         .map(|_| {
             (0..BATCHES)
                 .map(|_| {
-                    let records: Vec<Record> = (0..RECORDS)
-                        .map(|_| {
-                            let ip = &pool[rng.random_range(0..pool.len())];
-                            let log = if rng.random_bool(0.8) {
-                                LogType::Online
-                            } else {
-                                LogType::Cleanup
-                            };
-                            rec("mozi", ip, rng.random_range(0..300) * 10, log)
-                        })
-                        .collect();
-                    let mut batch = enriched(records);
+                    let mut batch = enriched(random_records(&mut rng, &pool, RECORDS, 0.8, 300));
                     for (r, g) in batch.batch.records.iter().zip(&mut batch.geo) {
                         if g.is_known() && r.ip.to_string().ends_with(".3.9") {
                             g.city = Some(LONG_CITY.into());
