@@ -26,10 +26,16 @@ use std::time::{Duration, Instant};
 
 use botpipe::enrich::Geo;
 use botpipe::record::BotnetType;
-use botpipe::store::merge::{plan, sql_time, TypePlan};
+use botpipe::store::clock::WallClock;
+use botpipe::store::merge::{plan, TypePlan};
 use botpipe::store::{EnrichedBatch, SqliteStore, Store};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row};
+
+/// The stored text of a time, as the store writes it (the default wall-clock).
+fn sql_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    WallClock::default().text(t)
+}
 
 use workload::{batches, env_usize, median, thousands, Run};
 

@@ -64,6 +64,7 @@ async fn main() {
             password: None,
             migrate_on_start: true,
             max_connections: 4,
+            timezone: botpipe::store::clock::DEFAULT_TIMEZONE,
         };
         let report = botpipe::bench::store::run(
             &settings,

@@ -148,6 +148,28 @@ pub async fn attach_queue(
     }
 }
 
+/// How long start-up waits for the store to say its time zones before going on without.
+const TIME_ZONES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Logs the zones of the store's times, and a warning for each way they disagree with the
+/// sources' zones (`docs/schema.md`, "Timestamps").
+pub async fn log_time_zones(store: &AnyStore, settings: &Settings) {
+    match tokio::time::timeout(TIME_ZONES_TIMEOUT, store.time_zones()).await {
+        Ok(Ok(zones)) => {
+            tracing::info!(zones = %zones, "Store time zones.");
+            for warning in zones.warnings(&settings.time_sources()) {
+                tracing::warn!("Time zones: {warning}.");
+            }
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(error = %crate::telemetry::Chain(&error), "Could not read the store's time zones.");
+        }
+        Err(_) => tracing::warn!(
+            "The store did not say its time zones within {TIME_ZONES_TIMEOUT:?}; going on."
+        ),
+    }
+}
+
 /// Opens the configured store (without migrating).
 ///
 /// # Errors
@@ -172,6 +194,7 @@ impl App {
                 .await
                 .map_err(AppError::Migrate)?;
         }
+        log_time_zones(&store, &settings).await;
         let lookup = crate::enrich::open(&settings.geo, &settings.data_dir)?;
         let (listener, http_addr) = if mode == Mode::Full {
             let l = TcpListener::bind(settings.http_listen)

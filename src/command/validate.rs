@@ -15,7 +15,8 @@ use crate::cli::ValidateArgs;
 use crate::config::{ConfigError, Problem, QueueBackend, SecretSource, Settings, StoreKind};
 use crate::pull::PullClient;
 use crate::queue::{EmbeddedQueue, Queue};
-use crate::store::{SqliteStore, Store};
+use crate::store::clock::WallClock;
+use crate::store::{AnyStore, SqliteStore, Store};
 use crate::telemetry::Chain;
 
 use super::{bounded, CommandError};
@@ -139,7 +140,7 @@ pub async fn check_connectivity(s: &Settings) -> Vec<Check> {
     }))
     .await;
     let mut checks = endpoints;
-    checks.push(check_store(s).await);
+    checks.extend(check_store(s).await);
     checks.extend(check_queue(s).await);
     for g in crate::http::check_geodata(&s.geo).await {
         checks.push(Check {
@@ -159,29 +160,79 @@ pub async fn check_connectivity(s: &Settings) -> Vec<Check> {
     checks
 }
 
-async fn check_store(s: &Settings) -> Check {
-    match &s.store.kind {
-        StoreKind::Sqlite(path) => Check {
-            what: format!("store {}", path.display()),
-            result: if path.exists() {
-                match SqliteStore::open(path) {
-                    Ok(store) => bounded(store.ping())
-                        .await
-                        .map(|()| "opens and takes the write lock".into()),
-                    Err(e) => Err(e.to_string()),
-                }
-            } else {
-                creatable(path)
-            },
-        },
-        StoreKind::Postgres(u) | StoreKind::Mysql(u) => Check {
-            what: format!("store {}", crate::config::redact_url(u)),
-            result: match bounded(crate::store::open(&s.store)).await {
-                Ok(store) => bounded(store.ping()).await.map(|()| "answers".into()),
-                Err(e) => Err(e),
-            },
-        },
+/// The store answers (or, for SQLite, can be created), and the zones of its times, with a
+/// warning line for each way they disagree with the sources' zones.
+async fn check_store(s: &Settings) -> Vec<Check> {
+    let (what, opened) = match &s.store.kind {
+        StoreKind::Sqlite(path) => {
+            let what = format!("store {}", path.display());
+            if !path.exists() {
+                let zones = Check {
+                    what: "store time zone".into(),
+                    result: Ok(format!(
+                        "a new file; times will be {} wall-clock",
+                        s.store.timezone.name()
+                    )),
+                };
+                return vec![
+                    Check {
+                        what,
+                        result: creatable(path),
+                    },
+                    zones,
+                ];
+            }
+            let opened = SqliteStore::open_in(path, WallClock::new(s.store.timezone))
+                .map(AnyStore::Sqlite)
+                .map_err(|e| e.to_string());
+            (what, opened)
+        }
+        StoreKind::Postgres(u) | StoreKind::Mysql(u) => (
+            format!("store {}", crate::config::redact_url(u)),
+            bounded(crate::store::open(&s.store)).await,
+        ),
+    };
+    let store = match opened {
+        Ok(store) => store,
+        Err(e) => {
+            return vec![Check {
+                what,
+                result: Err(e),
+            }]
+        }
+    };
+    let note = match &store {
+        AnyStore::Sqlite(_) => "opens and takes the write lock",
+        _ => "answers",
+    };
+    let mut checks = vec![Check {
+        what,
+        result: bounded(store.ping()).await.map(|()| note.into()),
+    }];
+    if checks.iter().all(|c| c.result.is_ok()) {
+        match bounded(store.time_zones()).await {
+            Ok(zones) => {
+                checks.push(Check {
+                    what: "store time zone".into(),
+                    result: Ok(zones.to_string()),
+                });
+                checks.extend(
+                    zones
+                        .warnings(&s.time_sources())
+                        .into_iter()
+                        .map(|w| Check {
+                            what: "store time zone".into(),
+                            result: Ok(format!("warning: {w}")),
+                        }),
+                );
+            }
+            Err(e) => checks.push(Check {
+                what: "store time zone".into(),
+                result: Err(e),
+            }),
+        }
     }
+    checks
 }
 
 async fn check_queue(s: &Settings) -> Vec<Check> {

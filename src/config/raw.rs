@@ -65,6 +65,9 @@ pub struct StoreConfig {
     pub migrate_on_start: Option<bool>,
     /// Maximum connections in the pool (PostgreSQL/MySQL). Default 4.
     pub max_connections: Option<u32>,
+    /// IANA zone whose wall-clock the tables' times are written in, as the legacy writer wrote
+    /// them (see docs/schema.md, "Timestamps"). Default `Asia/Shanghai`.
+    pub timezone: Option<String>,
 }
 
 /// `[queue]`

@@ -137,6 +137,8 @@ pub struct StoreSettings {
     pub migrate_on_start: bool,
     /// Pool size for network databases.
     pub max_connections: u32,
+    /// The zone whose wall-clock the tables' times are written in.
+    pub timezone: Tz,
 }
 
 /// Which queue backend.
@@ -233,6 +235,19 @@ impl Settings {
     /// Enabled endpoints only.
     pub fn enabled_endpoints(&self) -> impl Iterator<Item = &EndpointSettings> {
         self.endpoints.iter().filter(|e| e.enabled)
+    }
+
+    /// Where records come from and the zone their naive times are in: each enabled endpoint,
+    /// and push ingest when enabled.
+    pub fn time_sources(&self) -> Vec<(String, Tz)> {
+        let mut out: Vec<(String, Tz)> = self
+            .enabled_endpoints()
+            .map(|e| (format!("endpoint {}", e.name), e.timezone))
+            .collect();
+        if self.push.enabled {
+            out.push(("push ingest".to_owned(), self.push.timezone));
+        }
+        out
     }
 
     /// Settings for running everything under `dir` (tests, demo): data dir, store, queue and
@@ -366,11 +381,22 @@ fn validate_store(
     if max_connections == 0 {
         c.push("store.max_connections", "must be at least 1");
     }
+    let timezone = match raw.timezone.as_deref() {
+        None => crate::store::clock::DEFAULT_TIMEZONE,
+        Some(name) => name.parse::<Tz>().unwrap_or_else(|_| {
+            c.push(
+                "store.timezone",
+                format!("{name:?} is not an IANA time zone"),
+            );
+            crate::store::clock::DEFAULT_TIMEZONE
+        }),
+    };
     StoreSettings {
         kind,
         password,
         migrate_on_start: raw.migrate_on_start.unwrap_or(true),
         max_connections,
+        timezone,
     }
 }
 

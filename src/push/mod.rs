@@ -37,7 +37,7 @@ use serde_json::value::RawValue;
 
 use crate::config::{PushSettings, SecretError};
 use crate::queue::{Backpressure, Handoff};
-use crate::record::{parse_record, Batch, BotnetType, RecordContext};
+use crate::record::{parse_record, Batch, BatchId, BotnetType, RecordContext};
 use crate::telemetry::metrics as m;
 use crate::telemetry::Chain;
 
@@ -434,7 +434,13 @@ impl PushIngest {
         for d in &dead_letters {
             metrics::counter!(m::DEAD_LETTERS_TOTAL, "reason" => d.reason.as_str()).increment(1);
         }
-        let batch = Batch::new(source, records, dead_letters);
+        let mut batch = Batch::new(source, records, dead_letters);
+        // The same push sent again (after a 503, or a lost answer) is the same batch.
+        batch.id = BatchId::derived(
+            [relay.as_bytes(), type_json.as_bytes()]
+                .into_iter()
+                .chain(data.iter().map(|item| item.get().as_bytes())),
+        );
 
         // 6. Durable, then answer.
         let target = match self.handoff.handoff(&batch).await {

@@ -17,6 +17,23 @@ impl BatchId {
     pub fn new() -> Self {
         Self(uuid::Uuid::new_v4().to_string())
     }
+
+    /// An id derived from the batch's input, `parts`: the same input (a push that its relay
+    /// sent again after a 503) gives the same id, so the store, which keys dead letters by
+    /// batch and position, keeps its dead letters once.
+    pub fn derived<'p>(parts: impl IntoIterator<Item = &'p [u8]>) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for p in parts {
+            // Length-prefixed, so that ["ab", "c"] and ["a", "bc"] differ.
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        let digest = h.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(uuid::Uuid::from_bytes(bytes).to_string())
+    }
 }
 
 impl Default for BatchId {

@@ -159,10 +159,64 @@ static UNKNOWN: Geo = Geo {
     is_china: false,
 };
 
-/// The timestamp text every backend stores and compares: `YYYY-MM-DD HH:MM:SS` in UTC. Its
-/// lexical order is its time order, which SQLite's `MIN`/`MAX` rely on.
-pub fn sql_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
+/// What the coordinate columns hold when the geodata has no coordinates for an IP: 0.0, as
+/// the legacy writer stored. The platform's node list filters `longitude IS NOT NULL`, so a
+/// NULL would hide an infected node from it while the aggregates still count it.
+pub const UNKNOWN_COORDINATE: f64 = 0.0;
+
+/// `(longitude, latitude)` as stored for lookup `g` (see [`UNKNOWN_COORDINATE`]).
+pub fn stored_coordinates(g: Option<&Geo>) -> (f64, f64) {
+    (
+        g.and_then(|g| g.longitude).unwrap_or(UNKNOWN_COORDINATE),
+        g.and_then(|g| g.latitude).unwrap_or(UNKNOWN_COORDINATE),
+    )
+}
+
+/// The location columns, replaced together by a lookup that knows the country.
+const LOCATION: [&str; 7] = [
+    "country",
+    "province",
+    "city",
+    "continent",
+    "is_china",
+    "longitude",
+    "latitude",
+];
+/// The network columns: each a fact of its own (the ISP from the city database, the ASN from
+/// the ASN table), kept until a lookup knows it.
+const NETWORK: [&str; 2] = ["isp", "asn"];
+
+/// The SQL assignments that merge a node's geography, for any dialect: `new(col)` names the
+/// proposed value, `old(col)` the stored one. A lookup that knows the country replaces the
+/// whole location, so a new country never keeps an old province, city or coordinates; a lookup
+/// that does not keeps the stored location. The ISP and the ASN each take a known new value and
+/// keep the stored one otherwise. Coordinates are never NULL (see [`UNKNOWN_COORDINATE`]); the
+/// proposed ones are bound that way already.
+pub fn place_assignments(new: impl Fn(&str) -> String, old: impl Fn(&str) -> String) -> String {
+    let location = format!("{} IS NOT NULL", new("country"));
+    let keep = |c: &str| {
+        if c == "longitude" || c == "latitude" {
+            format!("COALESCE({}, {UNKNOWN_COORDINATE:?})", old(c))
+        } else {
+            old(c)
+        }
+    };
+    LOCATION
+        .iter()
+        .map(|c| {
+            format!(
+                "{c} = CASE WHEN {location} THEN {} ELSE {} END",
+                new(c),
+                keep(c)
+            )
+        })
+        .chain(
+            NETWORK
+                .iter()
+                .map(|c| format!("{c} = COALESCE({}, {})", new(c), old(c))),
+        )
+        .collect::<Vec<_>>()
+        .join(",\n")
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! labelled exact or estimated ([`Accuracy`]); [`sampler`] takes the latter off the request path
 //! of `/api/status`.
 
+pub mod clock;
 pub mod columns;
 pub mod merge;
 pub mod mysql;
@@ -337,13 +338,29 @@ impl StoredDeadLetter {
     }
 }
 
+/// What one migration did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MigrationReport {
+    /// The steps applied now, as `<scope> v<version>: <description>`; empty when the schema was
+    /// current.
+    pub applied: Vec<String>,
+    /// The types whose tables exist (each now current). The other allowed types get their
+    /// tables when their first record arrives.
+    pub types: Vec<String>,
+    /// Per type, node rows whose stored status contradicts the status rule, found when the
+    /// legacy names were normalised (reported, not changed).
+    pub contradictions: BTreeMap<String, u64>,
+}
+
 /// The platform database.
 pub trait Store: Send + Sync {
-    /// Creates or upgrades botpipe's tables and the tables of every allowed type.
+    /// Creates or upgrades botpipe's own tables and upgrades the existing tables of the types
+    /// of `types`. Tables of a type are created when its first record is applied, not here: the
+    /// legacy aggregator treats an empty table as a failure.
     fn migrate(
         &self,
         types: &BTreeSet<BotnetType>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<MigrationReport, StoreError>> + Send;
 
     /// Applies a batch and its dead letters in one transaction with the merge rules.
     fn apply(
@@ -406,14 +423,19 @@ pub async fn open(settings: &crate::config::StoreSettings) -> Result<AnyStore, S
         .map(|p| p.resolve())
         .transpose()?;
     let password = password.as_ref().map(|p| p.expose_secret());
+    let clock = clock::WallClock::new(settings.timezone);
     match &settings.kind {
-        StoreKind::Sqlite(path) => SqliteStore::open(path).map(AnyStore::Sqlite),
-        StoreKind::Postgres(url) => PostgresStore::connect(url, password, settings.max_connections)
-            .await
-            .map(AnyStore::Postgres),
-        StoreKind::Mysql(url) => MysqlStore::connect(url, password, settings.max_connections)
-            .await
-            .map(AnyStore::Mysql),
+        StoreKind::Sqlite(path) => SqliteStore::open_in(path, clock).map(AnyStore::Sqlite),
+        StoreKind::Postgres(url) => {
+            PostgresStore::connect(url, password, settings.max_connections, clock)
+                .await
+                .map(AnyStore::Postgres)
+        }
+        StoreKind::Mysql(url) => {
+            MysqlStore::connect(url, password, settings.max_connections, clock)
+                .await
+                .map(AnyStore::Mysql)
+        }
     }
 }
 
@@ -429,6 +451,68 @@ macro_rules! dispatch {
 }
 
 impl AnyStore {
+    /// The zones the stored times involve, asked from the database (`validate`, start-up).
+    ///
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn time_zones(&self) -> Result<clock::TimeZones, StoreError> {
+        use sqlx::Row;
+        let err = |what: &str| {
+            let op = format!("reading the {what} time zone");
+            move |source| StoreError::Sqlx { op, source }
+        };
+        match self {
+            Self::Sqlite(s) => Ok(clock::TimeZones {
+                tables: s.clock().tz(),
+                server: None,
+                session: None,
+                server_offset_minutes: None,
+            }),
+            Self::Postgres(s) => {
+                let row = sqlx::query(
+                    "SELECT current_setting('TimeZone'),
+                            (EXTRACT(TIMEZONE FROM now()) / 60)::int8",
+                )
+                .fetch_one(s.pool())
+                .await
+                .map_err(err("PostgreSQL"))?;
+                Ok(clock::TimeZones {
+                    tables: s.clock().tz(),
+                    server: None,
+                    session: Some(row.try_get(0).map_err(err("PostgreSQL"))?),
+                    server_offset_minutes: None,
+                })
+            }
+            Self::Mysql(s) => {
+                let row = sqlx::query(
+                    "SELECT CAST(@@global.time_zone AS CHAR), CAST(@@system_time_zone AS CHAR),
+                            CAST(@@session.time_zone AS CHAR),
+                            CAST(TIMESTAMPDIFF(MINUTE, UTC_TIMESTAMP(), NOW()) AS SIGNED)",
+                )
+                .fetch_one(s.pool())
+                .await
+                .map_err(err("MySQL"))?;
+                let get = |i: usize| -> Result<String, StoreError> {
+                    row.try_get::<String, _>(i).map_err(err("MySQL"))
+                };
+                let name = |zone: String, system: &str| {
+                    if zone == "SYSTEM" {
+                        format!("SYSTEM ({system})")
+                    } else {
+                        zone
+                    }
+                };
+                let system = get(1)?;
+                Ok(clock::TimeZones {
+                    tables: s.clock().tz(),
+                    server: Some(name(get(0)?, &system)),
+                    session: Some(name(get(2)?, &system)),
+                    server_offset_minutes: Some(row.try_get(3).map_err(err("MySQL"))?),
+                })
+            }
+        }
+    }
+
     /// Closes the connections of a network store (waiting for those in use to come back);
     /// nothing to do for SQLite.
     pub async fn close(&self) {
@@ -455,7 +539,7 @@ impl AnyStore {
 }
 
 impl Store for AnyStore {
-    async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
+    async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<MigrationReport, StoreError> {
         dispatch!(self, s => s.migrate(types).await)
     }
     async fn apply(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {

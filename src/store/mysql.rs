@@ -31,9 +31,12 @@
 //! hence the `COALESCE` around them. Multi-row statements stay under the 65,535 bind limit by
 //! [`ROWS_PER_STATEMENT`].
 //!
-//! **Sessions** run with `time_zone = '+00:00'` (TIMESTAMP values are UTC instants), READ
-//! COMMITTED (no gap locks outside duplicate checks), and `STRICT_TRANS_TABLES`, so an
-//! out-of-range value is an error that dead-letters its row instead of being silently mangled.
+//! **Sessions** stay in the server's default `time_zone`, and every time is bound as the naive
+//! wall-clock of `[store] timezone` ([`WallClock`]): exactly how the legacy writer wrote its
+//! collectors' times, so the stored values equal the legacy's whatever the server's zone (see
+//! [`super::clock`]). Sessions also run at READ COMMITTED (no gap locks outside duplicate
+//! checks), with `STRICT_TRANS_TABLES`, so an out-of-range value is an error that dead-letters
+//! its row instead of being silently mangled.
 //!
 //! **Locks** are `GET_LOCK` session locks named after the database: the migration lock, and one
 //! per write partition, taken inside the transaction and released after it ended. MySQL DDL
@@ -42,21 +45,22 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::{MySql, MySqlArguments, MySqlConnectOptions, MySqlConnection};
 use sqlx::query::Query;
 use sqlx::Row;
 
-use super::merge::{Communication, NodeDelta};
+use super::clock::WallClock;
+use super::merge::{place_assignments, stored_coordinates, Communication, NodeDelta};
 use super::recovery;
 use super::schema::IP_WIDTH;
 use super::sql::{
-    describe, sql_err, whole_seconds, Change, ColumnInfo, Dialect, Letters, SqlFuture, StoreFuture,
-    TimeDefault, Write,
+    describe, sql_err, Change, ColumnInfo, Dialect, Letters, SqlFuture, StoreFuture, TimeDefault,
+    Write,
 };
 use super::{EnrichedBatch, StoreError};
 use crate::enrich::Geo;
-use crate::record::{BotnetType, RejectReason};
+use crate::record::{BotnetType, LogType, RejectReason};
 use crate::telemetry::metrics::DEAD_LETTERS_TOTAL;
 
 /// Rows per multi-row statement: 19 binds per row stays far below MySQL's 65,535 placeholders,
@@ -79,7 +83,9 @@ const DEAD_LETTER_BYTES_PER_STATEMENT: usize = 4 << 20;
 /// The range of a MySQL `TIMESTAMP`, in Unix seconds: 1970-01-01 00:00:01 to 2038-01-19
 /// 03:14:07 UTC. MariaDB 10.11 stores NULL instead of raising an error when a value outside it
 /// is bound as a parameter, even in strict mode, so the store refuses such records itself.
-const TIMESTAMP_RANGE: std::ops::RangeInclusive<i64> = 1..=2_147_483_647;
+/// Times are bound as wall-clock read in the server's zone, which may be up to 14 hours from
+/// UTC, so the store keeps a day's margin at both ends.
+const TIMESTAMP_RANGE: std::ops::RangeInclusive<i64> = 86_400..=2_147_483_647 - 86_400;
 /// Error number of a duplicate key.
 const ER_DUP_ENTRY: u16 = 1062;
 
@@ -91,6 +97,8 @@ type C = MySqlConnection;
 pub struct Mysql {
     /// `mysql host:port/database`, for messages.
     target: String,
+    /// The wall-clock times are bound in.
+    clock: WallClock,
 }
 
 impl Dialect for Mysql {
@@ -98,9 +106,10 @@ impl Dialect for Mysql {
     type Statements = MysqlStatements;
 
     const BACKEND: &'static str = "mysql";
-    /// UTC, strict (errors instead of silent mangling), READ COMMITTED (see the module docs).
+    /// The server's zone, strict (errors instead of silent mangling), READ COMMITTED (see the
+    /// module docs).
     const SESSION_SETUP: &'static [&'static str] = &[
-        "SET time_zone = '+00:00', sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_TRANS_TABLES')",
+        "SET sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_TRANS_TABLES')",
         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
     ];
     const BOTPIPE_SCHEMA: &'static [&'static str] = &[
@@ -127,18 +136,23 @@ impl Dialect for Mysql {
          FROM information_schema.tables
          WHERE table_schema = DATABASE() AND table_name = '{table}'";
     const DEAD_LETTER_PAGE: &'static str =
-        "SELECT id, source, reason, detail, raw, rejected_at FROM botpipe_dead_letters
+        "SELECT id, source, reason, detail, raw, DATE_FORMAT(rejected_at, '%Y-%m-%d %H:%i:%s')
+         FROM botpipe_dead_letters
          WHERE id < ? ORDER BY id DESC LIMIT ?";
     const RECORD_STEP: &'static str =
         "INSERT IGNORE INTO botpipe_schema_migrations (scope, description, version) VALUES (?, ?, ?)";
     const APPLIED_VERSIONS: &'static str =
         "SELECT scope, CAST(MAX(version) AS SIGNED) FROM botpipe_schema_migrations GROUP BY scope";
+    const NUMERIC_ASN: &'static str =
+        "UPDATE {table} SET asn = CONCAT('AS', asn) WHERE asn REGEXP '^[0-9]+$'";
     const COLUMNS: &'static str = "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR),
-                CAST(character_maximum_length AS SIGNED), CAST(is_nullable AS CHAR)
+                CAST(character_maximum_length AS SIGNED), CAST(is_nullable AS CHAR),
+                CAST(column_comment AS CHAR)
          FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?";
     const INDEXES: &'static str = "SELECT CAST(index_name AS CHAR),
                 CAST(GROUP_CONCAT(column_name ORDER BY seq_in_index SEPARATOR ',') AS CHAR),
-                CAST(1 - MIN(non_unique) AS SIGNED), CAST(NULL AS CHAR)
+                CAST(1 - MIN(non_unique) AS SIGNED), CAST(NULL AS CHAR),
+                CAST(MAX(index_comment) AS CHAR)
          FROM information_schema.statistics
          WHERE table_schema = DATABASE() AND table_name = ? AND index_name <> 'PRIMARY'
          GROUP BY index_name";
@@ -147,14 +161,19 @@ impl Dialect for Mysql {
         opts.password(password)
     }
 
-    fn configure(mut opts: MySqlConnectOptions) -> (Self, MySqlConnectOptions) {
+    fn configure(mut opts: MySqlConnectOptions, clock: WallClock) -> (Self, MySqlConnectOptions) {
+        // No `SET time_zone`: the session keeps the server's default, as the legacy writer's did.
         opts = opts
-            .timezone(Some("+00:00".to_owned()))
+            .timezone(None)
             .charset("utf8mb4")
             .statement_cache_capacity(STATEMENT_CACHE);
         let (host, port) = (opts.get_host(), opts.get_port());
         let target = describe(Self::BACKEND, host, port, opts.get_database());
-        (Self { target }, opts)
+        (Self { target, clock }, opts)
+    }
+
+    fn clock(&self) -> WallClock {
+        self.clock
     }
 
     fn placeholders(n: usize) -> String {
@@ -171,6 +190,7 @@ impl Dialect for Mysql {
             TimeDefault::Now => "CURRENT_TIMESTAMP",
         };
         let null = |c: &ColumnInfo| if c.nullable { "NULL" } else { "NOT NULL" };
+        // MODIFY and CHANGE restate a column whole: without its comment it would lose it.
         let parts: Vec<String> = changes
             .iter()
             .map(|c| match c {
@@ -182,8 +202,10 @@ impl Dialect for Mysql {
                         "NULL"
                     };
                     format!(
-                        "CHANGE {} {to} {} NULL DEFAULT {default}",
-                        from.name, from.ty
+                        "CHANGE {} {to} {} NULL DEFAULT {default}{}",
+                        from.name,
+                        from.ty,
+                        comment_sql(from.comment.as_deref())
                     )
                 }
                 Change::AddTime {
@@ -197,10 +219,21 @@ impl Dialect for Mysql {
                         default_sql(default)
                     )
                 }
-                Change::WidenIp(ip) => format!("MODIFY ip VARCHAR({IP_WIDTH}) {}", null(ip)),
+                Change::WidenIp(ip) => format!(
+                    "MODIFY ip VARCHAR({IP_WIDTH}) {}{}",
+                    null(ip),
+                    comment_sql(ip.comment.as_deref())
+                ),
                 Change::DropUnique(i) => format!("DROP INDEX `{}`", i.name),
-                Change::AddUnique { name, columns } => {
-                    format!("ADD UNIQUE KEY `{name}` ({columns})")
+                Change::AddUnique {
+                    name,
+                    columns,
+                    comment,
+                } => {
+                    format!(
+                        "ADD UNIQUE KEY `{name}` ({columns}){}",
+                        comment_sql(*comment)
+                    )
                 }
                 Change::AddIndex { name, columns } => format!("ADD INDEX `{name}` ({columns})"),
             })
@@ -225,7 +258,8 @@ impl Dialect for Mysql {
             let values = ty.strip_suffix(')').unwrap_or(ty);
             let null = if status.nullable { "NULL" } else { "NOT NULL" };
             vec![format!(
-                "ALTER TABLE {table} MODIFY status {values},'cleaned') {null} DEFAULT 'active'"
+                "ALTER TABLE {table} MODIFY status {values},'cleaned') {null} DEFAULT 'active'{}",
+                comment_sql(status.comment.as_deref())
             )]
         } else {
             Vec::new()
@@ -287,10 +321,12 @@ impl Dialect for Mysql {
         Box::pin(async move {
             let n = p.botnet_type.nodes_table();
             let c = p.botnet_type.communications_table();
-            let nodes = NodeRow::rows(&p.nodes);
-            let comms = CommRow::rows(&p.communications);
-            write_rows(conn, sql, &nodes, &comms, now).await.map_err(
-                |(stage, source)| match stage {
+            let clock = self.clock;
+            let nodes = NodeRow::rows(&p.nodes, clock);
+            let comms = CommRow::rows(&p.communications, clock);
+            write_rows(conn, sql, &nodes, &comms, clock.wall(now))
+                .await
+                .map_err(|(stage, source)| match stage {
                     // A communication inserted meanwhile by a writer outside botpipe's
                     // partition locks: retrying re-reads the table.
                     Stage::InsertCommunications
@@ -309,13 +345,16 @@ impl Dialect for Mysql {
                         op: format!("{}: {} {}", self.target, stage.verb(), stage.table(&n, &c)),
                         source,
                     },
-                },
-            )
+                })
         })
     }
 
     fn insert_letters<'a>(&'a self, conn: &'a mut C, l: Letters<'a>) -> StoreFuture<'a, ()> {
-        let Letters { letters, batch_id } = l;
+        let Letters {
+            letters,
+            positions,
+            batch_id,
+        } = l;
         Box::pin(async move {
             let mut start = 0;
             while start < letters.len() {
@@ -330,19 +369,24 @@ impl Dialect for Mysql {
                     end += 1;
                 }
                 let chunk = &letters[start..end];
+                // A letter of a replayed batch is there already: keep the stored one.
                 let sql = format!(
-                    "INSERT INTO botpipe_dead_letters (source, reason, detail, raw, batch_id, rejected_at) VALUES {}",
-                    repeat_row("(?,?,?,?,?,?)", chunk.len())
+                    "INSERT INTO botpipe_dead_letters
+                        (source, reason, detail, raw, batch_id, batch_position, rejected_at)
+                     VALUES {} ON DUPLICATE KEY UPDATE id = id",
+                    repeat_row("(?,?,?,?,?,?,?)", chunk.len())
                 );
                 let mut q = sqlx::query(&sql);
-                for d in chunk {
+                let at = positions.get(start..end).unwrap_or_default();
+                for (d, position) in chunk.iter().zip(at) {
                     q = q
                         .bind(d.source.as_str())
                         .bind(d.reason.as_str())
                         .bind(d.detail.as_str())
                         .bind(d.raw.as_str())
                         .bind(batch_id)
-                        .bind(whole_seconds(d.rejected_at));
+                        .bind(*position)
+                        .bind(self.clock.wall(d.rejected_at));
                 }
                 q.execute(&mut *conn)
                     .await
@@ -382,23 +426,15 @@ fn merge_assignments() -> String {
     format!(
         "first_seen = {first},
          last_seen = {last},
-         active_time = {active},
+         active_time = COALESCE(GREATEST(active_time, {last}), active_time, {last}),
          cleaned_time = {cleaned},
          status = CASE WHEN {cleaned} IS NOT NULL AND ({last} IS NULL OR {cleaned} >= {last})
                        THEN 'cleaned' ELSE 'active' END,
-         longitude = COALESCE(VALUES(longitude), longitude),
-         latitude = COALESCE(VALUES(latitude), latitude),
-         country = COALESCE(VALUES(country), country),
-         province = COALESCE(VALUES(province), province),
-         city = COALESCE(VALUES(city), city),
-         continent = COALESCE(VALUES(continent), continent),
-         isp = COALESCE(VALUES(isp), isp),
-         asn = COALESCE(VALUES(asn), asn),
-         is_china = IF(VALUES(country) IS NOT NULL, VALUES(is_china), is_china),
+         {place},
          communication_count = COALESCE(communication_count, 0) + VALUES(communication_count),
          updated_at = VALUES(updated_at)",
         first = merged("first_seen", "LEAST"),
-        active = merged("active_time", "GREATEST"),
+        place = place_assignments(|c| format!("VALUES({c})"), str::to_owned),
     )
 }
 
@@ -453,10 +489,12 @@ impl MysqlStatements {
         )
     }
 
-    /// Which of `rows` communications are stored; returns `(ip, communication_time, event_type)`.
+    /// Which of `rows` communications are stored; returns `(ip, communication_time, event_type)`,
+    /// the time as the session's wall-clock (sqlx reads a `DATETIME` as naive, not a
+    /// `TIMESTAMP`).
     fn existing_communications(&self, rows: usize) -> String {
         format!(
-            "SELECT ip, communication_time, event_type FROM {}
+            "SELECT ip, CAST(communication_time AS DATETIME), event_type FROM {}
              WHERE (ip, communication_time, event_type) IN ({})",
             self.comms,
             repeat_row("(?,?,?)", rows)
@@ -488,8 +526,9 @@ type MyQuery<'q> = Query<'q, MySql, MySqlArguments>;
 /// Binds longitude … asn (eight columns); `is_china` is bound by the caller, whose column order
 /// differs between nodes and communications.
 fn bind_place<'q>(q: MyQuery<'q>, g: Option<&'q Geo>) -> MyQuery<'q> {
-    q.bind(g.and_then(|g| g.longitude))
-        .bind(g.and_then(|g| g.latitude))
+    let (longitude, latitude) = stored_coordinates(g);
+    q.bind(longitude)
+        .bind(latitude)
         .bind(g.and_then(|g| g.country.as_deref()))
         .bind(g.and_then(|g| g.province.as_deref()))
         .bind(g.and_then(|g| g.city.as_deref()))
@@ -498,23 +537,27 @@ fn bind_place<'q>(q: MyQuery<'q>, g: Option<&'q Geo>) -> MyQuery<'q> {
         .bind(g.and_then(|g| g.asn.as_deref()))
 }
 
-/// One node delta with its IP text, ready to bind.
+/// One node delta with its IP text and wall-clock times, ready to bind.
 #[derive(Debug)]
 struct NodeRow<'a> {
     /// The IP as stored.
     pub ip: String,
     /// The delta.
     pub delta: &'a NodeDelta<'a>,
+    /// Its earliest online, latest online and latest cleanup as wall-clock.
+    pub times: [Option<NaiveDateTime>; 3],
 }
 
 impl<'a> NodeRow<'a> {
     /// Rows of `nodes`, sorted by IP text (the unique index order MySQL locks in).
-    fn rows(nodes: &'a [NodeDelta<'a>]) -> Vec<Self> {
+    fn rows(nodes: &'a [NodeDelta<'a>], clock: WallClock) -> Vec<Self> {
         let mut rows: Vec<Self> = nodes
             .iter()
             .map(|delta| Self {
                 ip: delta.ip.to_string(),
                 delta,
+                times: [delta.first_online, delta.last_online, delta.last_cleanup]
+                    .map(|t| t.map(|t| clock.wall(t))),
             })
             .collect();
         rows.sort_by(|a, b| a.ip.cmp(&b.ip));
@@ -523,11 +566,12 @@ impl<'a> NodeRow<'a> {
 
     fn bind_merge_values<'q>(&'q self, q: MyQuery<'q>) -> MyQuery<'q> {
         let d = self.delta;
+        let [first, last, cleanup] = self.times;
         let q = q
-            .bind(d.first_online.map(whole_seconds))
-            .bind(d.last_online.map(whole_seconds))
-            .bind(d.last_cleanup.map(whole_seconds))
-            .bind(d.last_online.map(whole_seconds))
+            .bind(first)
+            .bind(last)
+            .bind(cleanup)
+            .bind(last)
             .bind(d.status());
         bind_place(q, d.geo).bind(d.geo.is_some_and(|g| g.is_china))
     }
@@ -537,7 +581,7 @@ impl<'a> NodeRow<'a> {
 fn bind_new_nodes<'q>(
     sql: &'q str,
     rows: &'q [(&'q NodeRow<'q>, i64)],
-    now: DateTime<Utc>,
+    now: NaiveDateTime,
 ) -> MyQuery<'q> {
     let mut q = sqlx::query(sql);
     for (r, planned) in rows {
@@ -554,7 +598,7 @@ fn bind_new_nodes<'q>(
 fn bind_merge_nodes<'q>(
     sql: &'q str,
     rows: &'q [(&'q NodeRow<'q>, i64, i64)],
-    now: DateTime<Utc>,
+    now: NaiveDateTime,
 ) -> MyQuery<'q> {
     let mut q = sqlx::query(sql);
     for (r, id, added) in rows {
@@ -571,31 +615,27 @@ fn bind_merge_nodes<'q>(
 struct CommRow<'a> {
     /// The IP as stored.
     pub ip: String,
-    /// The event time, whole seconds.
-    pub time: DateTime<Utc>,
+    /// The event time as wall-clock, whole seconds.
+    pub time: NaiveDateTime,
     /// The communication.
     pub comm: &'a Communication<'a>,
 }
 
 impl<'a> CommRow<'a> {
     /// Rows of `comms`.
-    fn rows(comms: &'a [Communication<'a>]) -> Vec<Self> {
+    fn rows(comms: &'a [Communication<'a>], clock: WallClock) -> Vec<Self> {
         comms
             .iter()
             .map(|comm| Self {
                 ip: comm.ip.to_string(),
-                time: whole_seconds(comm.time),
+                time: clock.wall(comm.time),
                 comm,
             })
             .collect()
     }
 
-    fn key(&self) -> (&str, i64, &'static str) {
-        (
-            &self.ip,
-            self.time.timestamp(),
-            self.comm.log_type.event_type(),
-        )
+    fn key(&self) -> (&str, NaiveDateTime, &'static str) {
+        (&self.ip, self.time, self.comm.log_type.event_type())
     }
 }
 
@@ -615,7 +655,7 @@ fn bind_existing_communications<'q>(sql: &'q str, rows: &'q [CommRow<'q>]) -> My
 fn bind_communications<'q>(
     sql: &'q str,
     rows: &'q [(&'q CommRow<'q>, i64)],
-    now: DateTime<Utc>,
+    now: NaiveDateTime,
 ) -> MyQuery<'q> {
     let mut q = sqlx::query(sql);
     for (r, node_id) in rows {
@@ -691,7 +731,7 @@ async fn write_rows(
     sql: &MysqlStatements,
     nodes: &[NodeRow<'_>],
     comms: &[CommRow<'_>],
-    now: DateTime<Utc>,
+    now: NaiveDateTime,
 ) -> Result<u64, (Stage, sqlx::Error)> {
     // 1. Find the nodes that exist.
     let mut ids: HashMap<String, i64> = HashMap::with_capacity(nodes.len());
@@ -708,8 +748,9 @@ async fn write_rows(
     // 2. Insert the new ones, counting all their communications as new (a node that did not
     //    exist has none stored, unless another writer inserted it meanwhile: corrected below),
     //    and read their ids.
+    // `communication_count` counts online rows, as the legacy writer kept it.
     let mut planned: HashMap<&str, i64> = HashMap::with_capacity(nodes.len());
-    for c in comms {
+    for c in comms.iter().filter(|c| c.comm.log_type == LogType::Online) {
         *planned.entry(c.ip.as_str()).or_default() += 1;
     }
     let existing: HashSet<String> = ids.keys().cloned().collect();
@@ -734,7 +775,7 @@ async fn write_rows(
             .map_err(|e| (Stage::SelectIds, e))?;
     }
     // 3. Insert the communications not stored yet.
-    let mut stored: HashSet<(String, i64, String)> = HashSet::new();
+    let mut stored: HashSet<(String, NaiveDateTime, String)> = HashSet::new();
     for chunk in comms.chunks(ROWS_PER_STATEMENT) {
         let text = sql.existing_communications(chunk.len());
         let rows = bind_existing_communications(&text, chunk)
@@ -742,10 +783,10 @@ async fn write_rows(
             .await
             .map_err(|e| (Stage::ExistingCommunications, e))?;
         for r in rows {
-            let get = || -> Result<(String, i64, String), sqlx::Error> {
-                let t: DateTime<Utc> = r.try_get(1)?;
+            let get = || -> Result<(String, NaiveDateTime, String), sqlx::Error> {
+                let t: NaiveDateTime = r.try_get(1)?;
                 let e: Option<String> = r.try_get(2)?;
-                Ok((r.try_get(0)?, t.timestamp(), e.unwrap_or_default()))
+                Ok((r.try_get(0)?, t, e.unwrap_or_default()))
             };
             stored.insert(get().map_err(|e| (Stage::ExistingCommunications, e))?);
         }
@@ -753,15 +794,17 @@ async fn write_rows(
     let mut fresh: Vec<(&CommRow<'_>, i64)> = Vec::with_capacity(comms.len());
     let mut added: HashMap<&str, i64> = HashMap::new();
     for r in comms {
-        let (ip, secs, event) = r.key();
-        if stored.contains(&(ip.to_owned(), secs, event.to_owned())) {
+        let (ip, time, event) = r.key();
+        if stored.contains(&(ip.to_owned(), time, event.to_owned())) {
             continue;
         }
         let Some(&id) = ids.get(&r.ip) else {
             return Err((Stage::MissingId(r.ip.clone()), sqlx::Error::RowNotFound));
         };
         fresh.push((r, id));
-        *added.entry(r.ip.as_str()).or_default() += 1;
+        if r.comm.log_type == LogType::Online {
+            *added.entry(r.ip.as_str()).or_default() += 1;
+        }
     }
     for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
         let text = sql.insert_communications(chunk.len());
@@ -826,6 +869,13 @@ fn without_unstorable_times(batch: &EnrichedBatch) -> Option<EnrichedBatch> {
     metrics::counter!(DEAD_LETTERS_TOTAL, "reason" => RejectReason::StoreRejected.as_str())
         .increment(refused);
     Some(kept)
+}
+
+/// ` COMMENT '…'` for a column or index comment to keep, quoted for MySQL; empty for none.
+fn comment_sql(comment: Option<&str>) -> String {
+    comment.map_or(String::new(), |c| {
+        format!(" COMMENT '{}'", c.replace('\\', "\\\\").replace('\'', "''"))
+    })
 }
 
 fn is_time_type(ty: &str) -> bool {

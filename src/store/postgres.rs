@@ -15,7 +15,10 @@
 //! TCP_NODELAY, and uses one bind parameter per column whatever the batch size, so there is no
 //! bind limit to chunk around.
 //!
-//! **Types.** Timestamps are `timestamptz`, and every session runs with `TimeZone=UTC`. Ids are
+//! **Types.** Timestamps are `timestamptz` (the instant), and every session runs with
+//! `TimeZone` set to `[store] timezone`, so the times print as that zone's wall-clock, the rule
+//! of [`super::clock`] (a legacy `timestamp without time zone` column is read and written as
+//! that wall-clock too). Ids are
 //! `BIGINT` identities: `ON CONFLICT` consumes a sequence value per attempted row, which would
 //! exhaust an `INT` in weeks at full speed. Legacy column names and meanings are kept; `status`
 //! is a `VARCHAR` with a `CHECK`. The DDL is in `src/store/ddl/postgres/`.
@@ -33,13 +36,14 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Executor, Row};
 
-use super::merge::{Communication, NodeDelta};
+use super::clock::WallClock;
+use super::merge::{place_assignments, stored_coordinates, Communication, NodeDelta};
 use super::sql::{
     describe, sql_err, whole_seconds, Change, ColumnInfo, Dialect, Letters, SqlFuture, StoreFuture,
     TimeDefault, Write,
 };
 use super::StoreError;
-use crate::record::{BotnetType, NodeIp};
+use crate::record::{BotnetType, LogType, NodeIp};
 
 /// Key of the advisory lock that serialises migrations (per database): "botpipe" + 1.
 const MIGRATION_LOCK_KEY: i64 = 0x626f_7470_6970_6501;
@@ -59,6 +63,8 @@ type C = PgConnection;
 pub struct Postgres {
     /// `postgres host:port/database`, for messages.
     target: String,
+    /// The sessions' zone.
+    clock: WallClock,
 }
 
 impl Dialect for Postgres {
@@ -89,23 +95,26 @@ impl Dialect for Postgres {
                        / current_setting('block_size')::float8)::bigint
                  ELSE 0 END
          FROM pg_class c WHERE c.oid = to_regclass('{table}')";
-    const DEAD_LETTER_PAGE: &'static str =
-        "SELECT id, source, reason::text, detail, raw, rejected_at FROM botpipe_dead_letters
+    const DEAD_LETTER_PAGE: &'static str = "SELECT id, source, reason::text, detail, raw,
+                to_char(rejected_at, 'YYYY-MM-DD HH24:MI:SS') FROM botpipe_dead_letters
          WHERE id < $1 ORDER BY id DESC LIMIT $2";
     const RECORD_STEP: &'static str =
         "INSERT INTO botpipe_schema_migrations (scope, description, version) VALUES ($1, $2, $3)
          ON CONFLICT (scope, version) DO NOTHING";
     const APPLIED_VERSIONS: &'static str =
         "SELECT scope::text, max(version)::int8 FROM botpipe_schema_migrations GROUP BY scope";
+    const NUMERIC_ASN: &'static str = "UPDATE {table} SET asn = 'AS' || asn WHERE asn ~ '^[0-9]+$'";
+    /// PostgreSQL keeps comments through `ALTER`: none to restate.
     const COLUMNS: &'static str =
         "SELECT column_name::text, data_type::text, character_maximum_length::int8,
-                is_nullable::text
+                is_nullable::text, NULL::text
          FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1";
     const INDEXES: &'static str = "SELECT i.relname::text,
                 string_agg(a.attname::text, ',' ORDER BY k.ord),
                 (CASE WHEN x.indisunique THEN 1 ELSE 0 END)::int8,
                 (SELECT con.conname::text FROM pg_constraint con
-                  WHERE con.conindid = x.indexrelid AND con.contype = 'u' LIMIT 1)
+                  WHERE con.conindid = x.indexrelid AND con.contype = 'u' LIMIT 1),
+                obj_description(x.indexrelid, 'pg_class')
          FROM pg_index x
          JOIN pg_class i ON i.oid = x.indexrelid
          CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
@@ -117,14 +126,22 @@ impl Dialect for Postgres {
         opts.password(password)
     }
 
-    fn configure(mut opts: PgConnectOptions) -> (Self, PgConnectOptions) {
-        // Sessions in UTC: timestamptz values print and compare as UTC, and a legacy
-        // `timestamp without time zone` column is read and written as UTC.
+    fn configure(mut opts: PgConnectOptions, clock: WallClock) -> (Self, PgConnectOptions) {
         let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
-        opts = opts.options([("TimeZone", "UTC"), ("lock_timeout", lock_timeout.as_str())]);
+        opts = opts.options([("lock_timeout", lock_timeout.as_str())]);
         let (host, port) = (opts.get_host(), opts.get_port());
         let target = describe(Self::BACKEND, host, port, opts.get_database());
-        (Self { target }, opts)
+        (Self { target, clock }, opts)
+    }
+
+    fn clock(&self) -> WallClock {
+        self.clock
+    }
+
+    /// Sessions in `[store] timezone`: timestamptz values print as its wall-clock. Set after
+    /// connecting: sqlx sends `TimeZone=UTC` in the startup message, which wins over options.
+    fn session_statements(&self) -> Vec<String> {
+        vec![format!("SET TIME ZONE '{}'", self.clock.tz().name())]
     }
 
     fn target(&self) -> &str {
@@ -165,7 +182,8 @@ impl Dialect for Postgres {
                     Some(con) => format!("ALTER TABLE {table} DROP CONSTRAINT \"{con}\""),
                     None => format!("DROP INDEX \"{}\"", i.name),
                 },
-                Change::AddUnique { name, columns } => {
+                // No legacy PostgreSQL deployments: no index comments to carry over.
+                Change::AddUnique { name, columns, .. } => {
                     format!("ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE ({columns})")
                 }
                 Change::AddIndex { name, columns } => {
@@ -291,7 +309,11 @@ impl Dialect for Postgres {
     }
 
     fn insert_letters<'a>(&'a self, conn: &'a mut C, l: Letters<'a>) -> StoreFuture<'a, ()> {
-        let Letters { letters, batch_id } = l;
+        let Letters {
+            letters,
+            positions,
+            batch_id,
+        } = l;
         Box::pin(async move {
             if letters.is_empty() {
                 return Ok(());
@@ -307,11 +329,18 @@ impl Dialect for Postgres {
                 .iter()
                 .map(|d| whole_seconds(d.rejected_at))
                 .collect();
+            let positions: Vec<i32> = positions
+                .iter()
+                .map(|p| i32::try_from(*p).unwrap_or(i32::MAX))
+                .collect();
+            // A letter of a replayed batch is there already: keep the stored one.
             sqlx::query(
-                "INSERT INTO botpipe_dead_letters (source, reason, detail, raw, batch_id, rejected_at)
-                 SELECT u.source, u.reason, u.detail, u.raw, $5, u.rejected_at
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $6::timestamptz[])
-                    AS u(source, reason, detail, raw, rejected_at)",
+                "INSERT INTO botpipe_dead_letters
+                    (source, reason, detail, raw, batch_id, batch_position, rejected_at)
+                 SELECT u.source, u.reason, u.detail, u.raw, $5, u.position, u.rejected_at
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $6::timestamptz[],
+                    $7::int4[]) AS u(source, reason, detail, raw, rejected_at, position)
+                 ON CONFLICT (batch_id, batch_position) DO NOTHING",
             )
             .bind(&sources)
             .bind(&reasons)
@@ -319,6 +348,7 @@ impl Dialect for Postgres {
             .bind(&raws)
             .bind(clean(batch_id))
             .bind(&times)
+            .bind(&positions)
             .execute(conn)
             .await
             .map_err(sql_err(&self.target, "inserting into botpipe_dead_letters"))?;
@@ -358,7 +388,7 @@ impl From<&BotnetType> for PgStatements {
              ON CONFLICT (ip) DO UPDATE SET
                 first_seen = LEAST(n.first_seen, EXCLUDED.first_seen),
                 last_seen = GREATEST(n.last_seen, EXCLUDED.last_seen),
-                active_time = GREATEST(n.active_time, EXCLUDED.active_time),
+                active_time = GREATEST(n.active_time, n.last_seen, EXCLUDED.last_seen),
                 cleaned_time = GREATEST(n.cleaned_time, EXCLUDED.cleaned_time),
                 status = CASE
                     WHEN GREATEST(n.cleaned_time, EXCLUDED.cleaned_time) IS NOT NULL
@@ -366,24 +396,17 @@ impl From<&BotnetType> for PgStatements {
                           OR GREATEST(n.cleaned_time, EXCLUDED.cleaned_time)
                              >= GREATEST(n.last_seen, EXCLUDED.last_seen))
                     THEN 'cleaned' ELSE 'active' END,
-                longitude = COALESCE(EXCLUDED.longitude, n.longitude),
-                latitude = COALESCE(EXCLUDED.latitude, n.latitude),
-                country = COALESCE(EXCLUDED.country, n.country),
-                province = COALESCE(EXCLUDED.province, n.province),
-                city = COALESCE(EXCLUDED.city, n.city),
-                continent = COALESCE(EXCLUDED.continent, n.continent),
-                isp = COALESCE(EXCLUDED.isp, n.isp),
-                asn = COALESCE(EXCLUDED.asn, n.asn),
-                is_china = CASE WHEN EXCLUDED.country IS NOT NULL
-                                THEN EXCLUDED.is_china ELSE n.is_china END,
+                {place},
                 communication_count = COALESCE(n.communication_count, 0)
                                       + EXCLUDED.communication_count,
                 updated_at = EXCLUDED.updated_at
-             RETURNING n.id::bigint, n.ip::text"
+             RETURNING n.id::bigint, n.ip::text",
+            place = place_assignments(|c| format!("EXCLUDED.{c}"), |c| format!("n.{c}")),
         );
-        // The upsert added every planned communication to the count; give back those that
-        // were already stored (replays, concurrent duplicates). Usually no row matches, so a
-        // node is written once per batch.
+        // The upsert added every planned online communication to the count (the count is of
+        // online rows, as the legacy writer kept it); give back those that were already stored
+        // (replays, concurrent duplicates). Usually no row matches, so a node is written once
+        // per batch.
         let insert_communications = format!(
             "WITH ins AS (
                 INSERT INTO {c} (node_id, ip, communication_time, received_at, longitude, latitude,
@@ -396,11 +419,14 @@ impl From<&BotnetType> for PgStatements {
                     AS u(node_id, ip, t, longitude, latitude, country, province, city, continent,
                          isp, asn, event_type, status, is_china)
                 ON CONFLICT (ip, communication_time, event_type) DO NOTHING
-                RETURNING node_id
+                RETURNING node_id, event_type
              ), added AS (
-                SELECT node_id, count(*) AS rows FROM ins GROUP BY node_id
+                SELECT node_id, count(*) AS rows FROM ins WHERE event_type = '{online}'
+                GROUP BY node_id
              ), planned AS (
-                SELECT node_id, count(*) AS rows FROM UNNEST($1::bigint[]) AS p(node_id)
+                SELECT node_id, count(*) AS rows
+                FROM UNNEST($1::bigint[], $12::text[]) AS p(node_id, event_type)
+                WHERE event_type = '{online}'
                 GROUP BY node_id
              ), fix AS (
                 UPDATE {n} AS n
@@ -410,7 +436,8 @@ impl From<&BotnetType> for PgStatements {
                 WHERE n.id = planned.node_id AND planned.rows > COALESCE(added.rows, 0)
                 RETURNING n.id
              )
-             SELECT (SELECT count(*) FROM ins)::bigint"
+             SELECT (SELECT count(*) FROM ins)::bigint",
+            online = LogType::Online.event_type(),
         );
         Self {
             upsert_nodes,
@@ -428,7 +455,7 @@ struct NodeArrays<'a> {
     cleaned_time: Vec<Option<DateTime<Utc>>>,
     status: Vec<&'static str>,
     geo: GeoArrays<'a>,
-    /// Communications planned for each node: added to its count up front.
+    /// Online communications planned for each node: added to its count up front.
     planned: Vec<i32>,
 }
 
@@ -436,7 +463,7 @@ impl<'a> NodeArrays<'a> {
     /// The columns of `nodes` (in their IP order), with the number of `comms` of each.
     fn new(nodes: &[NodeDelta<'a>], comms: &[Communication<'_>]) -> Self {
         let mut per_ip: HashMap<NodeIp, i32> = HashMap::with_capacity(nodes.len());
-        for c in comms {
+        for c in comms.iter().filter(|c| c.log_type == LogType::Online) {
             *per_ip.entry(c.ip).or_default() += 1;
         }
         let mut a = Self::default();
@@ -510,8 +537,9 @@ struct GeoArrays<'a> {
 
 impl<'a> GeoArrays<'a> {
     fn push(&mut self, g: Option<&'a crate::enrich::Geo>) {
-        self.longitude.push(g.and_then(|g| g.longitude));
-        self.latitude.push(g.and_then(|g| g.latitude));
+        let (longitude, latitude) = stored_coordinates(g);
+        self.longitude.push(Some(longitude));
+        self.latitude.push(Some(latitude));
         self.country.push(g.and_then(|g| g.country.as_deref()));
         self.province.push(g.and_then(|g| g.province.as_deref()));
         self.city.push(g.and_then(|g| g.city.as_deref()));

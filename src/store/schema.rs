@@ -10,8 +10,9 @@
 
 /// The scope of botpipe's own tables in `botpipe_schema_migrations`.
 pub(crate) const BOTPIPE_SCOPE: &str = "botpipe";
-/// Version of botpipe's own tables (`botpipe_schema_migrations`, `botpipe_dead_letters`).
-pub(crate) const BOTPIPE_VERSION: i32 = 1;
+/// Version of botpipe's own tables (`botpipe_schema_migrations`, `botpipe_dead_letters`): 1
+/// created them, 2 keyed dead letters by batch and position.
+pub(crate) const BOTPIPE_VERSION: i32 = 2;
 
 /// One upgrade of the two tables of a botnet type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,11 +34,14 @@ pub(crate) enum TypeStep {
     CommunicationKeyWithEventType,
     /// Secondary indexes of the current schema that legacy tables may lack.
     Indexes,
+    /// Legacy rows hold provinces with their suffix (广东省) and bare ASNs (4837) beside
+    /// botpipe's 广东 and AS4837: one form in every row, so the dashboards group them as one.
+    NormaliseNames,
 }
 
 impl TypeStep {
     /// Every step in order.
-    pub(crate) const ALL: [TypeStep; 8] = [
+    pub(crate) const ALL: [TypeStep; 9] = [
         Self::CreateTables,
         Self::RenameLogTime,
         Self::RenameCreatedAt,
@@ -46,6 +50,7 @@ impl TypeStep {
         Self::WidenIp,
         Self::CommunicationKeyWithEventType,
         Self::Indexes,
+        Self::NormaliseNames,
     ];
 
     /// The recorded version: position in [`Self::ALL`], from 1.
@@ -59,6 +64,7 @@ impl TypeStep {
             Self::WidenIp => 6,
             Self::CommunicationKeyWithEventType => 7,
             Self::Indexes => 8,
+            Self::NormaliseNames => 9,
         }
     }
 
@@ -75,6 +81,7 @@ impl TypeStep {
                 "communications unique on (ip, communication_time, event_type)"
             }
             Self::Indexes => "secondary indexes",
+            Self::NormaliseNames => "provinces and ASNs in botpipe's form",
         }
     }
 }

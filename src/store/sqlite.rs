@@ -10,8 +10,11 @@
 //! and the readiness ping probes the write lock on a third connection, so `/ready` and
 //! `/api/status` answer while a long batch holds the writer.
 //!
-//! Timestamps are stored as `YYYY-MM-DD HH:MM:SS` UTC text, whose lexical order is time order,
-//! so SQLite's scalar `MIN`/`MAX` implement the `LEAST`/`GREATEST` merge rules.
+//! Timestamps are stored as `YYYY-MM-DD HH:MM:SS` text of the database's wall-clock (see
+//! [`super::clock`]), whose lexical order is time order, so SQLite's scalar `MIN`/`MAX`
+//! implement the `LEAST`/`GREATEST` merge rules. The zone is fixed when the database is created
+//! and recorded in `botpipe_settings` (`time_zone`): `[store] timezone` then, or UTC for a
+//! database an earlier botpipe filled with UTC text, so one file never mixes two clocks.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -21,12 +24,14 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use super::merge::{plan, sql_time, TypePlan};
+use super::clock::WallClock;
+use super::merge::{place_assignments, plan, stored_coordinates, TypePlan};
 use super::{
-    ApplyOutcome, CountSample, EnrichedBatch, Store, StoreCounts, StoreError, StoredDeadLetter,
+    ApplyOutcome, CountSample, EnrichedBatch, MigrationReport, Store, StoreCounts, StoreError,
+    StoredDeadLetter,
 };
 use crate::enrich::Geo;
-use crate::record::{BotnetType, DeadLetter};
+use crate::record::{BotnetType, DeadLetter, LogType};
 
 /// How long a statement waits for a lock held by another connection (a reader, `botpipe status`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,12 +56,26 @@ CREATE TABLE IF NOT EXISTS botpipe_dead_letters (
     detail TEXT NOT NULL,
     raw TEXT NOT NULL,
     batch_id TEXT,
+    batch_position INTEGER,
     rejected_at TEXT NOT NULL,
     stored_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
 CREATE INDEX IF NOT EXISTS idx_botpipe_dead_letters_reason ON botpipe_dead_letters (reason);
 INSERT OR IGNORE INTO botpipe_schema_migrations (version, description) VALUES (1, 'botpipe tables');
 ";
+
+/// Keys dead letters by (batch, position), after [`BOTPIPE_SCHEMA`] (whose table may predate
+/// the column).
+const DEAD_LETTER_KEY: &str = "
+CREATE UNIQUE INDEX IF NOT EXISTS idx_botpipe_dead_letters_key
+    ON botpipe_dead_letters (batch_id, batch_position);
+INSERT OR IGNORE INTO botpipe_schema_migrations (version, description)
+    VALUES (2, 'dead letters keyed by batch and position');
+";
+
+/// botpipe's settings of this file: `time_zone`, the zone of its wall-clock times.
+const SETTINGS_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS botpipe_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)";
 
 fn type_schema(t: &BotnetType) -> String {
     let n = t.nodes_table();
@@ -118,6 +137,8 @@ impl TypeSql {
         };
         let last = merged("last_seen", "MAX");
         let cleaned = merged("cleaned_time", "MAX");
+        // Follows last_seen, never below it (a legacy row may hold NULL or older).
+        let active = format!("MAX(COALESCE(active_time, {last}), COALESCE({last}, active_time))");
         let upsert_node = format!(
             "INSERT INTO {n} (ip, first_seen, last_seen, cleaned_time, active_time, status,
                 longitude, latitude, country, province, city, continent, isp, asn, is_china,
@@ -130,19 +151,11 @@ impl TypeSql {
                 cleaned_time = {cleaned},
                 status = CASE WHEN {cleaned} IS NOT NULL AND ({last} IS NULL OR {cleaned} >= {last})
                               THEN 'cleaned' ELSE 'active' END,
-                longitude = COALESCE(excluded.longitude, longitude),
-                latitude = COALESCE(excluded.latitude, latitude),
-                country = COALESCE(excluded.country, country),
-                province = COALESCE(excluded.province, province),
-                city = COALESCE(excluded.city, city),
-                continent = COALESCE(excluded.continent, continent),
-                isp = COALESCE(excluded.isp, isp),
-                asn = COALESCE(excluded.asn, asn),
-                is_china = CASE WHEN excluded.country IS NOT NULL THEN excluded.is_china ELSE is_china END,
+                {place},
                 updated_at = excluded.updated_at
              RETURNING id",
             first = merged("first_seen", "MIN"),
-            active = merged("active_time", "MAX"),
+            place = place_assignments(|c| format!("excluded.{c}"), str::to_owned),
         );
         let insert_communication = format!(
             "INSERT INTO {c} (node_id, ip, communication_time, received_at, longitude, latitude,
@@ -176,6 +189,8 @@ impl std::fmt::Debug for SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    /// The wall-clock of this file's times (also in [`State`], for the writer).
+    clock: WallClock,
     /// The writer: every write, and nothing else that could wait behind one.
     conn: Mutex<State>,
     /// Read-only: counts and dead-letter listings, beside the writer.
@@ -189,6 +204,8 @@ struct Inner {
 
 struct State {
     conn: Connection,
+    /// The wall-clock of this file's times.
+    clock: WallClock,
     /// Types whose tables exist, with their statements.
     types: HashMap<BotnetType, TypeSql>,
     /// The writer's [`Inner::write_epoch`].
@@ -224,11 +241,21 @@ fn begin_write<'c>(
 }
 
 impl SqliteStore {
-    /// Opens or creates the database file (and its directory) in WAL mode.
+    /// Opens or creates the database file (and its directory) in WAL mode, a new one with
+    /// times in the default [`WallClock`].
     ///
     /// # Errors
     /// When the file cannot be opened.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_in(path, WallClock::default())
+    }
+
+    /// Opens or creates the database file (and its directory) in WAL mode; a new file writes
+    /// its times in `clock`'s wall-clock, an existing one in the zone it recorded.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn open_in(path: &Path, clock: WallClock) -> Result<Self, StoreError> {
         let err = |op: &str| {
             let path = path.display().to_string();
             let op = op.to_owned();
@@ -254,6 +281,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err("enabling foreign keys"))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let clock = file_clock(&conn, clock).map_err(err("reading the time zone of the file"))?;
         // Opened after the writer switched the file to WAL, which is what lets them read and
         // probe beside it.
         let side = |flags: OpenFlags, busy: Duration, what: &str| {
@@ -278,8 +306,10 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
+                clock,
                 conn: Mutex::new(State {
                     conn,
+                    clock,
                     types: HashMap::new(),
                     write_epoch: Arc::clone(&write_epoch),
                 }),
@@ -293,6 +323,11 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The wall-clock of this file's times.
+    pub fn clock(&self) -> WallClock {
+        self.inner.clock
     }
 
     async fn with_state<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -331,6 +366,20 @@ fn sqlite_err(path: &Path, op: impl Into<String>) -> impl FnOnce(rusqlite::Error
     move |source| StoreError::Sqlite { path, op, source }
 }
 
+/// botpipe's own tables, with the dead-letter key added to a table that predates it.
+fn create_botpipe_tables(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(BOTPIPE_SCHEMA)?;
+    let keyed: i64 = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('botpipe_dead_letters') WHERE name = 'batch_position'",
+        [],
+        |r| r.get(0),
+    )?;
+    if keyed == 0 {
+        conn.execute_batch("ALTER TABLE botpipe_dead_letters ADD COLUMN batch_position INTEGER")?;
+    }
+    conn.execute_batch(DEAD_LETTER_KEY)
+}
+
 fn ensure_type(path: &Path, state: &mut State, t: &BotnetType) -> Result<(), StoreError> {
     if !state.types.contains_key(t) {
         state
@@ -342,26 +391,78 @@ fn ensure_type(path: &Path, state: &mut State, t: &BotnetType) -> Result<(), Sto
     Ok(())
 }
 
+/// The zone of the file's wall-clock times: the one it recorded; else UTC if an earlier
+/// botpipe already wrote node tables (it wrote UTC text); else `configured`, recorded now.
+fn file_clock(conn: &Connection, configured: WallClock) -> rusqlite::Result<WallClock> {
+    conn.execute_batch(SETTINGS_SCHEMA)?;
+    let recorded: Option<String> = conn
+        .query_row(
+            "SELECT value FROM botpipe_settings WHERE name = 'time_zone'",
+            [],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    let clock = match recorded.as_deref().map(str::parse::<chrono_tz::Tz>) {
+        Some(Ok(tz)) => WallClock::new(tz),
+        Some(Err(_)) | None => {
+            let filled: i64 = conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'botnet_nodes_%'",
+                [],
+                |r| r.get(0),
+            )?;
+            let clock = if filled > 0 && recorded.is_none() {
+                WallClock::new(chrono_tz::Tz::UTC)
+            } else {
+                configured
+            };
+            conn.execute(
+                "INSERT OR REPLACE INTO botpipe_settings (name, value) VALUES ('time_zone', ?1)",
+                params![clock.tz().name()],
+            )?;
+            clock
+        }
+    };
+    if clock != configured {
+        tracing::warn!(
+            file_zone = clock.tz().name(),
+            configured = configured.tz().name(),
+            "This SQLite store holds its times as wall-clock of the zone it was created with; store.timezone does not change an existing file."
+        );
+    }
+    Ok(clock)
+}
+
+/// Inserts `letters` of batch `batch_id`, `positions[i]` being the position of `letters[i]` in
+/// its batch: a replayed batch's letters are already there and are skipped.
 fn insert_dead_letters(
     path: &Path,
     tx: &Transaction<'_>,
+    clock: WallClock,
     letters: &[DeadLetter],
+    positions: impl IntoIterator<Item = u32>,
     batch_id: &str,
 ) -> Result<(), StoreError> {
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO botpipe_dead_letters (source, reason, detail, raw, batch_id, rejected_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO botpipe_dead_letters
+                (source, reason, detail, raw, batch_id, batch_position, rejected_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (batch_id, batch_position) DO NOTHING",
         )
         .map_err(sqlite_err(path, "preparing dead-letter insert"))?;
-    for d in letters {
+    for (d, position) in letters.iter().zip(positions) {
         stmt.execute(params![
             d.source,
             d.reason.as_str(),
             d.detail,
             d.raw,
             batch_id,
-            sql_time(d.rejected_at)
+            position,
+            clock.text(d.rejected_at)
         ])
         .map_err(sqlite_err(path, "inserting into botpipe_dead_letters"))?;
     }
@@ -370,8 +471,9 @@ fn insert_dead_letters(
 
 /// The geo columns of `g` in statement order: longitude, latitude, then country, province,
 /// city, continent, isp and asn.
-fn geo_params(g: &Geo) -> (Option<f64>, Option<f64>, [Option<&str>; 6]) {
-    (g.longitude, g.latitude, g.names())
+fn geo_params(g: &Geo) -> (f64, f64, [Option<&str>; 6]) {
+    let (lon, lat) = stored_coordinates(Some(g));
+    (lon, lat, g.names())
 }
 
 fn apply_type(
@@ -379,9 +481,10 @@ fn apply_type(
     tx: &Transaction<'_>,
     sql: &TypeSql,
     p: &TypePlan<'_>,
-    now: &str,
+    (clock, now): (WallClock, &str),
     out: &mut ApplyOutcome,
 ) -> Result<(), StoreError> {
+    let time = |t: chrono::DateTime<chrono::Utc>| clock.text(t);
     let table = p.botnet_type.nodes_table();
     let mut ids = HashMap::with_capacity(p.nodes.len());
     {
@@ -396,9 +499,9 @@ fn apply_type(
                 .query_row(
                     params![
                         n.ip.to_string(),
-                        n.first_online.map(sql_time),
-                        n.last_online.map(sql_time),
-                        n.last_cleanup.map(sql_time),
+                        n.first_online.map(time),
+                        n.last_online.map(time),
+                        n.last_cleanup.map(time),
                         n.status(),
                         lon,
                         lat,
@@ -432,7 +535,7 @@ fn apply_type(
                 .execute(params![
                     node_id,
                     c.ip.to_string(),
-                    sql_time(c.time),
+                    time(c.time),
                     now,
                     lon,
                     lat,
@@ -448,7 +551,10 @@ fn apply_type(
                 ])
                 .map_err(sqlite_err(path, format!("inserting into {ctable}")))?;
             if n > 0 {
-                *new_per_node.entry(node_id).or_default() += 1;
+                // The count is of online rows, as the legacy writer kept it.
+                if c.log_type == LogType::Online {
+                    *new_per_node.entry(node_id).or_default() += 1;
+                }
                 out.communications_inserted += 1;
             } else {
                 out.communications_duplicate += 1;
@@ -535,17 +641,45 @@ fn count_rows(path: &Path, conn: &Connection) -> Result<StoreCounts, StoreError>
 }
 
 impl Store for SqliteStore {
-    async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
+    async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<MigrationReport, StoreError> {
         let types = types.clone();
         self.with_state(move |path, state| {
-            state
+            let mut report = MigrationReport::default();
+            // The version before this migration: none when the table is missing.
+            let before: i64 = state
                 .conn
-                .execute_batch(BOTPIPE_SCHEMA)
+                .query_row(
+                    "SELECT coalesce(max(version), 0) FROM botpipe_schema_migrations",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(0);
+            create_botpipe_tables(&state.conn)
                 .map_err(sqlite_err(path, "creating botpipe tables"))?;
-            for t in &types {
-                ensure_type(path, state, t)?;
+            for (version, what) in [
+                (1, "botpipe tables"),
+                (2, "dead letters keyed by batch and position"),
+            ] {
+                if before < version {
+                    report.applied.push(format!("botpipe v{version}: {what}"));
+                }
             }
-            Ok(())
+            // Only the types whose tables exist: the others are created when first seen.
+            for t in &types {
+                let exists: i64 = state
+                    .conn
+                    .query_row(
+                        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                        params![t.nodes_table()],
+                        |r| r.get(0),
+                    )
+                    .map_err(sqlite_err(path, "listing tables"))?;
+                if exists > 0 {
+                    ensure_type(path, state, t)?;
+                    report.types.push(t.to_string());
+                }
+            }
+            Ok(report)
         })
         .await
     }
@@ -559,22 +693,31 @@ impl Store for SqliteStore {
             for p in &plans {
                 ensure_type(path, state, &p.botnet_type)?;
             }
-            let now = sql_time(chrono::Utc::now());
             let mut out = ApplyOutcome::default();
             let State {
                 conn,
+                clock,
                 types,
                 write_epoch,
             } = state;
+            let clock = *clock;
+            let now = clock.text(chrono::Utc::now());
             let (tx, _held) = begin_write(conn, write_epoch)
                 .map_err(sqlite_err(path, "beginning batch transaction"))?;
-            insert_dead_letters(path, &tx, &batch.batch.dead_letters, &batch.batch.id.0)?;
+            insert_dead_letters(
+                path,
+                &tx,
+                clock,
+                &batch.batch.dead_letters,
+                0..,
+                &batch.batch.id.0,
+            )?;
             out.dead_letters = batch.batch.dead_letters.len() as u64;
             for p in &plans {
                 let Some(sql) = types.get(&p.botnet_type) else {
                     continue;
                 };
-                apply_type(path, &tx, sql, p, &now, &mut out)?;
+                apply_type(path, &tx, sql, p, (clock, &now), &mut out)?;
             }
             tx.commit().map_err(sqlite_err(
                 path,
@@ -603,6 +746,7 @@ impl Store for SqliteStore {
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        let clock = self.inner.clock;
         self.with_reader(move |path, conn| {
             let mut stmt = conn
                 .prepare(
@@ -614,9 +758,7 @@ impl Store for SqliteStore {
                 .query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
                     let reason: String = r.get(2)?;
                     let at: String = r.get(5)?;
-                    let at = chrono::NaiveDateTime::parse_from_str(&at, "%Y-%m-%d %H:%M:%S")
-                        .map(|n| n.and_utc())
-                        .ok();
+                    let at = clock.parse(&at);
                     Ok(StoredDeadLetter::from_columns(
                         r.get(0)?,
                         r.get(1)?,
@@ -735,7 +877,15 @@ mod tests {
                 conn, write_epoch, ..
             } = &mut *state;
             let (tx, held_lock) = begin_write(conn, write_epoch).unwrap();
-            insert_dead_letters(&inner.path, &tx, &[letter(0)], "held").unwrap();
+            insert_dead_letters(
+                &inner.path,
+                &tx,
+                WallClock::default(),
+                &[letter(0)],
+                0..,
+                "held",
+            )
+            .unwrap();
             held.send(()).unwrap();
             release.recv().unwrap();
             drop(held_lock);

@@ -125,6 +125,9 @@ regex = '\[(\d{{4}}-\d{{2}}-\d{{2}} \d{{2}}:\d{{2}}:\d{{2}})\] \[JOIN\s*\].*?([0
             r#"data_dir = "{data}"
 [http]
 listen = "127.0.0.1:0"
+[store]
+# The collector logs in UTC, and the tables hold the same wall-clock.
+timezone = "UTC"
 [botnet]
 allowed_types = ["mozi", "utg_q_008"]
 [endpoints.c2]

@@ -202,8 +202,19 @@ async fn enriched_batch_lands_with_chinese_and_english_names() {
         (Some("北京"), Some("北京"), Some("AS4134"), true)
     );
 
-    // Unknown: geography NULL, not China.
-    let unknown: GeoRow = (None, None, None, None, None, None, None, None, false);
+    // Unknown: names NULL, coordinates 0.0 (so the node stays in the platform's node list),
+    // not China.
+    let unknown: GeoRow = (
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        Some(0.0),
+        Some(0.0),
+        false,
+    );
     assert_eq!(geo_row(&conn, nodes, "9.9.9.9"), vec![unknown.clone()]);
     assert_eq!(geo_row(&conn, comms, "9.9.9.9"), vec![unknown]);
 }

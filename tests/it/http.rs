@@ -318,17 +318,19 @@ async fn status_serves_labelled_samples(backend: Backend) {
     const ROWS: usize = 200;
     let db = TestDb::create(backend).await;
     let app = spawn_app(vec![], |s| s.store = db.settings()).await;
-    if backend == Backend::Postgres {
-        // So that only the ANALYZE below gives PostgreSQL its statistics.
-        db.exec(&["ALTER TABLE botnet_communications_mozi SET (autovacuum_enabled = false)"])
-            .await;
-    }
     let batch = crate::helpers::test_batch("status", ROWS);
     let geo = vec![botpipe::enrich::Geo::unknown(); ROWS];
+    // The batch creates the type's tables (a type's tables appear with its first record).
     app.store
         .apply(&botpipe::store::EnrichedBatch { batch, geo })
         .await
         .unwrap();
+    if backend == Backend::Postgres {
+        // So that only the ANALYZE below gives PostgreSQL its statistics (autovacuum wakes up
+        // once a minute: it has not looked at the new table yet).
+        db.exec(&["ALTER TABLE botnet_communications_mozi SET (autovacuum_enabled = false)"])
+            .await;
+    }
 
     let status = status_when(&app, "the nodes sampled", |s| {
         s.nodes

@@ -53,8 +53,13 @@ fn ts(offset: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(T0 + offset, 0).unwrap()
 }
 
+/// The stored text of time `offset`: the wall-clock of `[store] timezone` (Asia/Shanghai by
+/// default) on every backend.
 fn text(offset: i64) -> String {
-    ts(offset).format("%Y-%m-%d %H:%M:%S").to_string()
+    ts(offset)
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 fn rec(t: &str, ip: &str, offset: i64, log_type: LogType) -> Record {
@@ -152,7 +157,9 @@ async fn merge_rules_hold_for_the_named_cases(backend: Backend) {
     assert_eq!(n.status.as_deref(), Some("cleaned"));
     assert_eq!(n.cleaned_time, Some(text(100)));
     assert_eq!((n.first_seen.as_ref(), n.last_seen.as_ref()), (None, None));
-    assert_eq!(n.communication_count, Some(1));
+    // The count is of online rows, as the legacy writer kept it: a cleanup is stored, not
+    // counted.
+    assert_eq!(n.communication_count, Some(0));
 
     // An online event older than the cleanup does not reactivate it.
     apply(&store, vec![rec("mozi", a, 50, LogType::Online)]).await;
@@ -161,7 +168,7 @@ async fn merge_rules_hold_for_the_named_cases(backend: Backend) {
     assert_eq!(n.status.as_deref(), Some("cleaned"));
     assert_eq!(n.first_seen, Some(text(50)));
     assert_eq!(n.last_seen, Some(text(50)));
-    assert_eq!(n.communication_count, Some(2));
+    assert_eq!(n.communication_count, Some(1));
 
     // Replaying it changes nothing, not even the count.
     apply(&store, vec![rec("mozi", a, 50, LogType::Online)]).await;
@@ -176,7 +183,7 @@ async fn merge_rules_hold_for_the_named_cases(backend: Backend) {
     assert_eq!(n.last_seen, Some(text(200)));
     assert_eq!(n.active_time, Some(text(200)));
     assert_eq!(n.cleaned_time, Some(text(100)));
-    assert_eq!(n.communication_count, Some(3));
+    assert_eq!(n.communication_count, Some(2));
 
     // A replayed older online event and the old cleanup, together, still change nothing.
     apply(
@@ -201,7 +208,7 @@ async fn merge_rules_hold_for_the_named_cases(backend: Backend) {
     .await;
     let d = db.dump("mozi").await;
     assert_eq!(d.node(b).status.as_deref(), Some("cleaned"));
-    assert_eq!(d.node(b).communication_count, Some(2));
+    assert_eq!(d.node(b).communication_count, Some(1));
     let b_events: Vec<_> = d
         .comms
         .iter()
@@ -974,18 +981,23 @@ async fn legacy_tables_are_upgraded_in_place_without_losing_rows(backend: Backen
             }
         })
         .await;
-    let mut expected: Vec<String> = types.iter().map(|t| format!("{t}:8")).collect();
-    expected.push("botpipe:1".into());
+    // The legacy types are upgraded; fodcha, allowed but never seen, gets no tables yet.
+    let mut expected: Vec<String> = types
+        .iter()
+        .filter(|t| **t != "fodcha")
+        .map(|t| format!("{t}:9"))
+        .collect();
+    expected.push("botpipe:2".into());
     expected.sort();
     assert_eq!(recorded, expected);
+    assert!(!a.counts().await.unwrap().nodes.contains_key("fodcha"));
 
     for t in &types {
         let legacy = *t != "fodcha";
-        let d = db.dump(t).await;
         if !legacy {
-            assert!(d.nodes.is_empty());
             continue;
         }
+        let d = db.dump(t).await;
         // Rows intact, legacy values under their current names.
         assert_eq!(d.nodes.len(), 2, "{t}");
         assert_eq!(d.comms.len(), 3, "{t}");
@@ -1037,8 +1049,10 @@ async fn legacy_tables_are_upgraded_in_place_without_losing_rows(backend: Backen
         assert_eq!(n.last_seen, Some(text(10)), "{t}");
         if legacy {
             assert_eq!(n.first_seen, Some(text(-7200)), "{t}");
+            // Online rows only, as the legacy writer counted: 2 + 1, and 1 + 1 (its cleanup
+            // is stored, not counted).
             assert_eq!(n.communication_count, Some(3), "{t}");
-            assert_eq!(d.node("5.6.7.8").communication_count, Some(3), "{t}");
+            assert_eq!(d.node("5.6.7.8").communication_count, Some(2), "{t}");
         }
         let m = d.node("5.6.7.8");
         assert_eq!(m.status.as_deref(), Some("cleaned"), "{t}");
@@ -1182,6 +1196,7 @@ async fn an_unreachable_server_is_a_retryable_error(backend: Backend) {
         password: None,
         migrate_on_start: true,
         max_connections: 1,
+        timezone: botpipe::store::clock::DEFAULT_TIMEZONE,
     };
     let store = botpipe::store::open(&settings).await.unwrap();
     let e = store.ping().await.unwrap_err();
@@ -1229,8 +1244,11 @@ async fn mysql_password_comes_from_the_secret_source() {
     assert!(!denied.to_string().contains(password));
 }
 
+/// Issue 15: `botpipe migrate` creates botpipe's own tables but no per-type table (the legacy
+/// aggregator treats an empty table as a failure); the first record of a type creates its
+/// tables.
 #[tokio::test]
-async fn botpipe_migrate_creates_the_tables_of_every_allowed_type() {
+async fn issue_15_botpipe_migrate_creates_no_type_tables_until_a_type_is_seen() {
     if !services::available([Service::MariaDb, Service::Postgres]) {
         return;
     }
@@ -1243,16 +1261,200 @@ async fn botpipe_migrate_creates_the_tables_of_every_allowed_type() {
             .output()
             .await
             .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
             "{backend}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let counts = db.open().await.counts().await.unwrap();
+        assert!(stdout.contains("Applied"), "{backend}: {stdout}");
+        assert!(
+            stdout.contains("created when their first record arrives"),
+            "{backend}: {stdout}"
+        );
+        let store = db.open().await;
+        assert!(store.counts().await.unwrap().nodes.is_empty(), "{backend}");
+        apply(&store, vec![rec("mozi", "1.2.3.4", 0, LogType::Online)]).await;
+        let counts = store.counts().await.unwrap();
         assert_eq!(
             counts.nodes.keys().cloned().collect::<Vec<_>>(),
-            ["fodcha", "mozi"],
+            ["mozi"],
             "{backend}"
         );
+        // Run again: nothing to apply, and only the existing type's tables are upgraded.
+        let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_botpipe"))
+            .arg("migrate")
+            .env("BOTPIPE_STORE__URL", &db.url)
+            .env("BOTPIPE_BOTNET__ALLOWED_TYPES", r#"["mozi", "fodcha"]"#)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&again.stdout);
+        assert!(stdout.contains("Nothing to migrate"), "{backend}: {stdout}");
+        assert!(
+            stdout.contains("1 botnet types with tables (mozi)"),
+            "{backend}: {stdout}"
+        );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Legacy semantics and geography (issues 12, 13 and 15).
+
+on_backends!(issue_15_migrate_on_an_empty_database_creates_no_type_tables: sqlite => Sqlite, postgres => Postgres, mysql => Mysql);
+
+async fn issue_15_migrate_on_an_empty_database_creates_no_type_tables(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open().await;
+    let report = store.migrate(&type_set(&["mozi", "fodcha"])).await.unwrap();
+    assert!(report.types.is_empty(), "{report:?}");
+    assert!(store.counts().await.unwrap().nodes.is_empty());
+    apply(&store, vec![rec("fodcha", "1.2.3.4", 0, LogType::Online)]).await;
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.nodes.keys().cloned().collect::<Vec<_>>(), ["fodcha"]);
+    // A process that starts later upgrades the existing type and still creates no other.
+    let report = db
+        .open()
+        .await
+        .migrate(&type_set(&["mozi", "fodcha"]))
+        .await
+        .unwrap();
+    assert_eq!(report.types, ["fodcha"]);
+    assert!(report.applied.is_empty(), "{report:?}");
+}
+
+on_backends!(issue_15_unknown_coordinates_are_stored_as_zero_so_the_node_stays_listed: sqlite => Sqlite, postgres => Postgres, mysql => Mysql);
+
+async fn issue_15_unknown_coordinates_are_stored_as_zero_so_the_node_stays_listed(
+    backend: Backend,
+) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_migrated(&["mozi"]).await;
+    let ip = "1.0.0.1";
+    let with = |geo: Geo, offset: i64| EnrichedBatch {
+        batch: Batch::new(
+            "test",
+            vec![rec("mozi", ip, offset, LogType::Online)],
+            vec![],
+        ),
+        geo: vec![geo],
+    };
+    store.apply(&with(Geo::unknown(), 0)).await.unwrap();
+    let d = db.dump("mozi").await;
+    let coords = |p: &crate::helpers::db::Place| (p.longitude, p.latitude);
+    assert_eq!(coords(&d.node(ip).place), (Some(0.0), Some(0.0)));
+    assert!(d
+        .comms
+        .iter()
+        .all(|c| coords(&c.place) == (Some(0.0), Some(0.0))));
+    // A known lookup replaces them; a later unknown one keeps them.
+    let known = place_of(&NodeIp::parse(ip).unwrap());
+    store.apply(&with(known.clone(), 10)).await.unwrap();
+    store.apply(&with(Geo::unknown(), 20)).await.unwrap();
+    let d = db.dump("mozi").await;
+    assert_eq!(coords(&d.node(ip).place), (known.longitude, known.latitude));
+}
+
+on_backends!(issue_13_a_known_lookup_replaces_the_whole_location: sqlite => Sqlite, postgres => Postgres, mysql => Mysql);
+
+async fn issue_13_a_known_lookup_replaces_the_whole_location(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_migrated(&["mozi"]).await;
+    let ip = "1.0.0.1";
+    let berlin = Geo {
+        continent: Some("欧洲".into()),
+        country: Some("德国".into()),
+        province: Some("Berlin".into()),
+        city: Some("Berlin".into()),
+        isp: Some("Telekom".into()),
+        asn: Some("AS3320".into()),
+        longitude: Some(13.5),
+        latitude: Some(52.5),
+        is_china: false,
+    };
+    // The IP moved: the new lookup knows the country and province but no city, ISP or ASN.
+    let guangdong = Geo {
+        continent: Some("亚洲".into()),
+        country: Some("中国".into()),
+        province: Some("广东".into()),
+        city: None,
+        isp: None,
+        asn: None,
+        longitude: None,
+        latitude: None,
+        is_china: true,
+    };
+    for (geo, offset) in [(berlin, 0), (guangdong, 10)] {
+        let batch = EnrichedBatch {
+            batch: Batch::new(
+                "test",
+                vec![rec("mozi", ip, offset, LogType::Online)],
+                vec![],
+            ),
+            geo: vec![geo],
+        };
+        store.apply(&batch).await.unwrap();
+    }
+    let n = db.dump("mozi").await.node(ip).place.clone();
+    assert_eq!(n.country.as_deref(), Some("中国"));
+    assert_eq!(n.province.as_deref(), Some("广东"));
+    assert_eq!(n.city, None, "a new country must not keep the old city");
+    assert_eq!((n.longitude, n.latitude), (Some(0.0), Some(0.0)));
+    assert!(n.is_china);
+    // The ISP and the ASN are facts of their own: kept until a lookup knows them.
+    assert_eq!(n.isp.as_deref(), Some("Telekom"));
+    assert_eq!(n.asn.as_deref(), Some("AS3320"));
+}
+
+on_backends!(issue_15_active_time_never_falls_below_last_seen: sqlite => Sqlite, postgres => Postgres, mysql => Mysql);
+
+async fn issue_15_active_time_never_falls_below_last_seen(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_migrated(&["mozi"]).await;
+    let ip = "1.0.0.1";
+    apply(&store, vec![rec("mozi", ip, 100, LogType::Online)]).await;
+    // A migrated legacy row: active_time NULL beside a known last_seen.
+    db.exec(&["UPDATE botnet_nodes_mozi SET active_time = NULL"])
+        .await;
+    apply(&store, vec![rec("mozi", ip, 50, LogType::Online)]).await;
+    let n = db.dump("mozi").await.node(ip).clone();
+    assert_eq!(n.last_seen, Some(text(100)));
+    assert_eq!(
+        n.active_time,
+        Some(text(100)),
+        "a replayed old event set it below last_seen"
+    );
+}
+
+on_backends!(issue_12_replayed_batch_writes_its_dead_letters_once: sqlite => Sqlite, postgres => Postgres, mysql => Mysql);
+
+async fn issue_12_replayed_batch_writes_its_dead_letters_once(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_migrated(&["mozi"]).await;
+    let mut batch = enriched(vec![rec("mozi", "1.0.0.1", 0, LogType::Online)]);
+    for i in 0..3 {
+        batch.batch.dead_letters.push(DeadLetter {
+            source: "test".into(),
+            reason: RejectReason::BadIp,
+            detail: format!("bad ip {i}"),
+            raw: format!(r#"{{"ip":"nope{i}"}}"#),
+            rejected_at: Utc::now(),
+        });
+    }
+    // A hand-off that timed out and committed later, then drained again from the spool: the
+    // same batch (same id) twice, and a third time in another process.
+    store.apply(&batch).await.unwrap();
+    store.apply(&batch).await.unwrap();
+    db.open_migrated(&["mozi"])
+        .await
+        .apply(&batch)
+        .await
+        .unwrap();
+    let letters = store.dead_letters(100, None).await.unwrap();
+    assert_eq!(letters.len(), 3, "{letters:#?}");
+    // Another batch with the same letters is other letters.
+    let mut other = batch.clone();
+    other.batch.id = botpipe::record::BatchId::new();
+    store.apply(&other).await.unwrap();
+    assert_eq!(store.dead_letters(100, None).await.unwrap().len(), 6);
 }

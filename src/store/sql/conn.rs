@@ -5,10 +5,10 @@
 //! The long list of sqlx trait bounds lives on the one blanket `impl` below, so that the generic
 //! store needs only `Connection: SqlConn` and the dialects stay free of them.
 
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
+use crate::store::clock::WallClock;
 use crate::store::StoredDeadLetter;
 
 /// One column of a table, as the database's catalogue describes it.
@@ -22,6 +22,8 @@ pub struct ColumnInfo {
     pub max_len: Option<i64>,
     /// Whether the column accepts NULL.
     pub nullable: bool,
+    /// Its comment, where an `ALTER` must restate it to keep it (MySQL); empty is `None`.
+    pub comment: Option<String>,
 }
 
 /// One non-primary index of a table.
@@ -35,6 +37,8 @@ pub struct IndexInfo {
     pub unique: bool,
     /// The constraint backing it, where the database has such a thing (PostgreSQL).
     pub constraint: Option<String>,
+    /// Its comment (MySQL); empty is `None`.
+    pub comment: Option<String>,
 }
 
 /// The generic store's queries on one connection.
@@ -60,16 +64,17 @@ pub trait SqlConn: Send {
     ) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
 
     /// A page of dead letters: `sql` binds `before` and `limit` and returns `id, source, reason,
-    /// detail, raw, rejected_at`.
+    /// detail, raw, rejected_at` (`rejected_at` as text of `clock`'s wall-clock).
     fn dead_letters<'a>(
         &'a mut self,
         sql: &'a str,
         before: i64,
         limit: i64,
+        clock: WallClock,
     ) -> BoxFuture<'a, Result<Vec<StoredDeadLetter>, sqlx::Error>>;
 
     /// The columns of `table`: `sql` binds the table name and returns `name, type, max length,
-    /// nullable ('YES'/'NO')`.
+    /// nullable ('YES'/'NO'), comment`.
     fn columns<'a>(
         &'a mut self,
         sql: &'a str,
@@ -77,7 +82,7 @@ pub trait SqlConn: Send {
     ) -> BoxFuture<'a, Result<Vec<ColumnInfo>, sqlx::Error>>;
 
     /// The indexes of `table`: `sql` binds the table name and returns `name, columns, unique
-    /// (1/0), constraint`.
+    /// (1/0), constraint, comment`.
     fn indexes<'a>(
         &'a mut self,
         sql: &'a str,
@@ -97,7 +102,6 @@ where
     for<'r> Option<i64>: Decode<'r, DB>,
     for<'q> i64: Encode<'q, DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> DateTime<Utc>: Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<<DB as Database>::Row>,
     <DB as Database>::QueryResult: Affected,
 {
@@ -154,6 +158,7 @@ where
         sql: &'a str,
         before: i64,
         limit: i64,
+        clock: WallClock,
     ) -> BoxFuture<'a, Result<Vec<StoredDeadLetter>, sqlx::Error>> {
         Box::pin(async move {
             sqlx::query(sql)
@@ -164,13 +169,14 @@ where
                 .iter()
                 .map(|r| {
                     let reason: String = r.try_get(2)?;
+                    let at: Option<String> = r.try_get(5)?;
                     Ok(StoredDeadLetter::from_columns(
                         r.try_get(0)?,
                         r.try_get(1)?,
                         &reason,
                         r.try_get(3)?,
                         r.try_get(4)?,
-                        Some(r.try_get(5)?),
+                        at.and_then(|t| clock.parse(&t)),
                     ))
                 })
                 .collect()
@@ -194,6 +200,7 @@ where
                         ty: r.try_get(1)?,
                         max_len: r.try_get(2)?,
                         nullable: r.try_get::<String, _>(3)? == "YES",
+                        comment: r.try_get::<Option<String>, _>(4)?.filter(|c| !c.is_empty()),
                     })
                 })
                 .collect()
@@ -217,6 +224,7 @@ where
                         columns: r.try_get::<String, _>(1)?.to_ascii_lowercase(),
                         unique: r.try_get::<i64, _>(2)? != 0,
                         constraint: r.try_get(3)?,
+                        comment: r.try_get::<Option<String>, _>(4)?.filter(|c| !c.is_empty()),
                     })
                 })
                 .collect()

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::{sql_err, ColumnInfo, Conn, Dialect, IndexInfo, SqlConn};
 use crate::record::BotnetType;
 use crate::store::schema::{fill, TypeStep, BOTPIPE_SCOPE, BOTPIPE_VERSION, IP_WIDTH};
-use crate::store::StoreError;
+use crate::store::{MigrationReport, StoreError};
 
 /// The default a time column is added with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub enum Change<'a> {
         name: String,
         /// Its columns, comma-separated.
         columns: &'a str,
+        /// The comment of the key it replaces, kept.
+        comment: Option<&'a str>,
     },
     /// Add a secondary index.
     AddIndex {
@@ -138,33 +140,59 @@ fn index_name<D: Dialect>(name: &str, global: &str, t: &BotnetType) -> String {
     }
 }
 
-/// Creates botpipe's tables and brings every type of `types` to the current schema, recording
-/// each step. The caller holds the migration lock and the transaction.
+/// Creates botpipe's tables and brings the types of `types` to the current schema, recording
+/// each step: those whose tables exist, and with `create` the others too (a type is created
+/// when first seen: the legacy aggregator treats an empty table as a failure). The caller holds
+/// the migration lock and the transaction.
 pub(super) async fn run<D: Dialect>(
     conn: &mut Conn<D>,
     target: &str,
     types: &BTreeSet<BotnetType>,
-) -> Result<(), StoreError> {
+    create: bool,
+) -> Result<MigrationReport, StoreError> {
+    let mut report = MigrationReport::default();
     for ddl in D::BOTPIPE_SCHEMA {
         conn.run(ddl)
             .await
             .map_err(sql_err(target, "creating botpipe tables"))?;
     }
-    record::<D>(
-        conn,
-        target,
-        BOTPIPE_SCOPE,
-        BOTPIPE_VERSION,
-        "botpipe tables",
-    )
-    .await?;
     let done: HashMap<String, i64> = conn
         .text_counts(D::APPLIED_VERSIONS)
         .await
         .map_err(sql_err(target, "reading botpipe_schema_migrations"))?
         .into_iter()
         .collect();
+    let botpipe_from = done.get(BOTPIPE_SCOPE).copied().unwrap_or(0);
+    for ddl in dead_letter_key_ddl::<D>(conn)
+        .await
+        .map_err(sql_err(target, "keying botpipe_dead_letters"))?
+    {
+        conn.run(&ddl)
+            .await
+            .map_err(sql_err(target, "keying botpipe_dead_letters"))?;
+    }
+    for (version, description) in [
+        (1, "botpipe tables"),
+        (BOTPIPE_VERSION, "dead letters keyed by batch and position"),
+    ] {
+        if i64::from(version) > botpipe_from {
+            record::<D>(conn, target, BOTPIPE_SCOPE, version, description).await?;
+            report
+                .applied
+                .push(format!("{BOTPIPE_SCOPE} v{version}: {description}"));
+        }
+    }
+    let tables: BTreeSet<String> = conn
+        .texts(D::LIST_TABLES)
+        .await
+        .map_err(sql_err(target, "listing tables"))?
+        .into_iter()
+        .collect();
     for t in types {
+        if !create && !tables.contains(&t.nodes_table()) {
+            continue;
+        }
+        report.types.push(t.to_string());
         let from = done.get(t.as_str()).copied().unwrap_or(0);
         for step in TypeStep::ALL
             .into_iter()
@@ -176,6 +204,22 @@ pub(super) async fn run<D: Dialect>(
                 t.communications_table(),
                 step.description()
             );
+            if step == TypeStep::NormaliseNames {
+                normalise_names::<D>(conn, t)
+                    .await
+                    .map_err(sql_err(target, &what))?;
+                let n = contradicting_status::<D>(conn, t)
+                    .await
+                    .map_err(sql_err(target, &what))?;
+                if n > 0 {
+                    tracing::warn!(
+                        table = %t.nodes_table(),
+                        rows = n,
+                        "Rows whose status contradicts the status rule (cleaned although seen online after cleaned_time, or active although cleaned since): left as they are; the next event of each IP corrects it."
+                    );
+                    report.contradictions.insert(t.to_string(), n);
+                }
+            }
             for ddl in step_ddl::<D>(conn, t, step)
                 .await
                 .map_err(sql_err(target, &what))?
@@ -184,9 +228,106 @@ pub(super) async fn run<D: Dialect>(
             }
             record::<D>(conn, target, t.as_str(), step.version(), step.description()).await?;
             tracing::info!(botnet_type = %t, version = step.version(), step = step.description(), "Applied migration step.");
+            report
+                .applied
+                .push(format!("{t} v{}: {}", step.version(), step.description()));
         }
     }
+    Ok(report)
+}
+
+/// Rewrites legacy provinces (广东省) and bare ASNs (4837) of `t`'s tables into botpipe's form
+/// (广东, AS4837): one `UPDATE` per table and form, whatever the number of names.
+async fn normalise_names<D: Dialect>(
+    conn: &mut Conn<D>,
+    t: &BotnetType,
+) -> Result<(), sqlx::Error> {
+    for table in [t.nodes_table(), t.communications_table()] {
+        let provinces = conn
+            .texts(&format!(
+                "SELECT DISTINCT province FROM {table} WHERE province IS NOT NULL"
+            ))
+            .await?;
+        let renames: Vec<(String, String)> = provinces
+            .iter()
+            .filter_map(|p| {
+                let short = crate::enrich::names::normalise_province(p);
+                (short != p).then(|| (p.clone(), short.to_owned()))
+            })
+            .collect();
+        if !renames.is_empty() {
+            let marks = D::placeholders(renames.len() * 3);
+            let mut marks = marks.split(',');
+            let mut next = || marks.next().unwrap_or("?").to_owned();
+            let cases: Vec<String> = renames
+                .iter()
+                .map(|_| format!("WHEN {} THEN {}", next(), next()))
+                .collect();
+            let list: Vec<String> = renames.iter().map(|_| next()).collect();
+            let sql = format!(
+                "UPDATE {table} SET province = CASE province {} END WHERE province IN ({})",
+                cases.join(" "),
+                list.join(",")
+            );
+            let mut binds: Vec<&str> = Vec::with_capacity(renames.len() * 3);
+            for (from, to) in &renames {
+                binds.push(from);
+                binds.push(to);
+            }
+            binds.extend(renames.iter().map(|(from, _)| from.as_str()));
+            conn.execute_with(&sql, &binds, &[]).await?;
+        }
+        conn.run(&D::NUMERIC_ASN.replace("{table}", &table)).await?;
+    }
     Ok(())
+}
+
+/// Nodes of `t` whose stored status contradicts the status rule.
+async fn contradicting_status<D: Dialect>(
+    conn: &mut Conn<D>,
+    t: &BotnetType,
+) -> Result<u64, sqlx::Error> {
+    let filtered = format!(
+        "{} WHERE
+            (status = 'cleaned' AND (cleaned_time IS NULL
+                OR (last_seen IS NOT NULL AND cleaned_time < last_seen)))
+         OR (status = 'active' AND cleaned_time IS NOT NULL
+                AND (last_seen IS NULL OR cleaned_time >= last_seen))",
+        t.nodes_table()
+    );
+    let sql = D::COUNT_ROWS.replace("{table}", &filtered);
+    Ok(conn
+        .text_counts(&sql)
+        .await?
+        .first()
+        .map_or(0, |(_, n)| (*n).max(0) as u64))
+}
+
+/// The DDL that keys dead letters by (batch, position), so that a replayed batch's letters are
+/// skipped: empty when the table has the key. Older rows keep a NULL position, which no key
+/// compares equal.
+async fn dead_letter_key_ddl<D: Dialect>(conn: &mut Conn<D>) -> Result<Vec<String>, sqlx::Error> {
+    const TABLE: &str = "botpipe_dead_letters";
+    let mut ddl = Vec::new();
+    if !columns::<D>(conn, TABLE)
+        .await?
+        .contains_key("batch_position")
+    {
+        ddl.push(format!(
+            "ALTER TABLE {TABLE} ADD COLUMN batch_position INTEGER"
+        ));
+    }
+    if !conn
+        .indexes(D::INDEXES, TABLE)
+        .await?
+        .iter()
+        .any(|i| i.unique && i.columns == "batch_id,batch_position")
+    {
+        ddl.push(format!(
+            "CREATE UNIQUE INDEX idx_botpipe_dead_letters_key ON {TABLE} (batch_id, batch_position)"
+        ));
+    }
+    Ok(ddl)
 }
 
 async fn record<D: Dialect>(
@@ -298,6 +439,10 @@ async fn step_ddl<D: Dialect>(
                 .filter(|i| i.unique && i.columns == "ip,communication_time")
                 .map(Change::DropUnique)
                 .collect();
+            let comment = idx
+                .iter()
+                .filter(|i| i.unique && i.columns == "ip,communication_time")
+                .find_map(|i| i.comment.as_deref());
             if !idx.iter().any(|i| i.unique && i.columns == KEY) {
                 let mut name =
                     index_name::<D>("idx_unique_communication", "idx_unique_communication", t);
@@ -307,7 +452,11 @@ async fn step_ddl<D: Dialect>(
                 {
                     name = format!("idx_unique_communication_{t}");
                 }
-                changes.push(Change::AddUnique { name, columns: KEY });
+                changes.push(Change::AddUnique {
+                    name,
+                    columns: KEY,
+                    comment,
+                });
             }
             ddl.extend(D::alter(&c, &changes));
             let node_idx = conn.indexes(D::INDEXES, &n).await?;
@@ -317,10 +466,13 @@ async fn step_ddl<D: Dialect>(
                     &[Change::AddUnique {
                         name: index_name::<D>("idx_unique_ip", "idx_unique_ip", t),
                         columns: "ip",
+                        comment: None,
                     }],
                 ));
             }
         }
+        // Data, not DDL: see `normalise_names`.
+        TypeStep::NormaliseNames => {}
         TypeStep::Indexes => {
             for (table, on_nodes) in [(&n, true), (&c, false)] {
                 let idx = conn.indexes(D::INDEXES, table).await?;

@@ -43,12 +43,13 @@ use futures::future::BoxFuture;
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{Acquire, Database, Pool};
 
+use super::clock::WallClock;
 use super::columns::fit_batch;
 use super::merge::{plan, TypePlan};
 use super::recovery::{self, Isolation};
 use super::{
-    Accuracy, ApplyOutcome, CountSample, EnrichedBatch, Store, StoreCounts, StoreError,
-    StoredDeadLetter,
+    Accuracy, ApplyOutcome, CountSample, EnrichedBatch, MigrationReport, Store, StoreCounts,
+    StoreError, StoredDeadLetter,
 };
 use crate::record::{BotnetType, DeadLetter, NodeIp, RejectReason};
 use crate::telemetry::metrics::DEAD_LETTERS_TOTAL;
@@ -107,12 +108,15 @@ pub trait Dialect: Debug + Send + Sync + Sized + 'static {
     /// kind [`ESTIMATED`] with the estimate, [`SMALL`] when the catalogue has none but the table
     /// takes at most `{small_bytes}` bytes (count it), anything else when there is no number.
     const ESTIMATE_ROWS: &'static str;
-    /// A page of dead letters, newest first: binds `before`, `limit`.
+    /// A page of dead letters, newest first: binds `before`, `limit`; `rejected_at` as
+    /// [`TIME_FORMAT`](super::clock::TIME_FORMAT) text of the tables' wall-clock.
     const DEAD_LETTER_PAGE: &'static str;
     /// Records a migration step: binds scope, description, version.
     const RECORD_STEP: &'static str;
     /// `(scope, highest version)` of the recorded steps.
     const APPLIED_VERSIONS: &'static str;
+    /// Rewrites the bare numeric ASNs of table `{table}` as `AS<number>`.
+    const NUMERIC_ASN: &'static str;
     /// The columns of a table: binds the table name (see [`SqlConn::columns`]).
     const COLUMNS: &'static str;
     /// The non-primary indexes of a table: binds the table name (see [`SqlConn::indexes`]).
@@ -121,8 +125,18 @@ pub trait Dialect: Debug + Send + Sync + Sized + 'static {
     /// `opts` with `password` (given apart from the URL).
     fn with_password(opts: ConnectOptions<Self>, password: &str) -> ConnectOptions<Self>;
 
-    /// The session options botpipe needs on top of the URL's, and the dialect for them.
-    fn configure(opts: ConnectOptions<Self>) -> (Self, ConnectOptions<Self>);
+    /// The session options botpipe needs on top of the URL's, and the dialect for them, writing
+    /// times in `clock`'s wall-clock.
+    fn configure(opts: ConnectOptions<Self>, clock: WallClock) -> (Self, ConnectOptions<Self>);
+
+    /// The wall-clock the tables' times are written in.
+    fn clock(&self) -> WallClock;
+
+    /// Statements run on every new connection after [`Self::SESSION_SETUP`], for settings
+    /// that depend on the configuration.
+    fn session_statements(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// `host:port/database` with the backend name, for messages (never the password).
     fn target(&self) -> &str;
@@ -198,13 +212,30 @@ pub struct Write<'a, D: Dialect> {
     pub now: DateTime<Utc>,
 }
 
-/// Dead letters of one batch, for [`Dialect::insert_letters`].
+/// Dead letters of one batch, for [`Dialect::insert_letters`]. A letter is keyed by its batch
+/// and its position there, so a replayed batch's letters are skipped.
 #[derive(Debug, Clone, Copy)]
 pub struct Letters<'a> {
     /// The letters.
     pub letters: &'a [DeadLetter],
+    /// `positions[i]` is the position of `letters[i]` in its batch: the batch's own dead
+    /// letters first, then its records (see [`letter_position`]).
+    pub positions: &'a [u32],
     /// The batch they came with.
     pub batch_id: &'a str,
+}
+
+/// The position that keys the dead letter of record `index` of `batch`: after the batch's own
+/// dead letters, which take `0..n`.
+pub fn letter_position(batch: &EnrichedBatch, index: usize) -> u32 {
+    u32::try_from(batch.batch.dead_letters.len() + index).unwrap_or(u32::MAX)
+}
+
+/// The positions `0..n` of a batch's own dead letters.
+fn own_positions(batch: &EnrichedBatch) -> Vec<u32> {
+    (0..batch.batch.dead_letters.len())
+        .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+        .collect()
 }
 
 /// What every transaction of one batch works from: the batch, its partitions still to write,
@@ -248,9 +279,14 @@ pub fn describe(backend: &str, host: &str, port: u16, database: Option<&str>) ->
     format!("{backend} {host}:{port}/{}", database.unwrap_or(""))
 }
 
-fn letters_of<'a>(batch: &'a EnrichedBatch, letters: &'a [DeadLetter]) -> Letters<'a> {
+fn letters_of<'a>(
+    batch: &'a EnrichedBatch,
+    letters: &'a [DeadLetter],
+    positions: &'a [u32],
+) -> Letters<'a> {
     Letters {
         letters,
+        positions,
         batch_id: &batch.batch.id.0,
     }
 }
@@ -262,8 +298,9 @@ pub fn sql_err(target: &str, op: impl std::fmt::Display) -> impl FnOnce(sqlx::Er
 }
 
 impl<D: Dialect> SqlStore<D> {
-    /// A pool for `url`, with `password` if the URL has none. Connects lazily: an unreachable
-    /// server shows up as a retryable error on first use, not here.
+    /// A pool for `url`, with `password` if the URL has none, writing times in `clock`'s
+    /// wall-clock. Connects lazily: an unreachable server shows up as a retryable error on
+    /// first use, not here.
     ///
     /// # Errors
     /// When the URL is not one of this dialect's.
@@ -271,6 +308,7 @@ impl<D: Dialect> SqlStore<D> {
         url: &str,
         password: Option<&str>,
         max_connections: u32,
+        clock: WallClock,
     ) -> Result<Self, StoreError> {
         let mut opts: ConnectOptions<D> = url.parse().map_err(|source| StoreError::Sqlx {
             op: format!("parsing the {} URL in store.url", D::BACKEND),
@@ -279,13 +317,18 @@ impl<D: Dialect> SqlStore<D> {
         if let Some(p) = password {
             opts = D::with_password(opts, p);
         }
-        let (dialect, opts) = D::configure(opts);
+        let (dialect, opts) = D::configure(opts, clock);
+        let session: Arc<Vec<String>> = Arc::new(dialect.session_statements());
         let pool = PoolOptions::<D::Db>::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(|conn, _meta| {
+            .after_connect(move |conn, _meta| {
+                let session = Arc::clone(&session);
                 Box::pin(async move {
                     for s in D::SESSION_SETUP {
+                        conn.run(s).await?;
+                    }
+                    for s in session.iter() {
                         conn.run(s).await?;
                     }
                     Ok(())
@@ -302,6 +345,11 @@ impl<D: Dialect> SqlStore<D> {
     /// The pool, for tools that inspect the database (tests, benchmarks).
     pub fn pool(&self) -> &Pool<D::Db> {
         &self.pool
+    }
+
+    /// The wall-clock the tables' times are written in.
+    pub fn clock(&self) -> WallClock {
+        self.dialect.clock()
     }
 
     fn err(&self, op: impl std::fmt::Display) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -339,9 +387,20 @@ impl<D: Dialect> SqlStore<D> {
                 .collect()
         };
         if missing.is_empty() {
-            Ok(())
-        } else {
-            self.migrate(&missing).await
+            return Ok(());
+        }
+        recovery::with_retries(D::BACKEND, || self.migrate_locked(&missing, true)).await?;
+        self.register(missing.iter());
+        Ok(())
+    }
+
+    /// Marks `types` as migrated in this process.
+    fn register<'t>(&self, types: impl Iterator<Item = &'t BotnetType>) {
+        let mut known = self.types.lock().unwrap_or_else(|p| p.into_inner());
+        for t in types {
+            known
+                .entry(t.clone())
+                .or_insert_with(|| Arc::new(D::Statements::from(t)));
         }
     }
 
@@ -384,8 +443,12 @@ impl<D: Dialect> SqlStore<D> {
             .begin()
             .await
             .map_err(self.err("beginning dead-letter transaction"))?;
+        let positions = own_positions(batch);
         self.dialect
-            .insert_letters(&mut *tx, letters_of(batch, &batch.batch.dead_letters))
+            .insert_letters(
+                &mut *tx,
+                letters_of(batch, &batch.batch.dead_letters, &positions),
+            )
             .await?;
         tx.commit()
             .await
@@ -494,8 +557,12 @@ impl<D: Dialect> SqlStore<D> {
             self.write_plans(&mut *tx, &plans, now).await?
         };
         if letters && !isolate {
+            let positions = own_positions(batch);
             self.dialect
-                .insert_letters(&mut *tx, letters_of(batch, &batch.batch.dead_letters))
+                .insert_letters(
+                    &mut *tx,
+                    letters_of(batch, &batch.batch.dead_letters, &positions),
+                )
                 .await?;
             out.dead_letters += batch.batch.dead_letters.len() as u64;
         }
@@ -544,6 +611,7 @@ impl<D: Dialect> SqlStore<D> {
         let mut out = ApplyOutcome::default();
         let mut nodes: HashSet<(BotnetType, NodeIp)> = HashSet::new();
         let mut rejected: Vec<DeadLetter> = Vec::new();
+        let mut rejected_at: Vec<u32> = Vec::new();
         let mut iso = Isolation::new(records.len());
         while let Some(slice) = iso.next_slice() {
             let indexes = records.get(slice.clone()).unwrap_or_default();
@@ -569,6 +637,7 @@ impl<D: Dialect> SqlStore<D> {
                     if let Some(i) = iso.refused(slice) {
                         if let Some(&record) = records.get(i) {
                             rejected.push(recovery::rejected_letter(batch, record, &e.to_string()));
+                            rejected_at.push(letter_position(batch, record));
                         }
                     }
                 }
@@ -576,12 +645,15 @@ impl<D: Dialect> SqlStore<D> {
             }
         }
         let mut all: Vec<DeadLetter> = Vec::new();
+        let mut positions: Vec<u32> = Vec::new();
         if letters {
             all.extend(batch.batch.dead_letters.iter().cloned());
+            positions = own_positions(batch);
         }
         all.extend(rejected.iter().cloned());
+        positions.extend(rejected_at);
         self.dialect
-            .insert_letters(&mut **tx, letters_of(batch, &all))
+            .insert_letters(&mut **tx, letters_of(batch, &all, &positions))
             .await?;
         out.nodes = nodes.len() as u64;
         out.dead_letters = all.len() as u64;
@@ -605,6 +677,7 @@ impl<D: Dialect> SqlStore<D> {
     /// Whatever the database reports.
     pub async fn apply_raw(&self, batch: &EnrichedBatch) -> Result<u64, StoreError> {
         let fitted = fit_batch(batch);
+        self.ensure_types(&fitted).await?;
         let plans = plan(&fitted);
         let now = whole_seconds(Utc::now());
         let mut tx = self.pool.begin().await.map_err(self.err("beginning"))?;
@@ -613,9 +686,13 @@ impl<D: Dialect> SqlStore<D> {
         Ok(out.communications_inserted)
     }
 
-    async fn migrate_locked(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
+    async fn migrate_locked(
+        &self,
+        types: &BTreeSet<BotnetType>,
+        create: bool,
+    ) -> Result<MigrationReport, StoreError> {
         let mut conn = self.acquire("connecting to migrate").await?;
-        let result = self.migrate_in_tx(&mut conn, types).await;
+        let result = self.migrate_in_tx(&mut conn, types, create).await;
         if let Err(error) = self.dialect.unlock_migrations(&mut conn).await {
             tracing::warn!(%error, "Releasing the migration lock failed; closing the connection.");
             conn.close_on_drop();
@@ -627,27 +704,28 @@ impl<D: Dialect> SqlStore<D> {
         &self,
         conn: &mut PoolConnection<D::Db>,
         types: &BTreeSet<BotnetType>,
-    ) -> Result<(), StoreError> {
+        create: bool,
+    ) -> Result<MigrationReport, StoreError> {
         let mut tx = conn
             .begin()
             .await
             .map_err(self.err("beginning migration"))?;
         self.dialect.lock_migrations(&mut *tx).await?;
-        migrate::run::<D>(&mut *tx, self.dialect.target(), types).await?;
-        tx.commit().await.map_err(self.err("committing migration"))
+        let report = migrate::run::<D>(&mut *tx, self.dialect.target(), types, create).await?;
+        tx.commit()
+            .await
+            .map_err(self.err("committing migration"))?;
+        Ok(report)
     }
 }
 
 impl<D: Dialect> Store for SqlStore<D> {
-    async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<(), StoreError> {
-        recovery::with_retries(D::BACKEND, || self.migrate_locked(types)).await?;
-        let mut known = self.types.lock().unwrap_or_else(|p| p.into_inner());
-        for t in types {
-            known
-                .entry(t.clone())
-                .or_insert_with(|| Arc::new(D::Statements::from(t)));
-        }
-        Ok(())
+    async fn migrate(&self, types: &BTreeSet<BotnetType>) -> Result<MigrationReport, StoreError> {
+        let report =
+            recovery::with_retries(D::BACKEND, || self.migrate_locked(types, false)).await?;
+        let existing: BTreeSet<&str> = report.types.iter().map(String::as_str).collect();
+        self.register(types.iter().filter(|t| existing.contains(t.as_str())));
+        Ok(report)
     }
 
     async fn apply(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
@@ -688,6 +766,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             D::DEAD_LETTER_PAGE,
             before.unwrap_or(i64::MAX),
             i64::from(limit),
+            self.dialect.clock(),
         )
         .await
         .map_err(self.err("reading botpipe_dead_letters"))

@@ -167,6 +167,7 @@ impl TestDb {
             password: None,
             migrate_on_start: true,
             max_connections: 4,
+            timezone: botpipe::store::clock::DEFAULT_TIMEZONE,
         }
     }
 
@@ -226,18 +227,20 @@ impl TestDb {
         }
     }
 
-    /// A direct PostgreSQL session in UTC.
+    /// A direct PostgreSQL session in the store's default zone (Asia/Shanghai), so that times
+    /// read as the wall-clock the store writes on every backend.
     pub async fn pg(&self) -> sqlx::PgConnection {
         let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
-        c.execute("SET TIME ZONE 'UTC'").await.unwrap();
+        c.execute("SET TIME ZONE 'Asia/Shanghai'").await.unwrap();
         c
     }
 
-    /// A direct MariaDB session in UTC.
+    /// A direct MariaDB session in the server's default zone, as the legacy writer's and
+    /// botpipe's: times read back as the wall-clock the store wrote.
     pub async fn mysql(&self) -> sqlx::MySqlConnection {
-        let mut c = sqlx::MySqlConnection::connect(&self.url).await.unwrap();
-        c.execute("SET time_zone = '+00:00'").await.unwrap();
-        c
+        let mut opts: sqlx::mysql::MySqlConnectOptions = self.url.parse().unwrap();
+        opts = opts.timezone(None);
+        sqlx::MySqlConnection::connect_with(&opts).await.unwrap()
     }
 
     /// Every node and communication row of type `t`, without the wall-clock columns (`id`,
@@ -553,11 +556,18 @@ impl Dump {
             .unwrap_or_else(|| panic!("no node {ip} in {:#?}", self.nodes))
     }
 
-    /// Asserts that every node's `communication_count` equals its communication rows.
+    /// Asserts that every node's `communication_count` equals its online communication rows
+    /// (the legacy count: cleanups are stored, not counted) and that its `active_time` follows
+    /// `last_seen`.
     pub fn assert_counts_match_rows(&self) {
         for n in &self.nodes {
-            let rows = self.comms.iter().filter(|c| c.ip == n.ip).count() as i64;
+            let rows = self
+                .comms
+                .iter()
+                .filter(|c| c.ip == n.ip && c.event_type.as_deref() == Some("remote_upload"))
+                .count() as i64;
             assert_eq!(n.communication_count, Some(rows), "count of {}", n.ip);
+            assert_eq!(n.active_time, n.last_seen, "active_time of {}", n.ip);
         }
     }
 }
