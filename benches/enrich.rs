@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use botpipe::enrich::{DatabaseLookup, Geo, Lookup, LookupResult};
+use botpipe::enrich::{DatabaseLookup, Geo, Lookup, LookupResult, MergeRules};
 use botpipe::record::NodeIp;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -161,7 +161,8 @@ fn ns_per(d: Duration, n: usize) -> f64 {
 }
 
 fn open(set: &DataSet, cache: usize) -> DatabaseLookup {
-    DatabaseLookup::open(&set.city, set.asn.as_deref(), cache).expect("geo databases open")
+    DatabaseLookup::open(&set.city, set.asn.as_deref(), &MergeRules::default(), cache)
+        .expect("geo databases open")
 }
 
 fn load_average() -> String {

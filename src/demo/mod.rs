@@ -260,6 +260,13 @@ pub async fn run_demo(args: &DemoArgs) -> Result<Summary, DemoError> {
     }
 
     let mut settings = Settings::embedded_default().with_data_dir(&data_dir);
+    // Geodata: where `scripts/fetch-geodata.sh` installs by default (`./botpipe-data/geo`), not
+    // the demo's fresh directory, which never holds any.
+    settings.geo.dir = Some(
+        Settings::embedded_default()
+            .data_dir
+            .join(crate::enrich::GEO_DIR),
+    );
     settings.http_listen = ([127, 0, 0, 1], 0).into();
     settings.endpoints = vec![
         endpoint("demo-botpipe", ports[0], args.interval, args.batch_size)?,

@@ -89,6 +89,7 @@ async fn enriched_batch_lands_with_chinese_and_english_names() {
         ],
         asn: Some(fixture("asn.csv")),
         discovered: false,
+        ..GeoSettings::default()
     };
     let lookup = enrich::open(&settings, dir.path()).unwrap();
     assert!(matches!(lookup, AnyLookup::Databases(_)));
@@ -216,6 +217,7 @@ async fn awdb_batch_lands_with_its_chinese_isp() {
         city: vec![fixture("awdb-city.awdb")],
         asn: Some(fixture("geolite2-asn.mmdb")),
         discovered: false,
+        ..GeoSettings::default()
     };
     let lookup = enrich::open(&settings, dir.path()).unwrap();
     let batch = Batch::new(
@@ -276,6 +278,7 @@ async fn files_replaced_while_lookups_run_are_swapped_in_without_a_failed_lookup
         city: vec![city.clone()],
         asn: Some(asn.clone()),
         discovered: false,
+        ..GeoSettings::default()
     };
     let AnyLookup::Databases(lookup) = enrich::open(&settings, dir.path()).unwrap() else {
         panic!("expected databases");
@@ -378,6 +381,7 @@ async fn the_running_pipeline_fills_geography_end_to_end() {
             city: vec![fixture("geoip2-city.mmdb"), fixture("flat-city-ipv4.mmdb")],
             asn: Some(fixture("asn.csv")),
             discovered: false,
+            ..GeoSettings::default()
         };
     })
     .await;
