@@ -179,7 +179,8 @@ async fn enriched_batch_lands_with_chinese_and_english_names() {
     );
     assert_eq!(geo_row(&conn, comms, "8.8.8.8"), google);
 
-    // Only the flat file knows it: Chinese country from the code table, English district.
+    // Only the flat file knows it (country HK, English district "Kowloon"): stored the
+    // platform's way by default, `[geo] china = "greater"` (issue 17).
     let hk = geo_row(&conn, comms, "61.244.5.5");
     assert_eq!(
         (
@@ -188,7 +189,7 @@ async fn enriched_batch_lands_with_chinese_and_english_names() {
             hk[0].3.as_deref(),
             hk[0].8
         ),
-        (Some("香港"), Some("Kowloon"), Some("亚洲"), false)
+        (Some("中国"), Some("香港"), Some("亚洲"), true)
     );
 
     // IPv6 from GeoIP2 with the ASN CSV's IPv6 ranges.
