@@ -202,62 +202,67 @@ fn main() {
     // Fault the mapped pages in once; the files are in the page cache after the first run.
     black_box(enrich(&plain, &ips[..100_000]));
 
-    println!();
-    println!(
-        "## Throughput: {THROUGHPUT_IPS} distinct random public IPv4 addresses, best of {RUNS}"
-    );
-    println!("| what | lookups/s on CPU | ns/lookup on CPU | ns/lookup wall | known |");
-    println!("|---|---:|---:|---:|---:|");
-    let n = ips.len();
-    let row = |what: &str, f: &dyn Fn() -> usize| {
-        let (took, known) = (0..RUNS).map(|_| measure(f)).min().unwrap_or_default();
+    // BOTPIPE_BENCH_BATCHES_ONLY=1 skips the throughput table (minutes on a shared machine) and
+    // measures only the batches, the figure the enrichment goal is about.
+    let batches_only = std::env::var_os("BOTPIPE_BENCH_BATCHES_ONLY").is_some_and(|v| v == "1");
+    if !batches_only {
+        println!();
         println!(
-            "| {what} | {:.2} M | {:.0} | {:.0} | {:.1}% |",
-            n as f64 / took.cpu.as_secs_f64().max(1e-9) / 1e6,
-            ns_per(took.cpu, n),
-            ns_per(took.wall, n),
-            100.0 * known as f64 / n as f64
+            "## Throughput: {THROUGHPUT_IPS} distinct random public IPv4 addresses, best of {RUNS}"
         );
-    };
-    // Each IPv4-capable city database on its own (an IPv6-only file never answers these).
-    for db in city_dbs.iter().filter(|d| !d.name().contains("ipv6")) {
-        if !db.name().ends_with(".ipdb") {
-            // The floor: maxminddb's tree walk alone, nothing decoded.
-            // SAFETY: the benchmark never modifies the file it maps.
-            let raw = unsafe { maxminddb::Reader::open_mmap(db.path()) }.expect("mmdb opens");
-            row(
-                &format!("tree walk only, maxminddb ({})", db.name()),
-                &|| {
-                    ips.iter()
-                        .filter(|ip| raw.lookup(**ip).is_ok_and(|r| black_box(r.has_data())))
-                        .count()
-                },
+        println!("| what | lookups/s on CPU | ns/lookup on CPU | ns/lookup wall | known |");
+        println!("|---|---:|---:|---:|---:|");
+        let n = ips.len();
+        let row = |what: &str, f: &dyn Fn() -> usize| {
+            let (took, known) = (0..RUNS).map(|_| measure(f)).min().unwrap_or_default();
+            println!(
+                "| {what} | {:.2} M | {:.0} | {:.0} | {:.1}% |",
+                n as f64 / took.cpu.as_secs_f64().max(1e-9) / 1e6,
+                ns_per(took.cpu, n),
+                ns_per(took.wall, n),
+                100.0 * known as f64 / n as f64
             );
+        };
+        // Each IPv4-capable city database on its own (an IPv6-only file never answers these).
+        for db in city_dbs.iter().filter(|d| !d.name().contains("ipv6")) {
+            if !db.name().ends_with(".ipdb") {
+                // The floor: maxminddb's tree walk alone, nothing decoded.
+                // SAFETY: the benchmark never modifies the file it maps.
+                let raw = unsafe { maxminddb::Reader::open_mmap(db.path()) }.expect("mmdb opens");
+                row(
+                    &format!("tree walk only, maxminddb ({})", db.name()),
+                    &|| {
+                        ips.iter()
+                            .filter(|ip| raw.lookup(**ip).is_ok_and(|r| black_box(r.has_data())))
+                            .count()
+                    },
+                );
+            }
+            row(&format!("city only ({})", db.name()), &|| {
+                ips.iter()
+                    .filter(|ip| black_box(db.lookup(**ip)).is_some())
+                    .count()
+            });
         }
-        row(&format!("city only ({})", db.name()), &|| {
+        if let Some(db) = &asn_db {
+            row(&format!("ASN only ({})", db.name()), &|| {
+                ips.iter()
+                    .filter(|ip| black_box(db.lookup(**ip)).is_some())
+                    .count()
+            });
+        }
+        let hits = |lookup: &DatabaseLookup| {
             ips.iter()
-                .filter(|ip| black_box(db.lookup(**ip)).is_some())
+                .filter(|ip| black_box(lookup.lookup(**ip)).1 == LookupResult::Hit)
                 .count()
+        };
+        row("city + ASN (Lookup::lookup), no cache", &|| hits(&plain));
+        let cached = open(&set, 65_536);
+        row("city + ASN, quick_cache 65536, all misses", &|| {
+            hits(&cached)
         });
+        drop(cached);
     }
-    if let Some(db) = &asn_db {
-        row(&format!("ASN only ({})", db.name()), &|| {
-            ips.iter()
-                .filter(|ip| black_box(db.lookup(**ip)).is_some())
-                .count()
-        });
-    }
-    let hits = |lookup: &DatabaseLookup| {
-        ips.iter()
-            .filter(|ip| black_box(lookup.lookup(**ip)).1 == LookupResult::Hit)
-            .count()
-    };
-    row("city + ASN (Lookup::lookup), no cache", &|| hits(&plain));
-    let cached = open(&set, 65_536);
-    row("city + ASN, quick_cache 65536, all misses", &|| {
-        hits(&cached)
-    });
-    drop(cached);
 
     println!();
     println!("## Enriching one batch of {BATCH} IPs, {ROUNDS} batches");
