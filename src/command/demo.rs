@@ -54,6 +54,7 @@ fn print_summary(s: &Summary) {
         s.records_per_second
     );
     println!("  data                 {}", s.data_dir.display());
+    println!("  geodata              {}", s.geodata);
     println!(
         "  check                {}",
         if s.matches_expected {

@@ -73,8 +73,16 @@ fn describe(s: &Settings) -> String {
         QueueBackend::Embedded { path } => format!("embedded {}", path.display()),
         QueueBackend::Redis(r) => format!("redis {}", crate::config::redact_url(&r.url)),
     };
+    let files = crate::enrich::geo_files(&s.geo, &s.data_dir);
+    let names: Vec<String> = files.all().map(|p| p.display().to_string()).collect();
+    let geo = match (&files.discovered_in, names.is_empty()) {
+        (Some(dir), true) => format!("none installed in {}", dir.display()),
+        (None, true) => "none ([geo] configures no file)".into(),
+        (Some(dir), false) => format!("found in {}: {}", dir.display(), names.join(", ")),
+        (None, false) => format!("configured: {}", names.join(", ")),
+    };
     format!(
-        "Configuration OK: {} endpoint(s) ({} enabled), {} botnet types, store {store}, queue {queue}, push {}.",
+        "Configuration OK: {} endpoint(s) ({} enabled), {} botnet types, store {store}, queue {queue}, push {}, geodata {geo}.",
         s.endpoints.len(),
         s.enabled_endpoints().count(),
         s.allowed_types.len(),
@@ -142,22 +150,47 @@ pub async fn check_connectivity(s: &Settings) -> Vec<Check> {
     let mut checks = endpoints;
     checks.extend(check_store(s).await);
     checks.extend(check_queue(s).await);
-    for g in crate::http::check_geodata(&s.geo).await {
-        checks.push(Check {
-            what: format!("geodata {}", g.path.display()),
-            result: match g.error {
-                None => Ok("readable".into()),
-                Some(e) => Err(e),
-            },
-        });
-    }
-    if s.geo.city.is_empty() && s.geo.asn.is_none() {
-        checks.push(Check {
-            what: "geodata".into(),
-            result: Ok("none configured; enrichment is disabled".into()),
-        });
-    }
+    checks.extend(check_geodata(s).await);
     checks
+}
+
+/// Opens every geodata file `run` would open (configured, or discovered by the same rule) and
+/// reports its kind and build date, warning when it is stale; a file that does not open fails.
+async fn check_geodata(s: &Settings) -> Vec<Check> {
+    let files = crate::enrich::geo_files(&s.geo, &s.data_dir);
+    if files.is_empty() {
+        let result = match &files.discovered_in {
+            Some(dir) => format!(
+                "none installed in {}; enrichment is disabled (scripts/fetch-geodata.sh installs the free databases there)",
+                dir.display()
+            ),
+            None => "[geo] configures none; enrichment is disabled".into(),
+        };
+        return vec![Check {
+            what: "geodata".into(),
+            result: Ok(result),
+        }];
+    }
+    let probed = match tokio::task::spawn_blocking(move || crate::enrich::probe_files(&files)).await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![Check {
+                what: "geodata".into(),
+                result: Err(format!("checking the files failed: {e}")),
+            }]
+        }
+    };
+    let now = crate::enrich::unix_now();
+    probed
+        .into_iter()
+        .map(|(path, info)| Check {
+            what: format!("geodata {}", path.display()),
+            result: info
+                .map(|i| format!("{}, {}", i.kind, i.freshness(now)))
+                .map_err(|e| e.to_string()),
+        })
+        .collect()
 }
 
 /// The store answers (or, for SQLite, can be created), and the zones of its times, with a

@@ -15,8 +15,8 @@ pub use raw::{
 pub use secret::{SecretError, SecretSource};
 pub use settings::{redact_url, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
 pub use settings::{
-    EndpointSettings, GeoSettings, PushSettings, QueueBackend, QueueSettings, RedisSettings,
-    Settings, StoreKind, StoreSettings, UnknownStoreUrl,
+    ChinaView, EndpointSettings, GeoSettings, PushSettings, QueueBackend, QueueSettings,
+    RedisSettings, Settings, StoreKind, StoreSettings, UnknownStoreUrl,
 };
 
 use std::path::Path;

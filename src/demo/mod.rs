@@ -102,6 +102,9 @@ pub struct Summary {
     pub records_per_second: f64,
     /// Where the data is.
     pub data_dir: PathBuf,
+    /// The geodata files used (found where `scripts/fetch-geodata.sh` installs by default), or
+    /// where none was found.
+    pub geodata: String,
     /// Whether stored equals expected.
     pub matches_expected: bool,
 }
@@ -260,11 +263,30 @@ pub async fn run_demo(args: &DemoArgs) -> Result<Summary, DemoError> {
     }
 
     let mut settings = Settings::embedded_default().with_data_dir(&data_dir);
+    // Geodata: where `scripts/fetch-geodata.sh` installs by default (`./botpipe-data/geo`), not
+    // the demo's fresh directory, which never holds any.
+    settings.geo.dir = Some(
+        Settings::embedded_default()
+            .data_dir
+            .join(crate::enrich::GEO_DIR),
+    );
     settings.http_listen = ([127, 0, 0, 1], 0).into();
     settings.endpoints = vec![
         endpoint("demo-botpipe", ports[0], args.interval, args.batch_size)?,
         endpoint("demo-legacy", ports[1], args.interval, args.batch_size)?,
     ];
+    let geo_files = crate::enrich::geo_files(&settings.geo, &settings.data_dir);
+    let geodata = match (&geo_files.discovered_in, geo_files.is_empty()) {
+        (Some(dir), true) => format!(
+            "none installed in {} (scripts/fetch-geodata.sh)",
+            dir.display()
+        ),
+        _ => geo_files
+            .all()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
     let app = App::build(settings, Mode::Full).await?;
     let store = app.store().clone();
     let queue = app.handoff().queue().clone();
@@ -326,6 +348,7 @@ pub async fn run_demo(args: &DemoArgs) -> Result<Summary, DemoError> {
         && communications == expected.communications
         && counts.total_dead_letters() == expected.invalid;
     Ok(Summary {
+        geodata,
         records_pulled,
         communications_stored: counts.total_communications(),
         dead_lettered: counts.total_dead_letters(),

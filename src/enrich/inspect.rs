@@ -10,7 +10,11 @@ use std::sync::Arc;
 
 use super::asn::AsnDb;
 use super::city::CityDb;
-use super::{resolve_paths, DatabaseLookup, EnrichError, Geo, Lookup, GEO_DIR};
+use super::merge::MergeRules;
+use super::{
+    discovery_dir, geo_files, merge_rules, unix_now, DatabaseInfo, DatabaseLookup, EnrichError,
+    Geo, Lookup,
+};
 use crate::config::GeoSettings;
 use crate::record::NodeIp;
 
@@ -25,12 +29,13 @@ pub fn inspect(
     settings: &GeoSettings,
     data_dir: &Path,
 ) -> Result<String, EnrichError> {
-    let (city_paths, asn_path) = resolve_paths(settings, data_dir);
-    if city_paths.is_empty() && asn_path.is_none() {
+    let files = geo_files(settings, data_dir);
+    if files.is_empty() {
         return Err(EnrichError::NoDatabases {
-            dir: data_dir.join(GEO_DIR),
+            dir: discovery_dir(settings, data_dir),
         });
     }
+    let (city_paths, asn_path) = (files.city, files.asn);
     let city: Vec<_> = city_paths
         .iter()
         .map(|p| (p.clone(), CityDb::open(p).map(Arc::new)))
@@ -39,13 +44,25 @@ pub fn inspect(
         let db = AsnDb::open(&p).map(Arc::new);
         (p, db)
     });
-    Ok(render(ips, &city, asn.as_ref()))
+    Ok(render(
+        ips,
+        &city,
+        asn.as_ref(),
+        &merge_rules(settings),
+        unix_now(),
+    ))
 }
 
 type Opened<T> = (std::path::PathBuf, Result<Arc<T>, EnrichError>);
 
 /// The report text. Writing to a `String` cannot fail, hence the ignored `fmt::Result`s.
-fn render(ips: &[IpAddr], city: &[Opened<CityDb>], asn: Option<&Opened<AsnDb>>) -> String {
+fn render(
+    ips: &[IpAddr],
+    city: &[Opened<CityDb>],
+    asn: Option<&Opened<AsnDb>>,
+    rules: &MergeRules,
+    now: u64,
+) -> String {
     let mut out = String::new();
     let width = city
         .iter()
@@ -55,16 +72,16 @@ fn render(ips: &[IpAddr], city: &[Opened<CityDb>], asn: Option<&Opened<AsnDb>>) 
         .max()
         .unwrap_or(0)
         .max("botpipe stores".len());
-    out.push_str("Databases, in lookup order:\n");
+    out.push_str("Databases:\n");
     for (path, db) in city {
         let _ = match db {
             Ok(db) => writeln!(
                 out,
-                "  {}: {}, type {:?}, built {}",
+                "  {}: {}, type {:?}, {}",
                 path.display(),
                 db.layout(),
                 db.database_type(),
-                date(Some(db.build_epoch()))
+                info_of(db.name(), path, Some(db.build_epoch())).freshness(now)
             ),
             Err(e) => writeln!(out, "  {}: NOT OPENED: {e}", path.display()),
         };
@@ -73,20 +90,40 @@ fn render(ips: &[IpAddr], city: &[Opened<CityDb>], asn: Option<&Opened<AsnDb>>) 
         let _ = match db {
             Ok(db) => writeln!(
                 out,
-                "  {}: {}, built {}",
+                "  {}: {}, {}",
                 path.display(),
                 db.kind(),
-                date(db.build_epoch())
+                info_of(db.name(), path, db.build_epoch()).freshness(now)
             ),
             Err(e) => writeln!(out, "  {}: NOT OPENED: {e}", path.display()),
         };
     }
-    let opened_city = city
+    let opened_city: Vec<Arc<CityDb>> = city
         .iter()
         .filter_map(|(_, db)| db.as_ref().ok().cloned())
         .collect();
     let opened_asn = asn.and_then(|(_, db)| db.as_ref().ok().cloned());
-    let merged = DatabaseLookup::from_databases(opened_city, opened_asn, 0);
+    let plan = super::merge::MergePlan::new(rules, &opened_city);
+    let order = |idx: &[usize]| {
+        idx.iter()
+            .map(|&i| opened_city[i].name().to_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "Merge: names from {}; coordinates from {}; ASN from {}; Hong Kong, Macao, Taiwan: {}",
+        order(plan.names_order()),
+        order(plan.coordinates_order()),
+        opened_asn
+            .as_ref()
+            .map_or("the city databases", |a| a.name()),
+        match rules.china {
+            crate::config::ChinaView::Greater => "china = \"greater\" (country 中国)",
+            crate::config::ChinaView::Mainland => "china = \"mainland\" (their own country)",
+        }
+    );
+    let merged = DatabaseLookup::from_databases(opened_city, opened_asn, rules, 0);
     for ip in ips {
         let _ = writeln!(out, "\n{ip}");
         if NodeIp::from_ip(*ip).is_err() {
@@ -149,14 +186,13 @@ fn describe(geo: Option<&Geo>) -> String {
     parts.join(" ")
 }
 
-fn date(epoch: Option<u64>) -> String {
-    epoch
-        .and_then(|e| i64::try_from(e).ok())
-        .and_then(|e| chrono::DateTime::from_timestamp(e, 0))
-        .map_or_else(
-            || "unknown".to_owned(),
-            |d| d.format("%Y-%m-%d").to_string(),
-        )
+fn info_of(name: &str, path: &Path, built: Option<u64>) -> DatabaseInfo {
+    DatabaseInfo {
+        name: name.to_owned(),
+        path: path.to_path_buf(),
+        kind: String::new(),
+        built,
+    }
 }
 
 #[cfg(test)]
@@ -186,10 +222,17 @@ mod tests {
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();
-        let out = render(&ips, &city, Some(&asn));
+        // 2026-03-01: the fixtures' build date (2026-01-01) is 59 days old.
+        let out = render(
+            &ips,
+            &city,
+            Some(&asn),
+            &MergeRules::default(),
+            1_772_323_200,
+        );
         assert!(out.contains("ipplus360 AWDB city"), "{out}");
         assert!(out.contains("missing.mmdb: NOT OPENED"), "{out}");
-        assert!(out.contains("built 2026-01-01"), "{out}");
+        assert!(out.contains("built 2026-01-01 (59 days old)"), "{out}");
         assert!(
             out.contains("province=广东 city=深圳 isp=中国电信 asn=AS4134"),
             "{out}"

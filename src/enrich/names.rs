@@ -7,8 +7,10 @@
 //! Country names are the short forms in everyday Simplified Chinese use (韩国, not 大韩民国),
 //! the same forms the GeoIP2 `zh-CN` names use today; continents follow MaxMind's assignment so
 //! that a flat database and a GeoIP2 database give the same continent for a country. Hong Kong,
-//! Macao and Taiwan keep their own codes here, as in every supported database: their country is
-//! 香港 / 澳门 / 台湾 and `is_china` stays false for them.
+//! Macao and Taiwan keep their own codes here, as in the MaxMind-DB databases: their country is
+//! 香港 / 澳门 / 台湾 in a single database's answer, and the platform's view (country 中国,
+//! province 香港 / 澳门 / 台湾, or the other way round) is applied after the merge
+//! (`super::lookup`, `[geo] china`).
 
 use arcstr::{literal, ArcStr};
 /// A continent, as MaxMind codes it.
@@ -385,6 +387,35 @@ pub fn country(code: &str) -> Option<(&'static ArcStr, Continent)> {
         .binary_search_by(|(c, _, _)| c.as_bytes().cmp(&upper[..]))
         .ok()
         .map(|i| (&COUNTRIES[i].1, COUNTRIES[i].2))
+}
+
+/// 中国, static.
+pub fn china() -> ArcStr {
+    literal!("中国")
+}
+
+/// The static name of one of China's provinces given in Chinese and already normalised (广东,
+/// 内蒙古, 香港), so a [`super::Geo`] holds it without allocating.
+pub fn china_province(name: &str) -> Option<&'static ArcStr> {
+    CHINA_PROVINCES
+        .iter()
+        .map(|(_, n)| n)
+        .find(|n| n.as_str() == name)
+}
+
+/// The Chinese continent name of a two-letter continent code (`AS`, `EU`, …; IPDB's `AP` is Asia).
+pub fn continent_from_code(code: &str) -> Option<ArcStr> {
+    let c = match code.trim().to_ascii_uppercase().as_str() {
+        "AF" => AF,
+        "AN" => AN,
+        "AS" | "AP" => AS,
+        "EU" => EU,
+        "NA" => NA,
+        "OC" => OC,
+        "SA" => SA,
+        _ => return None,
+    };
+    Some(c.chinese_name())
 }
 
 /// The Chinese name of one of China's provinces given in English ("Guangdong", "Inner Mongolia

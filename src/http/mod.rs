@@ -7,8 +7,11 @@
 //! [`StoreSampler`](crate::store::sampler::StoreSampler), never counting rows itself.
 //!
 //! `/ready` is 200 only when the store would take a write, the queue (or, with Redis, the spool)
-//! answers, and every configured geodata file is readable; otherwise 503, with the detail of
-//! each dependency in the JSON body either way.
+//! answers, and every geodata file in use (configured or discovered) is readable; otherwise 503,
+//! with the detail of each dependency in the JSON body either way. The body also gives each geo
+//! database's build date and whether it is stale (older than
+//! [`STALE_AFTER_DAYS`](crate::enrich::STALE_AFTER_DAYS) days), which does not make botpipe
+//! unready: old geography is better than none.
 
 mod status;
 
@@ -28,7 +31,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::config::GeoSettings;
-use crate::enrich::AnyLookup;
+use crate::enrich::{geo_files, unix_now, AnyLookup, GeoFiles};
 use crate::pull::StatusBoard;
 use crate::push::{PushIngest, Refusal};
 use crate::queue::{Backpressure, Handoff, Queue};
@@ -55,8 +58,10 @@ pub struct HttpState {
     pub backpressure: Arc<Backpressure>,
     /// Prometheus renderer.
     pub prometheus: PrometheusHandle,
-    /// Configured geodata files, for readiness.
+    /// `[geo]`, for readiness: the files in use are found by [`geo_files`].
     pub geo: GeoSettings,
+    /// The data directory, where geodata is discovered when `[geo]` names no file.
+    pub data_dir: PathBuf,
     /// Push ingest, when `[push]` is enabled.
     pub push: Option<Arc<PushIngest>>,
 }
@@ -97,11 +102,11 @@ pub struct GeoFileCheck {
     pub error: Option<String>,
 }
 
-/// Checks that every configured geodata file exists, is a non-empty regular file and opens for
+/// Checks that every geodata file in use exists, is a non-empty regular file and opens for
 /// reading. Discovered-but-absent geodata is not an error: enrichment is then disabled.
-pub async fn check_geodata(geo: &GeoSettings) -> Vec<GeoFileCheck> {
+pub async fn check_geodata(files: &GeoFiles) -> Vec<GeoFileCheck> {
     let mut out = Vec::new();
-    for path in geo.city.iter().chain(geo.asn.iter()) {
+    for path in files.all() {
         out.push(GeoFileCheck {
             path: path.clone(),
             error: check_readable(path).await.err(),
@@ -131,8 +136,24 @@ async fn ready(State(s): State<HttpState>) -> Response {
         Some(spool) => probe(spool.depth()).await.map(|_| ()),
         None => Ok(()),
     };
-    let geo = check_geodata(&s.geo).await;
+    let geo = check_geodata(&geo_files(&s.geo, &s.data_dir)).await;
     let geo_ok = geo.iter().all(|g| g.error.is_none());
+    let now = unix_now();
+    let databases: Vec<serde_json::Value> = s
+        .lookup
+        .database_info()
+        .iter()
+        .map(|d| {
+            json!({
+                "name": d.name,
+                "kind": d.kind,
+                "built": crate::enrich::format_date(d.built),
+                "build_timestamp": d.built,
+                "age_days": d.age_days(now),
+                "stale": d.is_stale(now),
+            })
+        })
+        .collect();
     // The queue may be down while the spool takes over: that is degraded, not unready.
     let queue_ready = queue.is_ok() || (s.handoff.spool().is_some() && spool_ok.is_ok());
     let ok = store.is_ok() && queue_ready && geo_ok;
@@ -145,7 +166,7 @@ async fn ready(State(s): State<HttpState>) -> Response {
         "store": detail(&store),
         "queue": detail(&queue.map(|_| ())),
         "spool": detail(&spool_ok),
-        "geodata": {"ok": geo_ok, "mode": s.lookup.describe(), "files": geo},
+        "geodata": {"ok": geo_ok, "mode": s.lookup.describe(), "files": geo, "databases": databases},
     });
     let code = if ok {
         StatusCode::OK

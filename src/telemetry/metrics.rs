@@ -44,10 +44,11 @@ pub const HANDOFF_TOTAL: &str = "botpipe_handoff_total";
 pub const HANDOFF_SECONDS: &str = "botpipe_handoff_seconds";
 /// Geo lookups by `result` (hit, unknown, disabled).
 pub const ENRICH_LOOKUPS_TOTAL: &str = "botpipe_enrich_lookups_total";
-/// Build time of each open geo database (Unix seconds), by `database` (the configured file's
-/// name); an ASN CSV, which has no build time, reports its modification time.
-pub const ENRICH_DATABASE_BUILD_TIMESTAMP_SECONDS: &str =
-    "botpipe_enrich_database_build_timestamp_seconds";
+/// Build time of each open geo database (Unix seconds, from the file's metadata), by `database`
+/// (the file's name); an ASN CSV, which has no metadata, reports its modification time, which
+/// `scripts/fetch-geodata.sh` sets to the package's publication time.
+pub const GEO_DATABASE_BUILD_TIMESTAMP_SECONDS: &str =
+    "botpipe_geo_database_build_timestamp_seconds";
 /// Geo database reloads after a file changed on disk, by `outcome` (ok, failed).
 pub const ENRICH_RELOADS_TOTAL: &str = "botpipe_enrich_reloads_total";
 /// Duration of one store transaction for a batch.
@@ -141,7 +142,7 @@ pub fn describe_all() {
     );
     describe_counter!(ENRICH_LOOKUPS_TOTAL, "Geo lookups by result.");
     describe_gauge!(
-        ENRICH_DATABASE_BUILD_TIMESTAMP_SECONDS,
+        GEO_DATABASE_BUILD_TIMESTAMP_SECONDS,
         Unit::Seconds,
         "Build time of each open geo database, as Unix seconds."
     );
@@ -235,7 +236,7 @@ pub const ALL: &[&str] = &[
     HANDOFF_TOTAL,
     HANDOFF_SECONDS,
     ENRICH_LOOKUPS_TOTAL,
-    ENRICH_DATABASE_BUILD_TIMESTAMP_SECONDS,
+    GEO_DATABASE_BUILD_TIMESTAMP_SECONDS,
     ENRICH_RELOADS_TOTAL,
     STORE_BATCH_SECONDS,
     STORE_BATCHES_TOTAL,

