@@ -1,6 +1,8 @@
 //! [`StoreStartup`]: bringing the store up without botpipe waiting on it. `botpipe run` serves
 //! HTTP and pulls into the queue from its first second; only the workers need the store, so
-//! they start once it has answered a ping and (with `store.migrate_on_start`) been migrated.
+//! with `store.migrate_on_start` they start once it has answered a ping and been migrated.
+//! Without it there is nothing to wait for: the workers start at once and retry a failing store
+//! themselves, as they do while running.
 //!
 //! Until then the store is retried with full-jitter [`Backoff`], each ping bounded by
 //! [`PING_TIMEOUT`], so a store that hangs costs the same as one that refuses. It logs once per
@@ -129,7 +131,7 @@ impl StoreStartup {
         )
     }
 
-    /// One attempt: a bounded ping, then the migration (which has its own retries and no
+    /// One attempt: a bounded ping, then the migration if enabled (which has its own retries and no
     /// overall bound: a large legacy table may take a while to alter, and cutting it short
     /// would only start it again).
     ///
@@ -150,8 +152,13 @@ impl StoreStartup {
         Ok(())
     }
 
-    /// Tries until the store is up (true) or `token` is cancelled first (false).
+    /// Tries until the store is up (true) or `token` is cancelled first (false). Up at once
+    /// when there is no migration to run.
     pub async fn run_until_up(self, token: CancellationToken) -> bool {
+        if !self.migrate {
+            self.tx.send_replace(StartupState::Up);
+            return true;
+        }
         let started = Instant::now();
         let mut attempt: u32 = 0;
         let mut last: Option<StartupError> = None;
@@ -168,7 +175,6 @@ impl StoreStartup {
                     tracing::info!(
                         attempts = attempt + 1,
                         waited_ms = started.elapsed().as_millis() as u64,
-                        migrated = self.migrate,
                         "Store ready; starting workers."
                     );
                     return true;
@@ -231,5 +237,18 @@ mod tests {
         watch.first_answer(Duration::from_secs(1)).await;
         assert_eq!(watch.state(), StartupState::Up);
         assert_eq!(watch.not_up_reason(), None);
+    }
+
+    #[tokio::test]
+    async fn without_migration_on_start_the_store_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let store = AnyStore::Sqlite(SqliteStore::open(&path).unwrap());
+        // Another process holds the write lock: a ping would fail.
+        let blocker = rusqlite::Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let (startup, watch) = StoreStartup::new(store, Arc::default(), false);
+        assert!(startup.run_until_up(CancellationToken::new()).await);
+        assert_eq!(watch.state(), StartupState::Up);
     }
 }
