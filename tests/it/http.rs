@@ -318,6 +318,12 @@ async fn status_serves_labelled_samples(backend: Backend) {
     const ROWS: usize = 200;
     let db = TestDb::create(backend).await;
     let app = spawn_app(vec![], |s| s.store = db.settings()).await;
+    // The store is migrated once botpipe runs, not when it is built: ready means migrated.
+    let url = format!("http://{}/ready", app.http.unwrap());
+    wait_until(DRAIN, "the store migrated", || async {
+        reqwest::get(&url).await.unwrap().status() == 200
+    })
+    .await;
     if backend == Backend::Postgres {
         // So that only the ANALYZE below gives PostgreSQL its statistics.
         db.exec(&["ALTER TABLE botnet_communications_mozi SET (autovacuum_enabled = false)"])
