@@ -4,6 +4,11 @@
 //! pullers stop (a cycle in flight finishes its hand-off), workers finish their batch, the HTTP
 //! server drains, all within the grace period.
 //!
+//! Nothing but the workers waits on the store: building opens it without connecting (network
+//! stores connect lazily), and the store is pinged and migrated by a [`StoreStartup`] in the
+//! background while HTTP serves and the pullers fill the queue; the workers start when it is
+//! up. A store that hangs or refuses at start-up thus leaves botpipe running, unready.
+//!
 //! Only wiring lives here: the commands that load configuration and start an [`App`] (`run`,
 //! `worker`, `demo`) are in [`crate::command`], which also maps [`AppError`] to an exit code.
 
@@ -26,11 +31,15 @@ use crate::queue::{
 };
 use crate::record::RecordContext;
 use crate::store::sampler::{StoreSampler, STORE_SAMPLE_INTERVAL, STORE_SAMPLE_TIMEOUT};
-use crate::store::{AnyStore, Store, StoreError};
+use crate::store::startup::StoreStartup;
+use crate::store::{AnyStore, StoreError};
 use crate::worker::Worker;
 
 /// How often queue and spool depth are sampled for gauges and backpressure.
 const DEPTH_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long HTTP waits for the store's first start-up attempt before serving anyway: a store
+/// that answers is then ready from the first request, one that hangs delays HTTP this long.
+const FIRST_STORE_ANSWER_WAIT: Duration = Duration::from_secs(2);
 
 /// Why botpipe could not be built or started.
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +59,6 @@ pub enum AppError {
     /// The store could not be opened.
     #[error("opening the store")]
     Store(#[from] StoreError),
-    /// The store could not be migrated at start (`store.migrate_on_start`).
-    #[error("migrating the store")]
-    Migrate(#[source] StoreError),
     /// A configured or discovered geo database could not be opened.
     #[error("opening geodata")]
     Geo(#[from] EnrichError),
@@ -153,11 +159,11 @@ const TIME_ZONES_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Logs the zones of the store's times, and a warning for each way they disagree with the
 /// sources' zones (`docs/schema.md`, "Timestamps").
-pub async fn log_time_zones(store: &AnyStore, settings: &Settings) {
+pub async fn log_time_zones(store: &AnyStore, sources: &[(String, chrono_tz::Tz)]) {
     match tokio::time::timeout(TIME_ZONES_TIMEOUT, store.time_zones()).await {
         Ok(Ok(zones)) => {
             tracing::info!(zones = %zones, "Store time zones.");
-            for warning in zones.warnings(&settings.time_sources()) {
+            for warning in zones.warnings(sources) {
                 tracing::warn!("Time zones: {warning}.");
             }
         }
@@ -170,16 +176,18 @@ pub async fn log_time_zones(store: &AnyStore, settings: &Settings) {
     }
 }
 
-/// Opens the configured store (without migrating).
+/// Opens the configured store (without migrating). A network store connects lazily, so a
+/// server that is down is not an error here.
 ///
 /// # Errors
-/// When the database cannot be opened.
+/// When the password cannot be read, the URL is invalid or the SQLite file cannot be opened.
 pub async fn open_store(settings: &Settings) -> Result<AnyStore, AppError> {
     Ok(crate::store::open(&settings.store).await?)
 }
 
 impl App {
-    /// Opens every dependency, migrates the store (unless disabled) and binds the HTTP listener.
+    /// Opens every dependency and binds the HTTP listener. Does not wait for a network store to
+    /// answer: it is pinged and migrated once running (see the module doc).
     ///
     /// # Errors
     /// When a dependency cannot be opened or the listener cannot be bound.
@@ -188,13 +196,6 @@ impl App {
         let (queue, spool) = open_queue(&settings).await?;
         let handoff = Handoff::new(queue, spool, settings.queue.handoff_deadline);
         let store = open_store(&settings).await?;
-        if settings.store.migrate_on_start {
-            store
-                .migrate(&settings.allowed_types)
-                .await
-                .map_err(AppError::Migrate)?;
-        }
-        log_time_zones(&store, &settings).await;
         let lookup = crate::enrich::open(&settings.geo, &settings.data_dir)?;
         let (listener, http_addr) = if mode == Mode::Full {
             let l = TcpListener::bind(settings.http_listen)
@@ -373,9 +374,30 @@ impl App {
             self.store.clone(),
             self.lookup.clone(),
         );
-        for i in 0..self.settings.worker_count {
-            let w = base.sibling(format!("{}-w{i}", consumer_prefix()));
-            workers.spawn(w.run_until_stopped(work_token.clone()));
+        let (startup, mut store_startup) = StoreStartup::new(
+            self.store.clone(),
+            Arc::clone(&self.settings.allowed_types),
+            self.settings.store.migrate_on_start,
+        );
+        // The workers start only once the store is up; until then their batches wait in the
+        // queue, leased by nobody. Spawned on the workers' tracker, so that shutdown waits for
+        // the start-up like for a worker, and workers it spawns are tracked before it ends.
+        let worker_count = self.settings.worker_count;
+        let worker_tracker = workers.clone();
+        let worker_token = work_token.clone();
+        let zone_store = self.store.clone();
+        let time_sources = self.settings.time_sources();
+        workers.spawn(async move {
+            if startup.run_until_up(worker_token.clone()).await {
+                log_time_zones(&zone_store, &time_sources).await;
+                for i in 0..worker_count {
+                    let w = base.sibling(format!("{}-w{i}", consumer_prefix()));
+                    worker_tracker.spawn(w.run_until_stopped(worker_token.clone()));
+                }
+            }
+        });
+        if self.listener.is_some() {
+            store_startup.first_answer(FIRST_STORE_ANSWER_WAIT).await;
         }
 
         if let Some(listener) = self.listener {
@@ -390,6 +412,7 @@ impl App {
                 board: self.board.clone(),
                 handoff: self.handoff.clone(),
                 store: self.store.clone(),
+                store_startup: store_startup.clone(),
                 store_counts,
                 lookup: self.lookup.clone(),
                 backpressure: Arc::clone(&self.backpressure),

@@ -14,7 +14,8 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();
-            eprintln!("botpipe: {:#}", anyhow::Error::new(e));
+            // Not eprintln!: it panics when stderr is closed or full.
+            botpipe::telemetry::eprint_line(&format!("botpipe: {:#}", anyhow::Error::new(e)));
             ExitCode::from(code)
         }
     }

@@ -61,7 +61,9 @@ pub struct StoreConfig {
     pub password_env: Option<String>,
     /// File holding the password (trailing newline ignored).
     pub password_file: Option<PathBuf>,
-    /// Run migrations when `botpipe run` starts. Default `true`.
+    /// Run migrations when `botpipe run` starts. Default `true`. botpipe does not wait for
+    /// them: HTTP and pulls start at once, the workers once the store answered and is migrated
+    /// (without migrations, the workers start at once).
     pub migrate_on_start: Option<bool>,
     /// Maximum connections in the pool (PostgreSQL/MySQL). Default 4.
     pub max_connections: Option<u32>,

@@ -8,8 +8,9 @@
 //!
 //! `/ready` is 200 only when the store would take a write, the queue (or, with Redis, the spool)
 //! answers, and every geodata file in use (configured or discovered) is readable; otherwise 503,
-//! with the detail of each dependency in the JSON body either way. The body also gives each geo
-//! database's build date and whether it is stale (older than
+//! with the detail of each dependency in the JSON body either way. Until the store has come up
+//! at start-up ([`StoreStartupWatch`]) it is reported with the reason start-up gave, without a
+//! probe. The body also gives each geo database's build date and whether it is stale (older than
 //! [`STALE_AFTER_DAYS`](crate::enrich::STALE_AFTER_DAYS) days), which does not make botpipe
 //! unready: old geography is better than none.
 
@@ -36,6 +37,7 @@ use crate::pull::StatusBoard;
 use crate::push::{PushIngest, Refusal};
 use crate::queue::{Backpressure, Handoff, Queue};
 use crate::store::sampler::StoreSamples;
+use crate::store::startup::StoreStartupWatch;
 use crate::store::{AnyStore, Store};
 
 /// Longest a readiness or status probe waits for one dependency.
@@ -50,6 +52,8 @@ pub struct HttpState {
     pub handoff: Handoff,
     /// The store.
     pub store: AnyStore,
+    /// Whether the store has come up since start (answered and migrated).
+    pub store_startup: StoreStartupWatch,
     /// The store's row counts as last sampled, for `/api/status`.
     pub store_counts: StoreSamples,
     /// Geo lookup, for readiness detail.
@@ -130,7 +134,11 @@ async fn check_readable(path: &Path) -> Result<(), String> {
 }
 
 async fn ready(State(s): State<HttpState>) -> Response {
-    let store = probe(s.store.ping()).await;
+    // A store still coming up is not probed again: start-up already says why it is not ready.
+    let store = match s.store_startup.not_up_reason() {
+        Some(reason) => Err(reason),
+        None => probe(s.store.ping()).await,
+    };
     let queue = probe(s.handoff.queue().depth()).await;
     let spool_ok = match s.handoff.spool() {
         Some(spool) => probe(spool.depth()).await.map(|_| ()),

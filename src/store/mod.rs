@@ -11,7 +11,8 @@
 //! Row counts come two ways: [`Store::counts`] is exact (the demo summary, `botpipe migrate`,
 //! tests), and [`Store::sample_counts`] is as cheap as the backend allows, with every number
 //! labelled exact or estimated ([`Accuracy`]); [`sampler`] takes the latter off the request path
-//! of `/api/status`.
+//! of `/api/status`. [`startup`] brings the store up after botpipe is already running, so that
+//! a store that is down at start-up stops only the workers.
 
 pub mod clock;
 pub mod columns;
@@ -23,6 +24,7 @@ pub mod sampler;
 mod schema;
 pub mod sql;
 mod sqlite;
+pub mod startup;
 
 pub use sqlite::SqliteStore;
 

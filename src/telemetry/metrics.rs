@@ -92,6 +92,9 @@ pub const PUSH_REQUESTS_TOTAL: &str = "botpipe_push_requests_total";
 /// Duration of one push request, from the first header to the answer (hand-off included).
 pub const PUSH_DURATION_SECONDS: &str = "botpipe_push_duration_seconds";
 
+/// Log lines that could not be written (stderr closed or full) and were dropped.
+pub const LOG_WRITE_ERRORS_TOTAL: &str = "botpipe_log_write_errors_total";
+
 /// Registers descriptions for every metric above.
 pub fn describe_all() {
     describe_histogram!(
@@ -175,6 +178,10 @@ pub fn describe_all() {
         "Duration of one push request, durable hand-off included."
     );
     describe_counter!(
+        LOG_WRITE_ERRORS_TOTAL,
+        "Log lines dropped because they could not be written (stderr closed or full)."
+    );
+    describe_counter!(
         COLLECTOR_LINES_TOTAL,
         "Lines and table rows a collector read, by source and outcome."
     );
@@ -245,6 +252,7 @@ pub const ALL: &[&str] = &[
     WORKER_BATCHES_TOTAL,
     PUSH_REQUESTS_TOTAL,
     PUSH_DURATION_SECONDS,
+    LOG_WRITE_ERRORS_TOTAL,
     COLLECTOR_LINES_TOTAL,
     COLLECTOR_FILE_RESETS_TOTAL,
     COLLECTOR_SOURCE_ERRORS_TOTAL,

@@ -1,8 +1,12 @@
 //! Logging and metrics setup. Logs go through `tracing` (pretty or JSON, filtered by `RUST_LOG`);
 //! metrics go through the `metrics` facade into a Prometheus recorder that `/metrics` renders.
-//! Every metric name lives in [`metrics`] as a constant with its description.
+//! Every metric name lives in [`metrics`] as a constant with its description. A log line that
+//! cannot be written is dropped and counted, never a panic ([`log_writer`]).
 
+pub mod log_writer;
 pub mod metrics;
+
+pub use log_writer::eprint_line;
 
 use std::sync::OnceLock;
 
@@ -20,13 +24,19 @@ pub enum LogFormat {
 }
 
 /// Installs the global tracing subscriber. `RUST_LOG` overrides `default_level`. Calling it twice
-/// is harmless (tests do).
+/// is harmless (tests do). Lines go to stderr through [`log_writer::StderrLog`]: one that cannot
+/// be written is dropped and counted.
 pub fn init_logging(format: LogFormat, default_level: &str) {
+    // The recorder first, so that a log line dropped from the very start is counted.
+    let _handle = prometheus();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(log_writer::StderrLog)
+        // The writer never fails; this also keeps the subscriber's own `eprintln!` complaints,
+        // which panic on a broken stderr, out of the way.
+        .log_internal_errors(false);
     // try_init fails only when a subscriber is already set, which is fine.
     let _already_set = match format {
         LogFormat::Pretty => builder.compact().try_init(),

@@ -356,6 +356,12 @@ async fn status_serves_labelled_samples(backend: Backend) {
     const ROWS: usize = 200;
     let db = TestDb::create(backend).await;
     let app = spawn_app(vec![], |s| s.store = db.settings()).await;
+    // The store is migrated once botpipe runs, not when it is built: ready means migrated.
+    let url = format!("http://{}/ready", app.http.unwrap());
+    wait_until(DRAIN, "the store migrated", || async {
+        reqwest::get(&url).await.unwrap().status() == 200
+    })
+    .await;
     let batch = crate::helpers::test_batch("status", ROWS);
     let geo = vec![botpipe::enrich::Geo::unknown(); ROWS];
     // The batch creates the type's tables (a type's tables appear with its first record).

@@ -1,7 +1,10 @@
-//! Logging contract: one line per pull with its figures, and an unhealthy endpoint that logs on
-//! state changes, not on every attempt.
+//! Logging contract: one line per pull with its figures, an unhealthy endpoint that logs on
+//! state changes, not on every attempt, and a log destination that fails (a closed pipe, a full
+//! disk) costing only the lines, never a pull or the shutdown.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +14,8 @@ use botpipe::queue::{AnyQueue, EmbeddedQueue, Handoff};
 use botpipe::record::{BotnetType, RecordContext};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{endpoint, wire};
+use crate::helpers::bin::write_config;
+use crate::helpers::{endpoint, spawn_collector, wait_until, wire};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -121,4 +125,207 @@ async fn a_dead_endpoint_logs_once_when_it_fails_and_once_when_it_recovers() {
     assert_eq!(pulled["drift_ms"], 3.0);
     token.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// A child process killed (if still running) when the test ends, also on a failed assertion.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Records `first..first + n` of type mozi, distinct by IP and time.
+fn push_mozi(c: &DemoCollector, first: u32, n: u32) {
+    for i in first..first + n {
+        let ip = format!(
+            "5.{}.{}.{}",
+            i / 10_000 + 1,
+            (i / 100) % 100 + 1,
+            i % 100 + 1
+        );
+        let ts = chrono::DateTime::from_timestamp(1_772_000_000 + i64::from(i), 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string();
+        c.push(wire(&ip, &ts, "mozi", "online"));
+    }
+}
+
+/// Communication rows in the embedded store under `data_dir` (0 before the tables exist).
+fn stored(data_dir: &Path) -> i64 {
+    let Ok(conn) = rusqlite::Connection::open(data_dir.join("botpipe.sqlite")) else {
+        return 0;
+    };
+    conn.query_row("SELECT COUNT(*) FROM botnet_communications_mozi", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap_or(0)
+}
+
+/// A default configuration apart from the data directory, the HTTP address and one endpoint.
+fn run_config(dir: &Path, listen: &str, collector: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "data_dir = {:?}\n[http]\nlisten = \"{listen}\"\n\
+             [endpoints.east]\nurl = {collector:?}\ninterval = \"200ms\"\ntimezone = \"UTC\"\n",
+            dir.display().to_string(),
+        ),
+    )
+}
+
+/// Sends SIGTERM and waits up to `within` for a clean exit.
+async fn sigterm_exits_within(child: &mut Child, within: Duration) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut status = None;
+    wait_until(within, "botpipe to exit after SIGTERM", || {
+        status = child.try_wait().unwrap();
+        let done = status.is_some();
+        async move { done }
+    })
+    .await;
+    let status = status.unwrap();
+    assert!(status.success(), "botpipe exited with {status}");
+}
+
+/// Polls `/health` at `addr` until it answers, failing at once if the process has exited.
+async fn wait_for_health(child: &mut Child, addr: &str) {
+    let url = format!("http://{addr}/health");
+    let client = reqwest::Client::new();
+    wait_until(Duration::from_secs(30), "/health to answer", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("botpipe exited at start with {status}");
+        }
+        let request = client.get(&url).send();
+        async move { matches!(request.await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+}
+
+async fn metric(addr: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    crate::helpers::prom::sample(&text, name, &[]).unwrap_or(0.0)
+}
+
+// Issue 12, item 1: journald or a log shipper restarts and the reader of botpipe's stderr goes
+// away. Logging must not take the pullers (or the signal watcher) down with it.
+#[tokio::test]
+async fn issue_12_log_pipe_closed_mid_run_keeps_pulling_and_stops_on_sigterm() {
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    push_mozi(&tc.collector, 0, 500);
+    let dir = tempfile::tempdir().unwrap();
+    let config = run_config(dir.path(), "127.0.0.1:0", &tc.url);
+    let mut guard = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_botpipe"))
+            .args(["--log-format", "json", "--log-level", "info", "--config"])
+            .arg(&config)
+            .arg("run")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
+    // Read the log until botpipe listens and has stored the first records, then close the pipe.
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut addr = None;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "HTTP server listening." {
+                addr = v["addr"].as_str().map(str::to_owned);
+            }
+            if v["message"] == "Stored batch." && addr.is_some() {
+                break;
+            }
+        }
+        addr
+        // The read end of the pipe closes here.
+    });
+    let addr = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap()
+        .expect("botpipe logged its HTTP address");
+    wait_until(Duration::from_secs(30), "the first records stored", || {
+        let n = stored(dir.path());
+        async move { n == 500 }
+    })
+    .await;
+
+    // Every pull and stored batch now logs into a pipe nobody reads.
+    push_mozi(&tc.collector, 500, 2500);
+    wait_until(
+        Duration::from_secs(30),
+        "records pulled and stored after the pipe closed",
+        || {
+            let pulled = tc.collector.unpulled() == 0;
+            let n = stored(dir.path());
+            async move { pulled && n == 3000 }
+        },
+    )
+    .await;
+    let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        metric(&addr, "botpipe_log_write_errors_total").await > 0.0,
+        "failed log writes are counted"
+    );
+    sigterm_exits_within(child, Duration::from_secs(5)).await;
+}
+
+// Issue 12, item 1: a log destination that fails every write (a full disk) from the start.
+#[tokio::test]
+async fn issue_12_stderr_on_dev_full_starts_stores_and_stops_on_sigterm() {
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    push_mozi(&tc.collector, 0, 1500);
+    let dir = tempfile::tempdir().unwrap();
+    // No log to read the address from: pick a free port first.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let config = run_config(dir.path(), &addr, &tc.url);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_botpipe"))
+        .args(["--log-level", "info", "--config"])
+        .arg(&config)
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(full))
+        .spawn()
+        .unwrap();
+    let mut guard = KillOnDrop(child);
+    let child = &mut guard.0;
+    wait_for_health(child, &addr).await;
+    wait_until(Duration::from_secs(30), "every record stored", || {
+        let pulled = tc.collector.unpulled() == 0;
+        let n = stored(dir.path());
+        async move { pulled && n == 1500 }
+    })
+    .await;
+    assert!(metric(&addr, "botpipe_log_write_errors_total").await > 0.0);
+    sigterm_exits_within(child, Duration::from_secs(5)).await;
 }
