@@ -20,3 +20,4 @@ mod push;
 mod queue_contract;
 mod queue_redis;
 mod store_contract;
+mod store_outage;
