@@ -277,9 +277,13 @@ async fn issue_12_after_one_handoff_timed_out_the_next_go_straight_to_the_spool(
         HandoffTarget::Spool
     );
 
-    // The next cycles: a hand-off and a cursor save each, none waiting for Redis.
+    // The next cycles, paced like pull ticks (between them the Redis link redials, so each
+    // one would find a dial in flight or start one): a hand-off and a cursor save each, none
+    // waiting for Redis.
+    let mut ticks = tokio::time::interval(Duration::from_millis(250));
     let mut took = Vec::new();
-    for seq in 1..=6 {
+    for seq in 1..=8 {
+        ticks.tick().await;
         let started = Instant::now();
         let target = rig.handoff.handoff(&test_batch("east", 3)).await.unwrap();
         assert_eq!(target, HandoffTarget::Spool);
@@ -295,7 +299,7 @@ async fn issue_12_after_one_handoff_timed_out_the_next_go_straight_to_the_spool(
     );
     assert_eq!(
         rig.spool.load_cursor("east").await.unwrap().map(|c| c.seq),
-        Some(6)
+        Some(8)
     );
 
     // Redis heals: the probe notices, and hand-offs go to Redis again.
