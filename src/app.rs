@@ -323,7 +323,13 @@ impl App {
             // below) keeps the main runtime's. Neither runtime then waits on the other's
             // threads, and dropping the pull runtime leaves the workers' connections alone.
             let pull_handoff = self.handoff.with_own_link();
-            for e in self.settings.enabled_endpoints() {
+            let intervals: Vec<Duration> = self
+                .settings
+                .enabled_endpoints()
+                .map(|e| e.interval)
+                .collect();
+            let phases = crate::pull::scheduler::spread_phases(&intervals);
+            for (e, phase) in self.settings.enabled_endpoints().zip(phases) {
                 let key = match &e.api_key {
                     Some(src) => Some(src.resolve().map_err(|source| AppError::Secret {
                         endpoint: e.name.clone(),
@@ -350,7 +356,8 @@ impl App {
                 let puller = Puller::new(
                     client,
                     ctx,
-                    pull_handoff.clone(),
+                    pull_handoff
+                        .with_deadline(self.settings.queue.handoff_deadline_for(e.interval)),
                     cursor,
                     e.batch_size,
                     self.board.clone(),
@@ -359,6 +366,7 @@ impl App {
                     crate::pull::scheduler::run_until_stopped(
                         puller,
                         e.interval,
+                        phase,
                         Arc::clone(&self.backpressure),
                         self.board.clone(),
                         pull_token.clone(),

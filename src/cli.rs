@@ -129,6 +129,27 @@ pub enum DlqCommand {
         /// Its id.
         id: i64,
     },
+    /// List the batches the queue set aside after too many failed deliveries or because they
+    /// no longer decode (the Redis dead-letter stream, or the embedded queue's dead table),
+    /// newest first.
+    Batches {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead batches back into the queue, where workers deliver them afresh (the store
+    /// absorbs records it already holds).
+    ReplayBatches {
+        /// Only these entries (the ENTRY column of `dlq batches`); all when omitted.
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<String>,
+        /// Show what would be replayed without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Re-validate dead letters with the current configuration and queue those that now pass.
     Replay {
         /// Only this reason.

@@ -1,9 +1,22 @@
 //! Workers: lease a batch → enrich every record → apply it in one store transaction → ack.
 //!
 //! A batch is acked only after its transaction committed, so a crash anywhere before the ack
-//! means redelivery, which the idempotent store absorbs. A failed store write leaves the batch
-//! unacked (it comes back after the lease timeout) and the worker backs off with full jitter; it
-//! logs once when it enters and once when it leaves that unhealthy state, not once per attempt.
+//! means redelivery, which the idempotent store absorbs.
+//!
+//! Two kinds of store failure, told apart by [`StoreError::is_retryable`]:
+//! - Retryable (connection refused or lost, timeout, busy): the failure says nothing about the
+//!   batch, so it must not count towards `queue.max_deliveries`, or an outage longer than
+//!   `lease_timeout × max_deliveries` would move healthy batches to the dead letters. The worker
+//!   gives the lease back ([`AnyQueue::release`]: ready again at once, delivery not counted) and
+//!   marks the store down for the whole pool ([`StoreGate`]). While it is down no worker leases;
+//!   one of them probes the store (`ping`) with backoff and lets the others go on once it
+//!   answers. One log line when the store goes down, one when it answers again.
+//! - Not retryable (the data or the schema): the batch stays unacked, comes back after the lease
+//!   timeout, and after `max_deliveries` attempts the queue moves it to its dead letters (a
+//!   poison batch must not block the rest).
+//!
+//! Queue failures back off with full jitter; they log once when they start and once when they
+//! end, not once per attempt.
 //!
 //! Enrichment runs on tokio's blocking pool ([`tokio::task::spawn_blocking`]), not on the async
 //! runtime: a batch is up to 5,000 lookups in memory-mapped files, and a page that is not in
@@ -18,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::enrich::{AnyLookup, Geo, Lookup, LookupResult};
@@ -34,6 +48,86 @@ const LEASE_WAIT: Duration = Duration::from_millis(500);
 /// of 100 ms doubling to 10 s, reset by the first step that works.
 const FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
 
+/// Pause between probes of a store known to be down: full jitter under a ceiling of 200 ms
+/// doubling to 5 s, so a recovered store is noticed within seconds and a down one is not
+/// hammered.
+const PROBE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+/// Bound on one probe: a black-holed database must not hold the prober longer than this.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the store is known to be down, shared by a worker pool: while it is, workers do not
+/// lease (a lease could only fail and hold the batch), and one of them probes the store.
+#[derive(Debug, Default)]
+pub struct StoreGate {
+    down: AtomicBool,
+    /// Held by the one worker probing; the others wait on `up`.
+    probing: tokio::sync::Mutex<()>,
+    up: Notify,
+}
+
+impl StoreGate {
+    /// Whether the store is known to be down.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// Marks the store down after a retryable failure; logs on the change only.
+    fn mark_down(&self, error: &StoreError) {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            metrics::gauge!(m::STORE_UP).set(0.0);
+            tracing::error!(error = %Chain(error), "Store unreachable: workers stop leasing and probe it with backoff. Queued batches wait; their delivery counts do not grow.");
+        }
+    }
+
+    fn mark_up(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            metrics::gauge!(m::STORE_UP).set(1.0);
+            tracing::info!("Store answers again: workers resume leasing.");
+        }
+        self.up.notify_waiters();
+    }
+
+    /// Returns once the store is up (at once when it is not known down) or `token` fires. One
+    /// caller at a time probes the store with [`PROBE_BACKOFF`]; the others wait for it.
+    async fn wait_until_up(&self, store: &AnyStore, token: &CancellationToken) {
+        while self.is_down() && !token.is_cancelled() {
+            let Ok(_probing) = self.probing.try_lock() else {
+                // Another worker probes. Registered before re-checking, so its wake-up is not
+                // missed; the timer covers a prober that stopped (shutdown).
+                let woken = self.up.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if !self.is_down() {
+                    return;
+                }
+                // The losing branches are dropped; the loop re-checks the state.
+                tokio::select! {
+                    () = token.cancelled() => {}
+                    () = &mut woken => {}
+                    () = tokio::time::sleep(PROBE_BACKOFF.cap) => {}
+                }
+                continue;
+            };
+            let mut attempt = 0u32;
+            while self.is_down() {
+                // The losing branch: a cancelled nap ends the probing (shutdown).
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(PROBE_BACKOFF.delay(attempt)) => {}
+                }
+                attempt = attempt.saturating_add(1);
+                match tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await {
+                    Ok(Ok(())) => self.mark_up(),
+                    Ok(Err(error)) => {
+                        tracing::debug!(error = %Chain(&error), attempt, "Store still unreachable.")
+                    }
+                    Err(_) => tracing::debug!(attempt, "Store probe timed out."),
+                }
+            }
+        }
+    }
+}
+
 /// What one step did.
 #[derive(Debug)]
 pub enum Outcome {
@@ -46,7 +140,10 @@ pub enum Outcome {
         /// Records in the batch.
         records: usize,
     },
-    /// The store failed; the batch stays unacked for redelivery.
+    /// The store failed with an error that says nothing about the batch (unreachable, busy);
+    /// the lease was given back without counting a delivery.
+    StoreUnavailable(StoreError),
+    /// The store refused the batch; it stays unacked for redelivery, which counts.
     StoreFailed(StoreError),
     /// The queue failed (lease or ack).
     QueueFailed(QueueError),
@@ -64,6 +161,8 @@ pub struct Worker {
     lookup: AnyLookup,
     /// Shared across the pool so the unhealthy state is logged once per change, not per worker.
     unhealthy: Arc<AtomicBool>,
+    /// Shared across the pool: whether the store is known down.
+    gate: Arc<StoreGate>,
 }
 
 impl Worker {
@@ -80,10 +179,16 @@ impl Worker {
             store,
             lookup,
             unhealthy: Arc::new(AtomicBool::new(false)),
+            gate: Arc::new(StoreGate::default()),
         }
     }
 
-    /// Another worker of the same pool (shares the health flag).
+    /// The pool's store gate.
+    pub fn store_gate(&self) -> &Arc<StoreGate> {
+        &self.gate
+    }
+
+    /// Another worker of the same pool (shares the health flag and the store gate).
     pub fn sibling(&self, name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -108,8 +213,17 @@ impl Worker {
         let enriched = EnrichedBatch { batch, geo };
         let applied = match self.store.apply(&enriched).await {
             Ok(a) => a,
+            Err(e) if e.is_retryable() => {
+                metrics::counter!(m::STORE_BATCHES_TOTAL, "outcome" => "retry").increment(1);
+                self.gate.mark_down(&e);
+                if let Err(error) = self.queue.release(&lease).await {
+                    // It then expires as usual, which counts one delivery.
+                    tracing::warn!(batch = %lease.batch.id, error = %Chain(&error), "Could not give a batch back to the queue; it is redelivered after the lease timeout.");
+                }
+                return Outcome::StoreUnavailable(e);
+            }
             Err(e) => {
-                metrics::counter!(m::STORE_BATCHES_TOTAL, "outcome" => if e.is_retryable() { "retry" } else { "failed" }).increment(1);
+                metrics::counter!(m::STORE_BATCHES_TOTAL, "outcome" => "failed").increment(1);
                 return Outcome::StoreFailed(e);
             }
         };
@@ -186,14 +300,28 @@ impl Worker {
             if token.is_cancelled() {
                 break;
             }
+            if self.gate.is_down() {
+                self.gate.wait_until_up(&self.store, &token).await;
+                continue;
+            }
             let outcome = self.try_process_one(LEASE_WAIT).await;
+            if matches!(outcome, Outcome::StoreUnavailable(_)) {
+                // The gate logged it and now holds every worker of the pool until the store
+                // answers; no backoff of our own on top of the probe's.
+                metrics::counter!(m::WORKER_BATCHES_TOTAL, "outcome" => "store_unavailable")
+                    .increment(1);
+                continue;
+            }
             let failure = match &outcome {
-                Outcome::Idle | Outcome::Stored { .. } | Outcome::Abandoned => None,
+                Outcome::Idle
+                | Outcome::Stored { .. }
+                | Outcome::Abandoned
+                | Outcome::StoreUnavailable(_) => None,
                 Outcome::StoreFailed(e) => Some(format!("store: {}", Chain(e))),
                 Outcome::QueueFailed(e) => Some(format!("queue: {}", Chain(e))),
             };
             let label = match &outcome {
-                Outcome::Idle | Outcome::Abandoned => None,
+                Outcome::Idle | Outcome::Abandoned | Outcome::StoreUnavailable(_) => None,
                 Outcome::Stored { .. } => Some("ok"),
                 Outcome::StoreFailed(_) => Some("store_failed"),
                 Outcome::QueueFailed(_) => Some("queue_failed"),

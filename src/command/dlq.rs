@@ -1,4 +1,13 @@
-//! `botpipe dlq list|show|replay`: the dead letters in the store.
+//! `botpipe dlq list|show|replay`: the dead letters in the store (single records that failed
+//! validation or a write); `botpipe dlq batches|replay-batches`: the dead batches in the queue
+//! (whole batches delivered `queue.max_deliveries` times without an ack, or that no longer
+//! decode).
+//!
+//! Replaying a dead batch moves it back into the queue in one atomic step per batch (a
+//! transaction in the embedded queue, a script in Redis), so it is never in both places or in
+//! neither; workers then deliver it afresh, and the store's merge rules absorb what it already
+//! holds. The set to replay is listed first, so a batch that dies again while the replay runs
+//! is not replayed twice.
 //!
 //! Replay re-validates each letter's raw record with the *current* configuration (allowed types,
 //! the time zone of its endpoint or of push), hands the ones that now pass to the queue through
@@ -19,7 +28,7 @@ use serde::Serialize;
 use crate::app::{attach_queue, open_store};
 use crate::cli::{DlqArgs, DlqCommand};
 use crate::config::Settings;
-use crate::queue::Handoff;
+use crate::queue::{AnyQueue, DeadBatch, Handoff};
 use crate::record::{parse_record, Batch, Record, RecordContext};
 use crate::store::{AnyStore, Store, StoredDeadLetter};
 
@@ -72,8 +81,40 @@ pub struct ReplaySummary {
 pub async fn run(config: Option<&Path>, args: DlqArgs) -> Result<(), CommandError> {
     let settings = crate::config::load(config)?;
     require_embedded_files(&settings)?;
+    match args.command {
+        DlqCommand::Batches { limit, json } => {
+            let (queue, _spool) = attach_queue(&settings).await?;
+            let batches = queue.dead_batches(limit).await?;
+            if json {
+                for b in &batches {
+                    println!("{}", serde_json::to_string(b)?);
+                }
+            } else {
+                print!("{}", render_batches(&batches));
+            }
+            return Ok(());
+        }
+        DlqCommand::ReplayBatches { ids, dry_run } => {
+            let (queue, _spool) = attach_queue(&settings).await?;
+            let s = replay_batches(&queue, &ids, dry_run).await?;
+            println!(
+                "{} {} of {} dead batch(es){}.",
+                if dry_run { "Would replay" } else { "Replayed" },
+                s.replayed,
+                s.examined,
+                if s.missing == 0 {
+                    String::new()
+                } else {
+                    format!("; {} not found", s.missing)
+                }
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
     let store = open_store(&settings).await?;
     match args.command {
+        DlqCommand::Batches { .. } | DlqCommand::ReplayBatches { .. } => {}
         DlqCommand::List {
             limit,
             reason,
@@ -131,6 +172,83 @@ pub async fn run(config: Option<&Path>, args: DlqArgs) -> Result<(), CommandErro
         }
     }
     Ok(())
+}
+
+/// Largest number of dead batches one `replay-batches` run moves.
+const MAX_REPLAY_BATCHES: u32 = 100_000;
+
+/// What a `replay-batches` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BatchReplaySummary {
+    /// Dead batches selected.
+    pub examined: u64,
+    /// Moved back into the queue (or would be, on a dry run).
+    pub replayed: u64,
+    /// Named ids that are not (or no longer) dead batches.
+    pub missing: u64,
+}
+
+/// Moves the dead batches named by `ids` (all when empty) back into `queue`.
+///
+/// # Errors
+/// When the queue cannot be read or written; batches moved before the error stay moved.
+pub async fn replay_batches(
+    queue: &AnyQueue,
+    ids: &[String],
+    dry_run: bool,
+) -> Result<BatchReplaySummary, CommandError> {
+    // A snapshot first: a batch that dies again while this runs is not picked up twice.
+    let dead = queue.dead_batches(MAX_REPLAY_BATCHES).await?;
+    let selected: Vec<&DeadBatch> = if ids.is_empty() {
+        dead.iter().collect()
+    } else {
+        dead.iter().filter(|b| ids.contains(&b.entry)).collect()
+    };
+    let mut summary = BatchReplaySummary {
+        examined: selected.len() as u64,
+        missing: ids.len().saturating_sub(selected.len()) as u64,
+        ..Default::default()
+    };
+    // Oldest first, so they queue up roughly in their original order.
+    for b in selected.into_iter().rev() {
+        if dry_run {
+            summary.replayed += 1;
+            continue;
+        }
+        if queue.revive_dead(&b.entry).await? {
+            summary.replayed += 1;
+            tracing::info!(entry = %b.entry, batch = %b.batch_id, source = %b.source, reason = %b.reason, "Replayed a dead batch.");
+        } else {
+            summary.missing += 1;
+        }
+    }
+    Ok(summary)
+}
+
+fn render_batches(batches: &[DeadBatch]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<22}  {:<36}  {:<20}  {:<15}  {:>10}  {:>7}",
+        "ENTRY", "BATCH", "SOURCE", "REASON", "DELIVERIES", "RECORDS"
+    );
+    for b in batches {
+        let _ = writeln!(
+            out,
+            "{:<22}  {:<36}  {:<20}  {:<15}  {:>10}  {:>7}",
+            b.entry,
+            b.batch_id,
+            b.source,
+            b.reason,
+            b.deliveries,
+            b.records.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        );
+    }
+    if batches.is_empty() {
+        let _ = writeln!(out, "(no dead batches)");
+    }
+    out
 }
 
 /// Up to `limit` dead letters matching `filter`, newest first.

@@ -88,13 +88,16 @@ pub struct QueueConfig {
     pub redis_prefix: Option<String>,
     /// Consumer group name. Default `botpipe`.
     pub group: Option<String>,
-    /// Longest a puller waits for the queue to accept a batch before spooling it. Default `500ms`.
+    /// Longest a puller waits for the queue to accept a batch before spooling it. Default `500ms`;
+    /// each puller uses at most half its interval, and an explicit value above half the shortest
+    /// enabled interval is rejected.
     #[serde(default, with = "humantime_serde::option")]
     pub handoff_deadline: Option<Duration>,
     /// How long a worker may hold a batch before it is redelivered. Default `60s`.
     #[serde(default, with = "humantime_serde::option")]
     pub lease_timeout: Option<Duration>,
-    /// Deliveries after which a batch is moved to the dead-letter stream. Default 5.
+    /// Deliveries after which a batch is moved to the dead-letter stream. Default 5. A delivery
+    /// that failed only because the store was unreachable does not count.
     pub max_deliveries: Option<u32>,
     /// Queue + spool depth (batches) above which pullers skip ticks. Default 1000.
     pub high_watermark: Option<u64>,

@@ -164,6 +164,18 @@ pub struct RedisSettings {
     pub group: String,
 }
 
+impl QueueSettings {
+    /// The hand-off deadline of a puller with this `interval`: `handoff_deadline`, but at most
+    /// half the interval, so a hand-off that waits out its deadline still ends before the next
+    /// tick. Validation rejects an explicit deadline above that; for the default (500 ms) this
+    /// is what makes short intervals work.
+    pub fn handoff_deadline_for(&self, interval: Duration) -> Duration {
+        self.handoff_deadline
+            .min(interval / HANDOFF_SHARE_OF_INTERVAL)
+            .max(Duration::from_millis(1))
+    }
+}
+
 /// `[queue]`, validated.
 #[derive(Debug, Clone)]
 pub struct QueueSettings {
@@ -372,12 +384,15 @@ impl TryFrom<RawConfig> for Settings {
             c.push("worker.count", "must be between 1 and 64");
         }
 
-        let endpoints = raw
+        let endpoints: Vec<EndpointSettings> = raw
             .endpoints
             .iter()
             .filter_map(|(name, e)| validate_endpoint(name, e, &mut c))
             .collect();
         let push = validate_push(&raw.push, &mut c);
+        if let Some(deadline) = raw.queue.handoff_deadline {
+            check_handoff_deadline(deadline, &endpoints, &mut c);
+        }
 
         c.into_result(Self {
             data_dir,
@@ -510,6 +525,35 @@ fn validate_queue(
         high_watermark: high,
         low_watermark: low,
         spool_max_batches: raw.spool_max_batches.unwrap_or(10_000),
+    }
+}
+
+/// A hand-off that waits out its whole deadline must still end within this share of the pull
+/// interval: the rest is for the request, the spool write and the confirm, so that one slow
+/// cycle per Redis outage does not overrun into the next tick.
+const HANDOFF_SHARE_OF_INTERVAL: u32 = 2;
+
+/// An explicit `queue.handoff_deadline` must fit every enabled endpoint's interval (see
+/// [`QueueSettings::handoff_deadline_for`]); reports the shortest interval it does not fit.
+fn check_handoff_deadline(deadline: Duration, endpoints: &[EndpointSettings], c: &mut Problems) {
+    let shortest = endpoints
+        .iter()
+        .filter(|e| e.enabled)
+        .min_by_key(|e| e.interval);
+    if let Some(e) = shortest {
+        let room = e.interval / HANDOFF_SHARE_OF_INTERVAL;
+        if deadline > room {
+            c.push(
+                "queue.handoff_deadline",
+                format!(
+                    "{} does not fit the {} interval of endpoints.{}: a hand-off that waits out its deadline must end within half the interval, leaving the rest for the request and the confirm; use at most {}, or leave it unset (the default is 500ms, or half the shortest interval when that is less)",
+                    humantime::format_duration(deadline),
+                    humantime::format_duration(e.interval),
+                    e.name,
+                    humantime::format_duration(room),
+                ),
+            );
+        }
     }
 }
 
@@ -732,6 +776,56 @@ mod tests {
         let problems = Settings::try_from(raw).unwrap_err();
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["geo.china", "geo.names[1]"]);
+    }
+
+    #[test]
+    fn issue_12_validate_rejects_a_handoff_deadline_that_cannot_fit_the_interval() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [queue]
+            handoff_deadline = "500ms"
+            [endpoints.fast]
+            url = "http://127.0.0.1:9/"
+            interval = "200ms"
+            [endpoints.slow]
+            url = "http://127.0.0.1:9/"
+            interval = "30s"
+            "#,
+        )
+        .unwrap();
+        let problems = Settings::try_from(raw).unwrap_err();
+        let p = problems
+            .iter()
+            .find(|p| p.path == "queue.handoff_deadline")
+            .unwrap_or_else(|| panic!("no handoff_deadline problem in {problems:?}"));
+        assert!(
+            p.message.contains("200ms interval of endpoints.fast"),
+            "{}",
+            p.message
+        );
+        assert!(p.message.contains("at most 100ms"), "{}", p.message);
+
+        let fits: RawConfig = toml::from_str(
+            "[queue]\nhandoff_deadline = \"100ms\"\n[endpoints.fast]\nurl = \"http://127.0.0.1:9/\"\ninterval = \"200ms\"\n",
+        )
+        .unwrap();
+        assert!(Settings::try_from(fits).is_ok());
+    }
+
+    #[test]
+    fn issue_12_the_default_handoff_deadline_shrinks_to_half_a_short_interval() {
+        let raw: RawConfig = toml::from_str(
+            "[endpoints.fast]\nurl = \"http://127.0.0.1:9/\"\ninterval = \"200ms\"\n",
+        )
+        .unwrap();
+        let s = Settings::try_from(raw).unwrap();
+        assert_eq!(s.queue.handoff_deadline, Duration::from_millis(500));
+        let ms = Duration::from_millis;
+        assert_eq!(s.queue.handoff_deadline_for(ms(200)), ms(100));
+        assert_eq!(
+            s.queue.handoff_deadline_for(Duration::from_secs(30)),
+            ms(500)
+        );
     }
 
     #[test]

@@ -145,17 +145,35 @@ impl Drop for PullRuntime {
     }
 }
 
-/// Runs `puller` every `interval` until `token` is cancelled. A cycle in flight when the token
-/// fires is finished (its hand-off is deadline-bounded), so no batch is left half confirmed.
+/// The first-tick offsets of endpoints with these `intervals`, in the same order: endpoints
+/// that share an interval are spread evenly over it (the k-th of n starts k·interval/n late), so
+/// their ticks do not fall on the same instant on the one pull thread, where each would wait
+/// for the others' work and drift. Endpoints with different intervals keep offset zero.
+pub fn spread_phases(intervals: &[Duration]) -> Vec<Duration> {
+    intervals
+        .iter()
+        .enumerate()
+        .map(|(i, interval)| {
+            let same = intervals.iter().filter(|d| *d == interval).count() as u32;
+            let rank = intervals[..i].iter().filter(|d| *d == interval).count() as u32;
+            (*interval / same.max(1)) * rank
+        })
+        .collect()
+}
+
+/// Runs `puller` every `interval`, the first tick `phase` from now (see [`spread_phases`]),
+/// until `token` is cancelled. A cycle in flight when the token fires is finished (its hand-off
+/// is deadline-bounded), so no batch is left half confirmed.
 pub async fn run_until_stopped(
     mut puller: Puller,
     interval: Duration,
+    phase: Duration,
     backpressure: Arc<Backpressure>,
     board: StatusBoard,
     token: CancellationToken,
 ) {
     let name = puller.name().to_owned();
-    let mut cadence = Cadence::new(interval);
+    let mut cadence = Cadence::starting_at(Instant::now() + phase, interval);
     tracing::info!(endpoint = %name, interval_ms = interval.as_millis() as u64, "Puller started.");
     while let Some(tick) = cadence.tick(&token).await {
         let Tick {
@@ -235,6 +253,19 @@ mod tests {
         // 350 ms late: ticks at 0, 100 and 200 ms passed entirely; the one at 300 ms runs.
         assert_eq!(c.catch_up(t0 + 350 * MS), 3);
         assert_eq!(c.next_due(), t0 + 300 * MS);
+    }
+
+    #[test]
+    fn issue_12_endpoints_sharing_an_interval_get_spread_phases() {
+        let phases = spread_phases(&[100 * MS, 300 * MS, 100 * MS, 100 * MS, 300 * MS, 70 * MS]);
+        assert_eq!(phases.len(), 6);
+        assert_eq!(phases[0], Duration::ZERO);
+        assert_eq!(phases[2], Duration::from_nanos(33_333_333));
+        assert_eq!(phases[3], Duration::from_nanos(66_666_666));
+        assert_eq!(phases[1], Duration::ZERO);
+        assert_eq!(phases[4], 150 * MS);
+        assert_eq!(phases[5], Duration::ZERO);
+        assert!(spread_phases(&[]).is_empty());
     }
 
     #[tokio::test]

@@ -5,7 +5,10 @@
 //! executor. An entry is a row; a lease sets `leased_until` and a fresh fencing token; an ack
 //! deletes the row if the token still matches. On open, all leases are released, so batches a
 //! crashed process held are delivered again at once. An entry delivered `max_deliveries` times,
-//! or one that no longer decodes, moves to `botpipe_queue_dead` instead of looping forever.
+//! or one that no longer decodes, moves to `botpipe_queue_dead` instead of looping forever;
+//! `botpipe dlq replay-batches` moves rows back ([`EmbeddedQueue::revive_dead`]). A delivery
+//! that failed only because the store was unreachable is given back ([`EmbeddedQueue::release`])
+//! and does not count, so a long database outage moves nothing to the dead table.
 //! The file also holds the pull cursors (`botpipe_cursors`), which the puller writes after every
 //! confirm: they live beside the queue the puller already depends on, not in the store, which
 //! may be stalled.
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
 
-use super::{Lease, Queue, QueueDepth, QueueError};
+use super::{DeadBatch, Lease, Queue, QueueDepth, QueueError};
 use crate::record::Batch;
 use crate::telemetry::metrics as m;
 
@@ -254,8 +257,8 @@ impl EmbeddedQueue {
     }
 
     /// Gives a lease back without counting it as a delivery, so the entry is ready again at once
-    /// and keeps its place (the spool drainer uses this when Redis refuses the batch). A stale
-    /// lease releases nothing.
+    /// and keeps its place (the spool drainer uses this when Redis refuses the batch, a worker
+    /// when the store is unreachable). A stale lease releases nothing.
     ///
     /// # Errors
     /// When the file cannot be written.
@@ -311,6 +314,69 @@ impl EmbeddedQueue {
             .map_err(Self::sqlite_err(inner))
         })
         .await
+    }
+
+    /// Up to `limit` rows of `botpipe_queue_dead`, newest first.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub async fn dead_batches(&self, limit: u32) -> Result<Vec<DeadBatch>, QueueError> {
+        self.with_conn(move |inner, conn| {
+            let err = Self::sqlite_err(inner);
+            let mut stmt = conn
+                .prepare(
+                    "SELECT id, batch_id, source, reason, deliveries, payload FROM botpipe_queue_dead
+                     ORDER BY id DESC LIMIT ?1",
+                )
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map(params![i64::from(limit)], |r| {
+                    let payload: Vec<u8> = r.get(5)?;
+                    Ok(DeadBatch {
+                        entry: r.get::<_, i64>(0)?.to_string(),
+                        batch_id: r.get(1)?,
+                        source: r.get(2)?,
+                        reason: r.get(3)?,
+                        deliveries: r.get::<_, i64>(4)?.max(0) as u64,
+                        records: Batch::decode(&payload).ok().map(|b| b.records.len()),
+                    })
+                })
+                .map_err(&err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+        })
+        .await
+    }
+
+    /// Moves dead row `entry` back into the queue, where it is delivered afresh, in one
+    /// transaction; `false` when there is no such row (replayed before).
+    ///
+    /// # Errors
+    /// When the file cannot be written, or `entry` is not a row id.
+    pub async fn revive_dead(&self, entry: &str) -> Result<bool, QueueError> {
+        let id: i64 = entry.parse().map_err(|_| QueueError::BadLease {
+            entry: entry.to_owned(),
+        })?;
+        let moved = self
+            .with_conn(move |inner, conn| {
+                let err = Self::sqlite_err(inner);
+                let tx = conn.transaction().map_err(&err)?;
+                let n = tx
+                    .execute(
+                        "INSERT INTO botpipe_queue (batch_id, source, payload, enqueued_at_ms)
+                         SELECT batch_id, source, payload, ?2 FROM botpipe_queue_dead WHERE id = ?1",
+                        params![id, now_ms()],
+                    )
+                    .map_err(&err)?;
+                tx.execute("DELETE FROM botpipe_queue_dead WHERE id = ?1", params![id])
+                    .map_err(&err)?;
+                tx.commit().map_err(&err)?;
+                Ok(n == 1)
+            })
+            .await?;
+        if moved {
+            self.inner.ready.notify_waiters();
+        }
+        Ok(moved)
     }
 
     /// One attempt to lease a ready entry; `None` when nothing is ready.

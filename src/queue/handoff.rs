@@ -4,11 +4,24 @@
 //! Only after [`Handoff::handoff`] returns `Ok` may the puller confirm upstream (design invariant
 //! 2). With the embedded queue there is no separate spool: the queue file is already local and
 //! durable, and a failure there is returned so the puller does not confirm.
+//!
+//! One slow cycle per outage, not one per tick: once a hand-off to Redis has timed out (or a
+//! cursor save has), the hand-off goes into *bypass*: further batches and cursors go straight to
+//! the spool without trying Redis, and a background probe pings Redis with backoff until it
+//! answers, which ends the bypass. Without it, a hanging or slow Redis would cost every cycle
+//! its whole deadline, and at short intervals the ticks would drift and be missed. A Redis that
+//! refuses connections fails fast anyway (`redis_link`), so only timeouts start a bypass. The
+//! bypass belongs to one Redis link: the clones of a `Handoff` share it, a handle made by
+//! [`Handoff::with_own_link`] has its own. One log line when it starts, one when it ends; the
+//! state is the gauge `botpipe_handoff_bypass`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::{AnyQueue, Cursor, EmbeddedQueue, Queue, QueueError};
 use crate::record::Batch;
+use crate::retry::Backoff;
 use crate::telemetry::metrics as m;
 
 /// Where a batch became durable.
@@ -53,12 +66,31 @@ pub enum HandoffError {
     },
 }
 
+/// Pause between probes of Redis during a bypass: full jitter under a ceiling of 100 ms doubling
+/// to 2 s, so a recovered Redis is taken back within about 2 s.
+const PROBE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+/// Bound on one probe (a `PING`), so a hanging Redis does not hold the probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The bypass state shared by the clones of one [`Handoff`] (see the module doc).
+#[derive(Debug, Default)]
+struct Bypass {
+    on: AtomicBool,
+}
+
+impl Bypass {
+    fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+}
+
 /// Queue plus optional spool, with the hand-off deadline.
 #[derive(Debug, Clone)]
 pub struct Handoff {
     queue: AnyQueue,
     spool: Option<EmbeddedQueue>,
     deadline: Duration,
+    bypass: Arc<Bypass>,
 }
 
 impl Handoff {
@@ -68,17 +100,78 @@ impl Handoff {
             queue,
             spool,
             deadline,
+            bypass: Arc::default(),
         }
     }
 
     /// The same hand-off (queue, spool, deadline) for use from another tokio runtime, on Redis
-    /// connections of its own (see [`AnyQueue::with_own_link`]).
+    /// connections of its own (see [`AnyQueue::with_own_link`]), with a bypass state of its own.
     pub fn with_own_link(&self) -> Self {
         Self {
             queue: self.queue.with_own_link(),
             spool: self.spool.clone(),
             deadline: self.deadline,
+            bypass: Arc::default(),
         }
+    }
+
+    /// The same hand-off (sharing its link and bypass) with another deadline: each puller's
+    /// is fitted to its interval (`QueueSettings::handoff_deadline_for`).
+    pub fn with_deadline(&self, deadline: Duration) -> Self {
+        Self {
+            deadline,
+            ..self.clone()
+        }
+    }
+
+    /// The deadline of one hand-off.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Whether hand-offs currently skip Redis for the spool (see the module doc).
+    pub fn bypassing(&self) -> bool {
+        self.bypass.is_on()
+    }
+
+    /// Starts a bypass after `cause` timed out, unless one is on; spawns its probe on the
+    /// current runtime. Only with Redis and a spool: there is nowhere else to go otherwise.
+    fn start_bypass(&self, cause: &QueueError) {
+        let AnyQueue::Redis(redis) = &self.queue else {
+            return;
+        };
+        if self.spool.is_none() || self.bypass.on.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        metrics::gauge!(m::HANDOFF_BYPASS).set(1.0);
+        tracing::warn!(addr = %redis.addr(), error = %cause, deadline_ms = self.deadline.as_millis() as u64, "Redis did not take a hand-off in time: batches and cursors go straight to the spool until a probe sees Redis answer.");
+        let redis = redis.clone();
+        let bypass: Weak<Bypass> = Arc::downgrade(&self.bypass);
+        // Not tracked: it ends as soon as Redis answers, when every clone of this hand-off is
+        // gone (the weak reference), or with its runtime, and it holds nothing that needs a
+        // clean stop (a PING in flight).
+        tokio::spawn(async move {
+            let mut attempt = 0u32;
+            loop {
+                tokio::time::sleep(PROBE_BACKOFF.delay(attempt)).await;
+                attempt = attempt.saturating_add(1);
+                let Some(state) = bypass.upgrade() else {
+                    return;
+                };
+                match tokio::time::timeout(PROBE_TIMEOUT, redis.ping()).await {
+                    Ok(Ok(())) => {
+                        state.on.store(false, Ordering::Release);
+                        metrics::gauge!(m::HANDOFF_BYPASS).set(0.0);
+                        tracing::info!(addr = %redis.addr(), attempts = attempt, "Redis answers again: hand-offs go to Redis again; the drainer moves the spooled batches.");
+                        return;
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, attempt, "Redis still does not answer the probe.")
+                    }
+                    Err(_) => tracing::debug!(attempt, "Redis probe timed out."),
+                }
+            }
+        });
     }
 
     /// The primary queue.
@@ -97,13 +190,29 @@ impl Handoff {
     /// When no durable target accepted the batch.
     pub async fn handoff(&self, batch: &Batch) -> Result<HandoffTarget, HandoffError> {
         let started = Instant::now();
-        let primary = match tokio::time::timeout(self.deadline, self.queue.append(batch)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(QueueError::Timeout {
-                op: "append",
-                after: self.deadline,
-            }),
+        let primary = if self.spool.is_some() && self.bypass.is_on() {
+            Err(QueueError::Timeout {
+                op: "append (bypassed until Redis answers)",
+                after: Duration::ZERO,
+            })
+        } else {
+            match tokio::time::timeout(self.deadline, self.queue.append(batch)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => {
+                    if matches!(e, QueueError::Timeout { .. }) {
+                        self.start_bypass(&e);
+                    }
+                    Err(e)
+                }
+                Err(_) => {
+                    let e = QueueError::Timeout {
+                        op: "append",
+                        after: self.deadline,
+                    };
+                    self.start_bypass(&e);
+                    Err(e)
+                }
+            }
         };
         let result = match (primary, &self.spool) {
             (Ok(()), _) => Ok(HandoffTarget::Queue),
@@ -143,17 +252,37 @@ impl Handoff {
         self.queue.load_cursor(endpoint).await
     }
 
-    /// Persists the cursor of `endpoint`, bounded by the hand-off deadline.
+    /// Persists the cursor of `endpoint`, bounded by the hand-off deadline. During a bypass, and
+    /// when Redis does not take it in time, the cursor goes to the spool at once: a cycle whose
+    /// hand-off already waited out its deadline does not wait a second time here.
     ///
     /// # Errors
     /// When the cursor store fails or does not answer in time.
     pub async fn save_cursor(&self, endpoint: &str, cursor: &Cursor) -> Result<(), QueueError> {
+        let redis = match &self.queue {
+            AnyQueue::Redis(r) if self.spool.is_some() => Some(r),
+            _ => None,
+        };
+        if let Some(redis) = redis {
+            if self.bypass.is_on() {
+                return redis.save_cursor_locally(endpoint, cursor).await;
+            }
+        }
         match tokio::time::timeout(self.deadline, self.queue.save_cursor(endpoint, cursor)).await {
             Ok(r) => r,
-            Err(_) => Err(QueueError::Timeout {
-                op: "save_cursor",
-                after: self.deadline,
-            }),
+            Err(_) => {
+                let e = QueueError::Timeout {
+                    op: "save_cursor",
+                    after: self.deadline,
+                };
+                match redis {
+                    Some(redis) => {
+                        self.start_bypass(&e);
+                        redis.save_cursor_locally(endpoint, cursor).await
+                    }
+                    None => Err(e),
+                }
+            }
         }
     }
 }

@@ -155,6 +155,25 @@ pub struct Lease {
     pub batch: Batch,
 }
 
+/// A batch the queue set aside: a row of the embedded queue's dead table or an entry of the
+/// Redis dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadBatch {
+    /// Backend id of the dead entry (row id or dead-stream id): what a replay names.
+    pub entry: String,
+    /// The batch id.
+    pub batch_id: String,
+    /// Where the batch came from (endpoint or `push:…`); empty when it does not decode.
+    pub source: String,
+    /// Why it was set aside: Redis's label (`max_deliveries`, `corrupt`) or the embedded
+    /// queue's sentence (`delivered 6 times without an ack`, `corrupt entry: …`).
+    pub reason: String,
+    /// Deliveries when it was set aside.
+    pub deliveries: u64,
+    /// Records in the batch; `None` when it does not decode.
+    pub records: Option<usize>,
+}
+
 /// How much work is waiting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueDepth {
@@ -302,6 +321,40 @@ impl AnyQueue {
         match self {
             Self::Embedded(q) => q.dead_count().await,
             Self::Redis(q) => q.dead_count().await,
+        }
+    }
+
+    /// Gives a lease back without counting it as a delivery: the batch is ready again at once.
+    /// For failures that say nothing about the batch (the store is unreachable).
+    ///
+    /// # Errors
+    /// When the backend cannot be written; the lease then expires as usual.
+    pub async fn release(&self, lease: &Lease) -> Result<(), QueueError> {
+        match self {
+            Self::Embedded(q) => q.release(lease).await,
+            Self::Redis(q) => q.release(lease).await,
+        }
+    }
+
+    /// Up to `limit` dead batches, newest first.
+    ///
+    /// # Errors
+    /// When the backend cannot be read.
+    pub async fn dead_batches(&self, limit: u32) -> Result<Vec<DeadBatch>, QueueError> {
+        match self {
+            Self::Embedded(q) => q.dead_batches(limit).await,
+            Self::Redis(q) => q.dead_batches(limit).await,
+        }
+    }
+
+    /// Moves dead batch `entry` back into the queue; `false` when it is not there (any more).
+    ///
+    /// # Errors
+    /// When the backend cannot be written.
+    pub async fn revive_dead(&self, entry: &str) -> Result<bool, QueueError> {
+        match self {
+            Self::Embedded(q) => q.revive_dead(entry).await,
+            Self::Redis(q) => q.revive_dead(entry).await,
         }
     }
 

@@ -8,7 +8,13 @@
 //!   trimmed entry that is still pending would be a lost batch.
 //! - `P:dead`: the dead-letter stream. An entry delivered more than `max_deliveries` times, or
 //!   one that no longer decodes, moves there with its fields plus `entry`, `reason` and
-//!   `deliveries`; counted by `botpipe_queue_dead_lettered_total{reason}`.
+//!   `deliveries`; counted by `botpipe_queue_dead_lettered_total{reason}`. `botpipe dlq batches`
+//!   lists it and `botpipe dlq replay-batches` moves entries back ([`RedisStreamsQueue::revive_dead`]).
+//!
+//! Deliveries count only attempts that said something about the batch. A worker whose store
+//! is unreachable gives its lease back with [`RedisStreamsQueue::release`] (re-append + ack in
+//! one script, so the count starts afresh) instead of letting it expire, so a long database
+//! outage does not push healthy batches to the dead stream.
 //! - `P:cursors`: a hash of the pullers' cursors, shared by every process (see below).
 //!
 //! Consumers: every process gets its own consumer name, `hostname-pid-random`, suffixed with the
@@ -56,7 +62,7 @@ use redis::{Client, RedisError, RedisResult, Script, Value};
 use serde::{Deserialize, Serialize};
 
 use super::redis_link::{is_connection_error, Link, LinkTimeouts};
-use super::{Cursor, EmbeddedQueue, Lease, Queue, QueueDepth, QueueError};
+use super::{Cursor, DeadBatch, EmbeddedQueue, Lease, Queue, QueueDepth, QueueError};
 use crate::config::{QueueSettings, RedisSettings};
 use crate::record::Batch;
 use crate::telemetry::metrics as m;
@@ -131,6 +137,40 @@ end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return #e
+";
+
+/// Gives entry ARGV[2] back without counting a delivery, if it is still pending for consumer
+/// ARGV[3] with delivery count ARGV[4]: its fields are appended as a new entry (never delivered,
+/// so its count starts afresh) and the old one is acked and deleted, in one atomic step. Returns
+/// 1 (given back), 0 (not pending any more), -1 (another lease holds it).
+const RELEASE_LUA: &str = r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 then return 0 end
+if p[1][2] ~= ARGV[3] or p[1][4] ~= tonumber(ARGV[4]) then return -1 end
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #e > 0 then redis.call('XADD', KEYS[1], '*', unpack(e[1][2])) end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Moves dead entry ARGV[1] back to the main stream with its batch fields (the bookkeeping
+/// fields `entry`, `reason` and `deliveries` stay behind), in one atomic step. Returns 1 (moved)
+/// or 0 (no such dead entry: replayed before).
+const REVIVE_LUA: &str = r"
+local e = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
+if #e == 0 then return 0 end
+local f = e[1][2]
+local keep = {}
+for i = 1, #f, 2 do
+  if f[i] ~= 'entry' and f[i] ~= 'reason' and f[i] ~= 'deliveries' then
+    keep[#keep + 1] = f[i]
+    keep[#keep + 1] = f[i + 1]
+  end
+end
+redis.call('XADD', KEYS[1], '*', unpack(keep))
+redis.call('XDEL', KEYS[2], ARGV[1])
+return 1
 ";
 
 /// Stream length and pending count; a missing group counts as nothing pending.
@@ -252,6 +292,8 @@ struct Inner {
     claim: Script,
     ack: Script,
     bury: Script,
+    release: Script,
+    revive: Script,
     depth: Script,
     prune: Script,
 }
@@ -331,6 +373,17 @@ fn first_read_entry(reply: Value) -> Option<(String, Value)> {
     })
 }
 
+/// A lease token's delivery count and consumer (`deliveries:consumer`).
+fn parse_token(lease: &Lease) -> Result<(u32, &str), QueueError> {
+    lease
+        .token
+        .split_once(':')
+        .and_then(|(d, c)| Some((d.parse::<u32>().ok()?, c)))
+        .ok_or_else(|| QueueError::BadLease {
+            entry: lease.entry.clone(),
+        })
+}
+
 fn is_nogroup(e: &RedisError) -> bool {
     e.code() == Some("NOGROUP") || e.detail().is_some_and(|d| d.contains("NOGROUP"))
 }
@@ -391,6 +444,8 @@ impl RedisStreamsQueue {
                 claim: Script::new(CLAIM_LUA),
                 ack: Script::new(ACK_LUA),
                 bury: Script::new(BURY_LUA),
+                release: Script::new(RELEASE_LUA),
+                revive: Script::new(REVIVE_LUA),
                 depth: Script::new(DEPTH_LUA),
                 prune: Script::new(PRUNE_LUA),
             }),
@@ -517,6 +572,115 @@ impl RedisStreamsQueue {
                 .await
         })
         .await
+    }
+
+    /// Gives a lease back without counting it as a delivery (the store was unreachable, which
+    /// says nothing about the batch): the entry is re-appended under a new id and the old one
+    /// acked, atomically and only if this lease still holds it. A stale lease gives back nothing.
+    ///
+    /// # Errors
+    /// When Redis does not answer in time; the entry then stays pending and is reclaimed after
+    /// the lease timeout, which counts a delivery.
+    pub async fn release(&self, lease: &Lease) -> Result<(), QueueError> {
+        let inner = &self.inner;
+        let (deliveries, consumer) = parse_token(lease)?;
+        let entry = lease.entry.as_str();
+        let res = self
+            .call("release", |mut c| async move {
+                inner
+                    .release
+                    .key(&inner.stream)
+                    .arg(&inner.group)
+                    .arg(entry)
+                    .arg(consumer)
+                    .arg(deliveries)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        match res {
+            Ok(1) => Ok(()),
+            Ok(_) => {
+                tracing::debug!(
+                    entry,
+                    "Release matched no lease of ours; nothing given back."
+                );
+                Ok(())
+            }
+            Err(QueueError::Redis { source, .. }) if is_nogroup(&source) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Up to `limit` entries of the dead-letter stream, newest first.
+    ///
+    /// # Errors
+    /// When Redis does not answer in time.
+    pub async fn dead_batches(&self, limit: u32) -> Result<Vec<DeadBatch>, QueueError> {
+        let dead = &self.inner.dead;
+        let reply: Value = self
+            .call("dead_batches", |mut c| async move {
+                redis::cmd("XREVRANGE")
+                    .arg(dead)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(limit.max(1))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let Value::Array(entries) = reply else {
+            return Err(QueueError::UnexpectedReply {
+                op: "dead_batches",
+                addr: self.link.addr().to_owned(),
+            });
+        };
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| match e {
+                Value::Array(mut parts) if parts.len() == 2 => {
+                    let fields = parts.pop()?;
+                    let id = string(&parts.pop()?)?;
+                    let text = |name: &str| {
+                        field(&fields, name)
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .unwrap_or_default()
+                    };
+                    let batch = field(&fields, FIELD_BATCH).and_then(|b| Batch::decode(b).ok());
+                    Some(DeadBatch {
+                        entry: id,
+                        batch_id: text(FIELD_BATCH_ID),
+                        source: batch.as_ref().map(|b| b.source.clone()).unwrap_or_default(),
+                        reason: text("reason"),
+                        deliveries: text("deliveries").parse().unwrap_or(0),
+                        records: batch.map(|b| b.records.len()),
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Moves dead entry `entry` back to the main stream, where it is delivered afresh; `false`
+    /// when there is no such dead entry (replayed before).
+    ///
+    /// # Errors
+    /// When Redis does not answer in time.
+    pub async fn revive_dead(&self, entry: &str) -> Result<bool, QueueError> {
+        let inner = &self.inner;
+        let n: i64 = self
+            .call("revive_dead", |mut c| async move {
+                inner
+                    .revive
+                    .key(&inner.stream)
+                    .key(&inner.dead)
+                    .arg(entry)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(n == 1)
     }
 
     /// Removes consumers that hold no pending entries and have been idle for `idle_for`, left
@@ -764,13 +928,7 @@ impl RedisStreamsQueue {
 
     async fn ack_impl(&self, lease: &Lease) -> Result<(), QueueError> {
         let inner = &self.inner;
-        let (deliveries, consumer) = lease
-            .token
-            .split_once(':')
-            .and_then(|(d, c)| Some((d.parse::<u32>().ok()?, c)))
-            .ok_or_else(|| QueueError::BadLease {
-                entry: lease.entry.clone(),
-            })?;
+        let (deliveries, consumer) = parse_token(lease)?;
         let entry = lease.entry.as_str();
         let res = self
             .call("ack", |mut c| async move {
@@ -969,6 +1127,25 @@ impl RedisStreamsQueue {
                 Ok(Some(winner.cursor()))
             }
         }
+    }
+
+    /// Saves the cursor of `endpoint` in the spool without trying Redis (while the hand-off
+    /// bypasses a Redis that timed out); the next save that Redis takes clears it, and a load
+    /// reconciles both. Without a spool, the same as [`RedisStreamsQueue::save_cursor`].
+    ///
+    /// # Errors
+    /// When the spool cannot be written.
+    pub async fn save_cursor_locally(
+        &self,
+        endpoint: &str,
+        cursor: &Cursor,
+    ) -> Result<(), QueueError> {
+        let Some(spool) = &self.inner.cursor_fallback else {
+            return self.save_cursor(endpoint, cursor).await;
+        };
+        spool.save_cursor(endpoint, cursor).await?;
+        self.mark_spooled_cursor(endpoint, true);
+        Ok(())
     }
 
     /// Saves the cursor of `endpoint` in Redis within `cursor_deadline`, else in the spool.

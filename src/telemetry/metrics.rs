@@ -62,6 +62,10 @@ pub const STORE_RETRIES_TOTAL: &str = "botpipe_store_retries_total";
 pub const STORE_DEADLOCKS_TOTAL: &str = "botpipe_store_deadlocks_total";
 /// Batches a worker finished, by `outcome`.
 pub const WORKER_BATCHES_TOTAL: &str = "botpipe_worker_batches_total";
+/// 1 while the workers can reach the store, 0 while it is known down and they wait for it.
+pub const STORE_UP: &str = "botpipe_store_up";
+/// 1 while hand-offs go straight to the spool because Redis timed out, 0 otherwise.
+pub const HANDOFF_BYPASS: &str = "botpipe_handoff_bypass";
 /// Lines and table rows a collector read, by `source` (configuration) and `outcome` (stored,
 /// duplicate, no_match, bad_ip, non_public_ip, bad_timestamp, filtered_status, oversized).
 pub const COLLECTOR_LINES_TOTAL: &str = "botpipe_collector_lines_total";
@@ -171,6 +175,14 @@ pub fn describe_all() {
         WORKER_BATCHES_TOTAL,
         "Batches processed by workers, by outcome."
     );
+    describe_gauge!(
+        STORE_UP,
+        "1 while workers reach the store; 0 while it is down and they stop leasing and probe it."
+    );
+    describe_gauge!(
+        HANDOFF_BYPASS,
+        "1 while hand-offs skip Redis for the spool after a timeout, until a probe sees it answer."
+    );
     describe_counter!(PUSH_REQUESTS_TOTAL, "Push requests by outcome.");
     describe_histogram!(
         PUSH_DURATION_SECONDS,
@@ -250,6 +262,8 @@ pub const ALL: &[&str] = &[
     STORE_RETRIES_TOTAL,
     STORE_DEADLOCKS_TOTAL,
     WORKER_BATCHES_TOTAL,
+    STORE_UP,
+    HANDOFF_BYPASS,
     PUSH_REQUESTS_TOTAL,
     PUSH_DURATION_SECONDS,
     LOG_WRITE_ERRORS_TOTAL,

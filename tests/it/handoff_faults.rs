@@ -248,3 +248,76 @@ async fn cursor_save_in_the_pull_cycle_falls_back_to_the_spool_within_the_deadli
     assert_eq!(rig.spool.load_cursor("east").await.unwrap(), Some(at(2)));
     assert_eq!(rig.handoff.load_cursor("east").await.unwrap(), Some(at(2)));
 }
+
+/// Issue 12, item 4: once a hand-off to a hanging or slow Redis has timed out, the following
+/// hand-offs and cursor saves go straight to the spool (one slow cycle per outage, not one per
+/// tick), and when Redis answers again a background probe sends hand-offs back to it.
+#[rstest]
+#[case::hanging(Mode::Hang)]
+#[case::slow(Mode::Delay(Duration::from_secs(2)))]
+#[tokio::test]
+async fn issue_12_after_one_handoff_timed_out_the_next_go_straight_to_the_spool(
+    #[case] fault: Mode,
+) {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let warm = test_batch("east", 3);
+    assert_eq!(
+        rig.handoff.handoff(&warm).await.unwrap(),
+        HandoffTarget::Queue
+    );
+    rig.proxy.set_mode(fault);
+    rig.proxy.reset();
+
+    // The one slow cycle of this outage.
+    let first = test_batch("east", 3);
+    assert_eq!(
+        rig.handoff.handoff(&first).await.unwrap(),
+        HandoffTarget::Spool
+    );
+
+    // The next cycles, paced like pull ticks (between them the Redis link redials, so each
+    // one would find a dial in flight or start one): a hand-off and a cursor save each, none
+    // waiting for Redis.
+    let mut ticks = tokio::time::interval(Duration::from_millis(250));
+    let mut took = Vec::new();
+    for seq in 1..=8 {
+        ticks.tick().await;
+        let started = Instant::now();
+        let target = rig.handoff.handoff(&test_batch("east", 3)).await.unwrap();
+        assert_eq!(target, HandoffTarget::Spool);
+        let cursor = botpipe::queue::Cursor { epoch: None, seq };
+        rig.handoff.save_cursor("east", &cursor).await.unwrap();
+        took.push(started.elapsed());
+    }
+    // A spool write is an fsync; allow one to be slow on a busy machine, not more.
+    let slow = took.iter().filter(|t| **t >= DEADLINE).count();
+    assert!(
+        slow <= 1,
+        "{fault:?}: cycles after the first timeout still waited on Redis: {took:?}"
+    );
+    assert_eq!(
+        rig.spool.load_cursor("east").await.unwrap().map(|c| c.seq),
+        Some(8)
+    );
+
+    // Redis heals: the probe notices, and hand-offs go to Redis again.
+    rig.proxy.set_mode(Mode::Pass);
+    let back = Arc::new(Mutex::new(None));
+    wait_until(
+        Duration::from_secs(20),
+        "a hand-off reaching Redis again",
+        || async {
+            let b = test_batch("east", 1);
+            let target = rig.handoff.handoff(&b).await.unwrap();
+            if target == HandoffTarget::Queue {
+                *back.lock().unwrap() = Some(b.id.0.clone());
+            }
+            target == HandoffTarget::Queue
+        },
+    )
+    .await;
+    let id = back.lock().unwrap().clone().unwrap();
+    assert!(rig.redis.stream_batch_ids().await.contains(&id));
+}

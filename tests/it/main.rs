@@ -20,4 +20,5 @@ mod push;
 mod queue_contract;
 mod queue_redis;
 mod store_contract;
+mod store_outage;
 mod store_startup;

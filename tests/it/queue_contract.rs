@@ -316,3 +316,80 @@ async fn cursors_persist_across_processes(#[case] backend: Backend) {
     assert_eq!(q.load_cursor("east").await.unwrap(), Some(c));
     assert_eq!(q.load_cursor("west").await.unwrap(), None);
 }
+
+/// Issue 12, item 2: a lease given back (the store was unreachable) is ready again at once and
+/// does not count as a delivery, however often it happens; a stale lease gives back nothing.
+#[rstest]
+#[case::embedded(Backend::Embedded)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn issue_12_released_lease_does_not_count_as_a_delivery(#[case] backend: Backend) {
+    let Some(h) = Harness::new(backend, LONG, 2) else {
+        return;
+    };
+    let q = h.open();
+    let b = test_batch("release", 2);
+    q.append(&b).await.unwrap();
+    for _ in 0..5 {
+        let lease = q.lease("w", WAIT).await.unwrap().unwrap();
+        assert_eq!(lease.batch, b);
+        assert_eq!(lease.deliveries, 1, "a released lease counts no delivery");
+        q.release(&lease).await.unwrap();
+        q.release(&lease).await.unwrap();
+    }
+    assert_eq!(q.dead_count().await.unwrap(), 0);
+    let lease = q.lease("w", WAIT).await.unwrap().unwrap();
+    q.ack(&lease).await.unwrap();
+    assert_eq!(q.depth().await.unwrap().total, 0);
+}
+
+/// Issue 12, item 2: dead batches are listed and replayed (`botpipe dlq batches` and
+/// `replay-batches`): a replayed batch leaves the dead letters and is delivered afresh.
+#[rstest]
+#[case::embedded(Backend::Embedded)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn issue_12_dead_batches_are_listed_and_replayed(#[case] backend: Backend) {
+    let Some(h) = Harness::new(backend, Duration::from_millis(200), 1) else {
+        return;
+    };
+    let q = h.open();
+    let b = test_batch("poison", 3);
+    q.append(&b).await.unwrap();
+    let _first = q.lease("w", WAIT).await.unwrap().unwrap();
+    wait_until(WAIT, "the batch to be dead-lettered", || async {
+        q.lease("w", Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_none()
+            && q.dead_count().await.unwrap() == 1
+    })
+    .await;
+    let dead = q.dead_batches(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].batch_id, b.id.0);
+    assert_eq!(dead[0].source, "poison");
+    // Redis says `max_deliveries`, the embedded queue `delivered 2 times without an ack`.
+    assert!(dead[0].reason.contains("deliver"), "{}", dead[0].reason);
+    assert_eq!(dead[0].records, Some(3));
+
+    let dry = botpipe::command::dlq::replay_batches(&q, &[], true)
+        .await
+        .unwrap();
+    assert_eq!((dry.examined, dry.replayed), (1, 1));
+    assert_eq!(q.dead_count().await.unwrap(), 1, "a dry run moves nothing");
+
+    let done = botpipe::command::dlq::replay_batches(&q, &[], false)
+        .await
+        .unwrap();
+    assert_eq!((done.examined, done.replayed, done.missing), (1, 1, 0));
+    assert_eq!(q.dead_count().await.unwrap(), 0);
+    let again = q.lease("w", WAIT).await.unwrap().unwrap();
+    assert_eq!(again.batch, b);
+    assert_eq!(again.deliveries, 1, "delivered afresh");
+    q.ack(&again).await.unwrap();
+    assert!(
+        !q.revive_dead(&dead[0].entry).await.unwrap(),
+        "replayed once only"
+    );
+}

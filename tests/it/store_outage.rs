@@ -1,0 +1,179 @@
+//! Issue 12, item 2: a database outage longer than `lease_timeout × max_deliveries` must not
+//! move queued batches to the queue's dead letters. PostgreSQL sits behind the TCP fault proxy
+//! and refuses every connection for several times that product while a collector keeps
+//! producing; afterwards every record is stored exactly once, nothing is in the dead stream or
+//! table, and backpressure held the pullers back meanwhile. Run for both queue backends.
+
+use std::time::{Duration, Instant};
+
+use botpipe::config::QueueBackend;
+use botpipe::demo::{DemoCollector, Flavor};
+use botpipe::queue::Queue;
+use botpipe::store::Store;
+use rstest::rstest;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::db::{Backend, TestDb};
+use crate::helpers::keyspace::{redis_url, TestRedis};
+use crate::helpers::proxy::{FaultProxy, Mode};
+use crate::helpers::{endpoint, prom, spawn_app, spawn_collector, wait_until, wire};
+
+/// Shortened so that the outage below is several times `LEASE × MAX_DELIVERIES`.
+const LEASE: Duration = Duration::from_secs(1);
+const MAX_DELIVERIES: u32 = 2;
+/// How long PostgreSQL refuses connections: three times `LEASE × MAX_DELIVERIES`.
+const OUTAGE: Duration = Duration::from_secs(6);
+
+#[derive(Debug, Clone, Copy)]
+enum QueueKind {
+    Embedded,
+    Redis,
+}
+
+/// Pushes a few unique records every 20 ms until stopped; returns how many it pushed.
+fn spawn_producer(c: DemoCollector, stop: CancellationToken) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut n: u64 = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !stop.is_cancelled() {
+            tick.tick().await;
+            for _ in 0..4 {
+                let ip = format!("6.{}.{}.{}", n % 200 + 1, (n / 200) % 200 + 1, n % 5 + 1);
+                let ts = chrono::DateTime::from_timestamp(1_772_000_000 + n as i64, 0)
+                    .unwrap()
+                    .format("%Y-%m-%dT%H:%M:%S")
+                    .to_string();
+                c.push(wire(&ip, &ts, "mozi", "online"));
+                n += 1;
+            }
+        }
+        n
+    })
+}
+
+#[rstest]
+#[case::embedded_queue(QueueKind::Embedded)]
+#[case::redis_queue(QueueKind::Redis)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_a_store_outage_longer_than_lease_times_deliveries_dead_letters_nothing(
+    #[case] kind: QueueKind,
+) {
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let redis = match kind {
+        QueueKind::Embedded => None,
+        QueueKind::Redis => match TestRedis::require() {
+            Some(r) => Some(r),
+            None => return,
+        },
+    };
+    let db = TestDb::create(Backend::Postgres).await;
+    let mut pg_url = url::Url::parse(&db.url).unwrap();
+    let pg_addr = format!(
+        "{}:{}",
+        pg_url.host_str().unwrap(),
+        pg_url.port().unwrap_or(5432)
+    );
+    let proxy = FaultProxy::start(pg_addr.parse().unwrap()).await;
+    pg_url.set_port(Some(proxy.addr().port())).unwrap();
+    let mut store = db.settings();
+    store.kind = botpipe::config::StoreKind::Postgres(pg_url.to_string());
+
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    let name = format!("outage-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let app = spawn_app(
+        vec![endpoint(&name, &tc.url, Duration::from_millis(100), 50)],
+        |s| {
+            s.store = store;
+            s.queue.lease_timeout = LEASE;
+            s.queue.max_deliveries = MAX_DELIVERIES;
+            s.queue.high_watermark = 6;
+            s.queue.low_watermark = 3;
+            if let Some(redis) = &redis {
+                s.queue.backend = QueueBackend::Redis(redis.settings(&redis_url()));
+            }
+        },
+    )
+    .await;
+    let stop = CancellationToken::new();
+    let producer = spawn_producer(tc.collector.clone(), stop.clone());
+
+    wait_until(
+        Duration::from_secs(30),
+        "records stored before the outage",
+        || async {
+            app.store
+                .counts()
+                .await
+                .map(|n| n.total_communications() > 40)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+
+    proxy.set_mode(Mode::Refuse);
+    let outage_end = Instant::now() + OUTAGE;
+    while Instant::now() < outage_end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = botpipe::telemetry::prometheus().render();
+    let skipped = prom::sample(
+        &text,
+        "botpipe_pull_skipped_ticks_total",
+        &[("endpoint", &name)],
+    )
+    .unwrap_or(0.0);
+    proxy.set_mode(Mode::Pass);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let produced = producer.await.unwrap();
+    let c = &tc.collector;
+    wait_until(
+        Duration::from_secs(90),
+        "every record stored after the outage",
+        || async {
+            c.unpulled() == 0
+                && app
+                    .queue
+                    .depth()
+                    .await
+                    .map(|d| d.total == 0)
+                    .unwrap_or(false)
+                && app
+                    .store
+                    .counts()
+                    .await
+                    .map(|n| n.total_communications() >= produced)
+                    .unwrap_or(false)
+        },
+    )
+    .await;
+
+    let counts = app.store.counts().await.unwrap();
+    assert_eq!(
+        counts.total_communications(),
+        produced,
+        "{kind:?}: every record exactly once"
+    );
+    assert_eq!(counts.total_dead_letters(), 0, "{kind:?}: no dead records");
+    let dead_batches = app.handoff.queue().dead_count().await.unwrap();
+    assert_eq!(
+        dead_batches, 0,
+        "{kind:?}: no batch in the dead stream/table"
+    );
+    if let Some(spool) = app.handoff.spool() {
+        assert_eq!(
+            spool.dead_count().await.unwrap(),
+            0,
+            "{kind:?}: spool dead table"
+        );
+    }
+    assert!(
+        skipped > 0.0,
+        "{kind:?}: backpressure never held the puller back during the outage"
+    );
+    app.stop().await;
+    drop(redis);
+}
