@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{AnyQueue, Cursor, EmbeddedQueue, Queue, QueueError};
+use super::{AnyQueue, Cursor, EmbeddedQueue, Fence, Queue, QueueError};
 use crate::record::Batch;
 use crate::telemetry::metrics as m;
 
@@ -135,6 +135,11 @@ impl Handoff {
 }
 
 impl Handoff {
+    /// The deadline every hand-off and cursor write is bounded by.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// Loads the cursor of `endpoint` from the queue's cursor store.
     ///
     /// # Errors
@@ -148,7 +153,22 @@ impl Handoff {
     /// # Errors
     /// When the cursor store fails or does not answer in time.
     pub async fn save_cursor(&self, endpoint: &str, cursor: &Cursor) -> Result<(), QueueError> {
-        match tokio::time::timeout(self.deadline, self.queue.save_cursor(endpoint, cursor)).await {
+        self.save_cursor_fenced(endpoint, cursor, None).await
+    }
+
+    /// Persists the cursor of `endpoint` only while `fence` is its current lease (when given),
+    /// bounded by the hand-off deadline.
+    ///
+    /// # Errors
+    /// When the cursor store fails or does not answer in time, or the lease moved on.
+    pub async fn save_cursor_fenced(
+        &self,
+        endpoint: &str,
+        cursor: &Cursor,
+        fence: Option<&Fence>,
+    ) -> Result<(), QueueError> {
+        let save = self.queue.save_cursor_fenced(endpoint, cursor, fence);
+        match tokio::time::timeout(self.deadline, save).await {
             Ok(r) => r,
             Err(_) => Err(QueueError::Timeout {
                 op: "save_cursor",
