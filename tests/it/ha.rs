@@ -174,7 +174,11 @@ fn produce(
                     .unwrap()
                     .format("%Y-%m-%dT%H:%M:%S")
                     .to_string();
-                let t = if n % 2 == 0 { "mozi" } else { "ramnit" };
+                let t = if n.is_multiple_of(2) {
+                    "mozi"
+                } else {
+                    "ramnit"
+                };
                 c.push(wire(&ip, &ts, t, "online"));
                 n += 1;
             }
