@@ -24,10 +24,10 @@ use crate::config::{QueueBackend, SecretError, Settings};
 use crate::enrich::{AnyLookup, EnrichError};
 use crate::http::{router, HttpState};
 use crate::pull::scheduler::PullRuntime;
-use crate::pull::{PullClient, Puller, StatusBoard};
+use crate::pull::{EndpointOwnership, LeaseKeeper, PullClient, Puller, StatusBoard};
 use crate::push::{PushIngest, PushSetupError};
 use crate::queue::{
-    AnyQueue, Backpressure, DepthSampler, EmbeddedQueue, Handoff, QueueError, SpoolDrainer,
+    AnyQueue, Backpressure, DepthSampler, EmbeddedQueue, Handoff, Holder, QueueError, SpoolDrainer,
 };
 use crate::record::RecordContext;
 use crate::store::sampler::{StoreSampler, STORE_SAMPLE_INTERVAL, STORE_SAMPLE_TIMEOUT};
@@ -86,6 +86,23 @@ pub enum AppError {
     /// The pullers' runtime thread could not be started.
     #[error("starting the pull runtime thread")]
     PullRuntime(#[source] std::io::Error),
+    /// Another `botpipe run` already works on this embedded queue.
+    #[error("{} is locked by another botpipe run (pid {holder}); the embedded queue serves one process. Stop the other one, give this one another data_dir, or share the endpoints through queue.backend = \"redis\"", path.display())]
+    Locked {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// The pid written by the process holding it, as far as it can be read.
+        holder: String,
+    },
+    /// The lock file of the embedded queue could not be created or locked.
+    #[error("locking {}", path.display())]
+    Lock {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl AppError {
@@ -119,6 +136,64 @@ pub struct App {
     listener: Option<TcpListener>,
     http_addr: Option<SocketAddr>,
     store_sample_interval: Duration,
+    /// This process's name for leases, status and the collectors' logs (`--name`).
+    name: Option<String>,
+    /// The exclusive lock on the embedded queue, held while this process runs.
+    _data_lock: Option<std::fs::File>,
+}
+
+/// Takes the exclusive lock beside the embedded queue file (`<queue>.lock`), so a second
+/// `botpipe run` on the same files refuses to start instead of pulling every endpoint twice.
+/// The OS drops the lock when the process exits, `kill -9` included.
+///
+/// # Errors
+/// [`AppError::Locked`] when another process holds it.
+pub fn lock_embedded_queue(queue_path: &std::path::Path) -> Result<std::fs::File, AppError> {
+    use std::io::{Read, Seek, Write};
+    let mut name = queue_path.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| AppError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let lock_err = |source| AppError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(lock_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _unreadable = file.read_to_string(&mut holder);
+            let holder = holder.trim().to_owned();
+            return Err(AppError::Locked {
+                path,
+                holder: if holder.is_empty() {
+                    "unknown".into()
+                } else {
+                    holder
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+    }
+    // The pid is for the error message of the next process only; failing to write it is fine.
+    let _pid_best_effort = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush());
+    Ok(file)
 }
 
 /// Opens the configured queue and, for Redis, the spool (see [`crate::queue::open`]).
@@ -193,6 +268,10 @@ impl App {
     /// When a dependency cannot be opened or the listener cannot be bound.
     pub async fn build(settings: Settings, mode: Mode) -> Result<Self, AppError> {
         let _ = crate::telemetry::prometheus();
+        let data_lock = match (&settings.queue.backend, mode) {
+            (QueueBackend::Embedded { path }, Mode::Full) => Some(lock_embedded_queue(path)?),
+            _ => None,
+        };
         let (queue, spool) = open_queue(&settings).await?;
         let handoff = Handoff::new(queue, spool, settings.queue.handoff_deadline);
         let store = open_store(&settings).await?;
@@ -241,7 +320,16 @@ impl App {
             listener,
             http_addr,
             store_sample_interval: STORE_SAMPLE_INTERVAL,
+            name: None,
+            _data_lock: data_lock,
         })
+    }
+
+    /// Names this process (`--name`); default `host-pid`.
+    #[must_use]
+    pub fn with_name(mut self, name: Option<String>) -> Self {
+        self.name = name;
+        self
     }
 
     /// Samples the store's row counts for `/api/status` every `every` instead of
@@ -284,7 +372,9 @@ impl App {
         let pull_token = CancellationToken::new();
         let work_token = CancellationToken::new();
         let aux_token = CancellationToken::new();
+        let keeper_token = CancellationToken::new();
         let pullers = TaskTracker::new();
+        let keeper = TaskTracker::new();
         // Only where there are pullers. Dropped at the end of this function (also on an early
         // error return), after the workers and auxiliaries stopped.
         let pull_runtime = match self.mode {
@@ -323,6 +413,15 @@ impl App {
             // below) keeps the main runtime's. Neither runtime then waits on the other's
             // threads, and dropping the pull runtime leaves the workers' connections alone.
             let pull_handoff = self.handoff.with_own_link();
+            let holder = Holder::this_process(self.name.clone());
+            // Several processes may share a Redis: each endpoint is pulled by its lease holder.
+            let leases = match pull_handoff.queue() {
+                AnyQueue::Redis(q) => {
+                    Some(q.endpoint_leases(self.settings.queue.lease_ttl, holder.clone()))
+                }
+                AnyQueue::Embedded(_) => None,
+            };
+            let mut owned = Vec::new();
             let intervals: Vec<Duration> = self
                 .settings
                 .enabled_endpoints()
@@ -337,10 +436,12 @@ impl App {
                     })?),
                     None => None,
                 };
-                let client = PullClient::new(e, key).map_err(|source| AppError::Client {
-                    endpoint: e.name.clone(),
-                    source,
-                })?;
+                let client = PullClient::new(e, key)
+                    .map_err(|source| AppError::Client {
+                        endpoint: e.name.clone(),
+                        source,
+                    })?
+                    .with_process_name(&holder.name);
                 let cursor = match self.handoff.load_cursor(&e.name).await {
                     Ok(c) => c,
                     Err(err) => {
@@ -353,7 +454,7 @@ impl App {
                     tz: e.timezone,
                     allowed: Arc::clone(&self.settings.allowed_types),
                 };
-                let puller = Puller::new(
+                let mut puller = Puller::new(
                     client,
                     ctx,
                     pull_handoff
@@ -362,6 +463,17 @@ impl App {
                     e.batch_size,
                     self.board.clone(),
                 );
+                if let Some(leases) = &leases {
+                    let ownership = EndpointOwnership::new(
+                        &e.name,
+                        leases.clone(),
+                        e.timeout,
+                        self.settings.queue.handoff_deadline,
+                        self.board.clone(),
+                    );
+                    owned.push(ownership.clone());
+                    puller = puller.with_ownership(ownership);
+                }
                 pullers.spawn_on(
                     crate::pull::scheduler::run_until_stopped(
                         puller,
@@ -371,6 +483,13 @@ impl App {
                         self.board.clone(),
                         pull_token.clone(),
                     ),
+                    pull_runtime.handle(),
+                );
+            }
+            if let Some(leases) = leases {
+                tracing::info!(process = %holder.name, ttl_ms = self.settings.queue.lease_ttl.as_millis() as u64, "Endpoints are shared through Redis leases: this process pulls those it holds.");
+                keeper.spawn_on(
+                    LeaseKeeper::new(leases, owned).run_until_stopped(keeper_token.clone()),
                     pull_runtime.handle(),
                 );
             }
@@ -463,6 +582,16 @@ impl App {
             .is_err()
         {
             tracing::warn!("Pullers did not stop within the grace period; unconfirmed batches will be pulled again.");
+        }
+        // Leases outlive the pullers (a cycle in flight still checks its lease), then are
+        // released so the other processes take the endpoints at once.
+        keeper.close();
+        keeper_token.cancel();
+        if tokio::time::timeout_at(deadline, keeper.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Endpoint leases were not released within the grace period; they expire by themselves.");
         }
         work_token.cancel();
         if tokio::time::timeout_at(deadline, workers.wait())

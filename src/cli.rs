@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// HTTP listen address (overrides `http.listen`); port 0 picks a free port.
     #[arg(long, env = "BOTPIPE_HTTP_LISTEN")]
     pub http_listen: Option<std::net::SocketAddr>,
+    /// This process's name, shown with the endpoints it holds (`botpipe status`, `/api/status`)
+    /// and sent to collectors in the User-Agent. Default: host-pid.
+    #[arg(long, env = "BOTPIPE_NAME")]
+    pub name: Option<String>,
 }
 
 /// Flags of `collector`.

@@ -34,6 +34,6 @@ async fn run_mode(config: Option<&Path>, args: RunArgs, mode: Mode) -> Result<()
         settings.http_listen = addr;
     }
     let token = crate::shutdown::token_on_signal();
-    let app = App::build(settings, mode).await?;
+    let app = App::build(settings, mode).await?.with_name(args.name);
     Ok(app.run_until_stopped(token, args.shutdown_timeout).await?)
 }

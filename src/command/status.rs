@@ -12,8 +12,8 @@ use crate::app::{attach_queue, open_store};
 use crate::cli::StatusArgs;
 use crate::config::Settings;
 use crate::http::{status_snapshot, StatusSnapshot};
-use crate::pull::StatusBoard;
-use crate::queue::{Backpressure, Handoff};
+use crate::pull::{LeaseOwner, StatusBoard};
+use crate::queue::{AnyQueue, Backpressure, Handoff, Holder};
 use crate::store::sampler::StoreSampler;
 use crate::store::Accuracy;
 
@@ -89,6 +89,38 @@ pub async fn read_direct(settings: &Settings) -> Result<StatusSnapshot, CommandE
             Err(err) => s.last_error = Some(format!("reading the cursor: {err}")),
         });
     }
+    // Who holds each endpoint, from the leases themselves (Redis backend).
+    if let AnyQueue::Redis(q) = handoff.queue() {
+        let names: Vec<String> = settings
+            .enabled_endpoints()
+            .map(|e| e.name.clone())
+            .collect();
+        let leases = q.endpoint_leases(settings.queue.lease_ttl, Holder::this_process(None));
+        match bounded(leases.owners(&names)).await {
+            Ok(owners) => {
+                for (name, info) in names.iter().zip(owners) {
+                    board.update(name, |s| {
+                        s.owner = info.map(|i| LeaseOwner {
+                            name: i.holder.name,
+                            host: i.holder.host,
+                            pid: i.holder.pid,
+                            since: i.since,
+                            token: i.token,
+                            this_process: false,
+                        });
+                    });
+                }
+            }
+            Err(err) => {
+                for name in &names {
+                    board.update(name, |s| {
+                        s.last_error
+                            .get_or_insert_with(|| format!("reading its lease: {err}"));
+                    });
+                }
+            }
+        }
+    }
     let q = &settings.queue;
     let backpressure = Arc::new(Backpressure::new(
         q.high_watermark,
@@ -129,8 +161,16 @@ pub fn render_table(s: &StatusSnapshot) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:<20} {:<14} {:>10} {:>8} {:>9} {:>7} {:>9}  ERROR",
-        "ENDPOINT", "LAST PULL (UTC)", "OUTCOME", "CURSOR", "LAG", "DRIFT", "PULLS", "SPOOLED"
+        "{:<20} {:<20} {:<14} {:>10} {:>8} {:>9} {:>7} {:>9}  {:<44} ERROR",
+        "ENDPOINT",
+        "LAST PULL (UTC)",
+        "OUTCOME",
+        "CURSOR",
+        "LAG",
+        "DRIFT",
+        "PULLS",
+        "SPOOLED",
+        "HELD BY (Redis leases)"
     );
     if s.endpoints.is_empty() {
         let _ = writeln!(out, "(no endpoints)");
@@ -138,7 +178,7 @@ pub fn render_table(s: &StatusSnapshot) -> String {
     for e in &s.endpoints {
         let _ = writeln!(
             out,
-            "{:<20} {:<20} {:<14} {:>10} {:>8} {:>8.3}s {:>7} {:>9}  {}",
+            "{:<20} {:<20} {:<14} {:>10} {:>8} {:>8.3}s {:>7} {:>9}  {:<44} {}",
             e.name,
             opt(e.last_pull_at.map(|t| t.format("%Y-%m-%d %H:%M:%S"))),
             e.last_outcome.as_deref().unwrap_or("-"),
@@ -147,6 +187,17 @@ pub fn render_table(s: &StatusSnapshot) -> String {
             e.last_drift_seconds,
             e.pulls,
             e.spooled_batches,
+            e.owner.as_ref().map_or_else(
+                || "-".to_owned(),
+                |o| format!(
+                    "{}{} {}:{} since {}",
+                    o.name,
+                    if o.this_process { " (this)" } else { "" },
+                    o.host,
+                    o.pid,
+                    o.since.format("%H:%M:%S")
+                )
+            ),
             e.last_error.as_deref().unwrap_or(""),
         );
     }
@@ -248,6 +299,14 @@ mod tests {
                 lag: Some(3),
                 last_drift_seconds: 0.002,
                 pulls: 7,
+                owner: Some(crate::pull::LeaseOwner {
+                    name: "p2".into(),
+                    host: "node7".into(),
+                    pid: 4242,
+                    since: chrono::Utc::now(),
+                    token: 9,
+                    this_process: false,
+                }),
                 ..EndpointStatus::default()
             }],
             queue: DepthStatus {
@@ -291,6 +350,7 @@ mod tests {
             "mozi",
             " 9",
             "(3.2s ago)",
+            "p2 node7:4242 since",
         ] {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }

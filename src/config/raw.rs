@@ -96,6 +96,15 @@ pub struct QueueConfig {
     /// How long a worker may hold a batch before it is redelivered. Default `60s`.
     #[serde(default, with = "humantime_serde::option")]
     pub lease_timeout: Option<Duration>,
+    /// Redis backend only: how long a process's hold on an endpoint (its lease) lasts without
+    /// renewal. Each endpoint is pulled by one process at a time; when that process dies,
+    /// another takes the endpoint over after at most this long plus one renewal period (a
+    /// third of it). While Redis is unreachable, a holder keeps pulling for up to this long (less
+    /// a safety margin) by its own clock, then pauses. At least `1s` and at least twice every
+    /// enabled endpoint's `timeout`. Default `30s`, or twice the longest endpoint `timeout` if
+    /// that is more.
+    #[serde(default, with = "humantime_serde::option")]
+    pub lease_ttl: Option<Duration>,
     /// Deliveries after which a batch is moved to the dead-letter stream. Default 5. A delivery
     /// that failed only because the store was unreachable does not count.
     pub max_deliveries: Option<u32>,

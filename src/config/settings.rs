@@ -32,6 +32,11 @@ pub const MAX_BATCH_SIZE: u32 = 5000;
 /// Records per pull of an endpoint that sets no `batch_size`.
 pub const DEFAULT_BATCH_SIZE: u32 = 1000;
 
+/// Default `queue.lease_ttl` (raised to twice the longest endpoint timeout when that is more).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+/// Shortest `queue.lease_ttl` accepted: renewals run every third of it.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
+
 /// Validated configuration of the whole process.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -187,6 +192,8 @@ pub struct QueueSettings {
     pub handoff_deadline: Duration,
     /// Lease timeout before redelivery.
     pub lease_timeout: Duration,
+    /// How long an endpoint lease lives without renewal (Redis backend).
+    pub lease_ttl: Duration,
     /// Deliveries before dead-lettering a batch.
     pub max_deliveries: u32,
     /// Backpressure high mark (batches).
@@ -393,6 +400,13 @@ impl TryFrom<RawConfig> for Settings {
         if let Some(deadline) = raw.queue.handoff_deadline {
             check_handoff_deadline(deadline, &endpoints, &mut c);
         }
+        let mut queue = queue;
+        check_lease_ttl(
+            &mut queue,
+            raw.queue.lease_ttl.is_some(),
+            &endpoints,
+            &mut c,
+        );
 
         c.into_result(Self {
             data_dir,
@@ -521,6 +535,7 @@ fn validate_queue(
             .unwrap_or_else(|| data_dir.join("spool.sqlite")),
         handoff_deadline,
         lease_timeout: raw.lease_timeout.unwrap_or(Duration::from_secs(60)),
+        lease_ttl: raw.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
         max_deliveries,
         high_watermark: high,
         low_watermark: low,
@@ -554,6 +569,37 @@ fn check_handoff_deadline(deadline: Duration, endpoints: &[EndpointSettings], c:
                 ),
             );
         }
+    }
+}
+
+/// Endpoint leases must outlive a pull's HTTP request with room to spare: a confirm sent right
+/// after the lease check must land before the lease could pass to another process. An unset
+/// `lease_ttl` grows to fit; a set one that does not fit is a problem.
+fn check_lease_ttl(
+    queue: &mut QueueSettings,
+    explicit: bool,
+    endpoints: &[EndpointSettings],
+    c: &mut Problems,
+) {
+    let longest = endpoints
+        .iter()
+        .filter(|e| e.enabled)
+        .map(|e| e.timeout)
+        .max()
+        .unwrap_or_default();
+    if !explicit {
+        queue.lease_ttl = queue.lease_ttl.max(longest * 2);
+        return;
+    }
+    if queue.lease_ttl < MIN_LEASE_TTL {
+        c.push("queue.lease_ttl", "must be at least 1s");
+    } else if matches!(queue.backend, QueueBackend::Redis(_)) && queue.lease_ttl < longest * 2 {
+        c.push(
+            "queue.lease_ttl",
+            format!(
+                "must be at least twice the longest endpoint timeout ({longest:?}); raise it or lower the timeout"
+            ),
+        );
     }
 }
 
@@ -840,6 +886,7 @@ mod tests {
             backend = "kafka"
             high_watermark = 10
             low_watermark = 20
+            lease_ttl = "100ms"
             [endpoints.east]
             interval = "1s"
             timeout = "2s"
@@ -862,6 +909,7 @@ mod tests {
             "botnet.allowed_types[1]",
             "queue.backend",
             "queue.low_watermark",
+            "queue.lease_ttl",
             "endpoints.east.url",
             "endpoints.east.api_key",
             "endpoints.east.batch_size",
@@ -874,6 +922,28 @@ mod tests {
         ] {
             assert!(paths.contains(&want), "missing {want} in {paths:?}");
         }
+    }
+
+    #[test]
+    fn lease_ttl_defaults_to_30s_grows_to_fit_and_checks_a_set_value() {
+        let parse = |text: &str| Settings::try_from(toml::from_str::<RawConfig>(text).unwrap());
+        let s = parse("").unwrap();
+        assert_eq!(s.queue.lease_ttl, Duration::from_secs(30));
+        let slow =
+            "[endpoints.e]\nurl = \"http://127.0.0.1:9/\"\ninterval = \"5m\"\ntimeout = \"40s\"\n";
+        assert_eq!(
+            parse(slow).unwrap().queue.lease_ttl,
+            Duration::from_secs(80)
+        );
+        let redis = "[queue]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1/\"\n";
+        let tight = format!("{redis}lease_ttl = \"60s\"\n{slow}");
+        let problems = parse(&tight).unwrap_err();
+        assert_eq!(problems[0].path, "queue.lease_ttl", "{problems:?}");
+        let fits = format!("{redis}lease_ttl = \"80s\"\n{slow}");
+        assert_eq!(
+            parse(&fits).unwrap().queue.lease_ttl,
+            Duration::from_secs(80)
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! It speaks both dialects of `docs/pull-protocol.md`: [`Flavor::Botpipe`] (epoch,
 //! `global_max_seq_id`, idempotent `up_to_seq` confirms) and [`Flavor::Legacy`] (no epoch, no
 //! `global_max_seq_id`, `records` duplicated, positional confirms of the N oldest unpulled
-//! records). It also records every confirm so tests can check what was confirmed when.
+//! records). It also records every confirm so tests can check what was confirmed when, and, when
+//! asked ([`DemoCollector::with_request_log`]), every pull and confirm in the order served with
+//! the caller's `User-Agent`, so a test can check that two processes never interleaved their
+//! pull-then-confirm cycles on one collector.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +41,32 @@ pub struct ConfirmCall {
     pub marked: Vec<u64>,
 }
 
+/// What a served request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A pull, and how many records it returned.
+    Pull {
+        /// Records returned.
+        returned: usize,
+    },
+    /// A confirm, and how many records it marked.
+    Confirm {
+        /// Records marked as pulled.
+        marked: usize,
+    },
+}
+
+/// One request served, in serving order (requests are served one at a time under a lock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedRequest {
+    /// Position in serving order, from 0.
+    pub order: u64,
+    /// The caller's `User-Agent` (botpipe sends its process name there).
+    pub agent: String,
+    /// What it was.
+    pub kind: RequestKind,
+}
+
 #[derive(Debug)]
 struct Row {
     record: Value,
@@ -57,6 +86,26 @@ struct State0 {
     epoch: String,
     confirms: Vec<ConfirmCall>,
     pulls: u64,
+    /// Every request served, when logging was asked for.
+    log: Option<Vec<ServedRequest>>,
+    served: u64,
+    /// How long each pull waits before it is served (a slow collector, for tests).
+    pull_delay: std::time::Duration,
+}
+
+impl State0 {
+    fn served(&mut self, headers: &HeaderMap, kind: RequestKind) {
+        let order = self.served;
+        self.served += 1;
+        if let Some(log) = &mut self.log {
+            let agent = headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            log.push(ServedRequest { order, agent, kind });
+        }
+    }
 }
 
 /// A collector held in memory. Cheap to clone; clones share state.
@@ -94,8 +143,28 @@ impl DemoCollector {
                 epoch: uuid::Uuid::new_v4().to_string(),
                 confirms: Vec::new(),
                 pulls: 0,
+                log: None,
+                served: 0,
+                pull_delay: std::time::Duration::ZERO,
             })),
         }
+    }
+
+    /// Keeps a log of every pull and confirm served from now on (see [`Self::request_log`]).
+    #[must_use]
+    pub fn with_request_log(self) -> Self {
+        self.lock().log.get_or_insert_with(Vec::new);
+        self
+    }
+
+    /// Makes every later pull wait `delay` before it is served (a slow or stalled collector).
+    pub fn set_pull_delay(&self, delay: std::time::Duration) {
+        self.lock().pull_delay = delay;
+    }
+
+    /// Every request served since [`Self::with_request_log`], in serving order.
+    pub fn request_log(&self) -> Vec<ServedRequest> {
+        self.lock().log.clone().unwrap_or_default()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State0> {
@@ -207,6 +276,10 @@ async fn pull(
     if !c.authorized(&headers) {
         return unauthorized();
     }
+    let delay = c.lock().pull_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let limit = match q.limit.or(q.count).map(|s| s.parse::<i64>()) {
         None => 1000,
         Some(Ok(n)) if n >= 1 => n.min(5000) as usize,
@@ -238,6 +311,12 @@ async fn pull(
         .unwrap_or(0);
     let global = s.rows.keys().next_back().copied().unwrap_or(0);
     let pulled = s.pulled;
+    s.served(
+        &headers,
+        RequestKind::Pull {
+            returned: data.len(),
+        },
+    );
     let mut body = json!({
         "success": true,
         "count": data.len(),
@@ -294,6 +373,7 @@ async fn confirm(
     while s.rows.get(&s.low).is_some_and(|r| r.pulled) {
         s.low += 1;
     }
+    s.served(&headers, RequestKind::Confirm { marked: n });
     s.confirms.push(ConfirmCall {
         count,
         up_to_seq: b.up_to_seq,

@@ -28,7 +28,7 @@ use crate::store::merge::derive_status;
 use crate::store::Store;
 use crate::store::StoreError;
 
-pub use collector::{ConfirmCall, DemoCollector, Flavor};
+pub use collector::{ConfirmCall, DemoCollector, Flavor, RequestKind, ServedRequest};
 
 /// Why the demo could not run to the end.
 #[derive(Debug, thiserror::Error)]

@@ -147,6 +147,8 @@ pub struct PullClient {
     api_key: Option<SecretString>,
     batch_size: u32,
     max_body_bytes: u64,
+    /// `User-Agent` naming this process, so a collector's access log says which process pulled.
+    agent: Option<reqwest::header::HeaderValue>,
 }
 
 /// The length of error bodies kept in messages.
@@ -182,10 +184,24 @@ impl PullClient {
             api_key,
             batch_size: e.batch_size,
             max_body_bytes: e.max_body_bytes,
+            agent: None,
         })
     }
 
+    /// Sends `User-Agent: botpipe/<version> (<process>)`: with several processes pulling in
+    /// turn, the collector's access log shows which one made each request.
+    #[must_use]
+    pub fn with_process_name(mut self, process: &str) -> Self {
+        let agent = format!("botpipe/{} ({process})", env!("CARGO_PKG_VERSION"));
+        self.agent = reqwest::header::HeaderValue::from_str(&agent).ok();
+        self
+    }
+
     fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = match &self.agent {
+            Some(a) => req.header(reqwest::header::USER_AGENT, a.clone()),
+            None => req,
+        };
         match &self.api_key {
             Some(k) => req.header("X-API-Key", k.expose_secret()),
             None => req,

@@ -12,12 +12,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::queue::{Cursor, Handoff, HandoffTarget};
+use crate::queue::{Cursor, Fence, Handoff, HandoffTarget, QueueError};
 use crate::record::{parse_batch, RecordContext};
 use crate::telemetry::metrics as m;
 use crate::telemetry::Chain;
 
 use super::client::{ClientError, PullClient};
+use super::ownership::{EndpointOwnership, Gate, LeaseLoss};
 use super::status::StatusBoard;
 
 /// What one cycle did.
@@ -42,6 +43,11 @@ pub enum PullOutcome {
     HandoffFailed,
     /// Handed off but the confirm failed; the records will come back and be deduplicated.
     ConfirmFailed,
+    /// Handed off but not confirmed: this process's lease on the endpoint was lost (another
+    /// process took it, or Redis could not confirm it in time). The holder pulls them again.
+    LeaseLost,
+    /// Nothing done: another process holds the endpoint (or nobody does yet).
+    NotOwner,
 }
 
 impl PullOutcome {
@@ -54,8 +60,22 @@ impl PullOutcome {
             Self::PullFailed => "pull_failed",
             Self::HandoffFailed => "handoff_failed",
             Self::ConfirmFailed => "confirm_failed",
+            Self::LeaseLost => "lease_lost",
+            Self::NotOwner => "not_owner",
         }
     }
+}
+
+/// Why a confirm was withheld: the lease on the endpoint is not (provably) ours.
+#[derive(Debug, thiserror::Error)]
+#[error("endpoint {endpoint}: lease (token {token}) {loss}")]
+pub struct LeaseLostError {
+    /// The endpoint.
+    pub endpoint: String,
+    /// The token the cycle ran under.
+    pub token: u64,
+    /// What happened.
+    pub loss: LeaseLoss,
 }
 
 /// The state of one endpoint's protocol: its client, cursor and hand-off.
@@ -72,6 +92,13 @@ pub struct Puller {
     tick_drift: Duration,
     /// True while cycles fail, so a dead collector logs on the change, not on every tick.
     failing: bool,
+    /// The endpoint's lease, when several processes share the endpoints (Redis backend).
+    ownership: Option<EndpointOwnership>,
+    /// The lease the current cycle runs under: fences the confirm and the cursor write.
+    fence: Option<Fence>,
+    /// The fencing token the in-memory cursor was loaded under; a new token (this process took
+    /// the endpoint, possibly over from another) reloads the shared cursor first.
+    cursor_token: Option<u64>,
 }
 
 impl Puller {
@@ -99,6 +126,58 @@ impl Puller {
             board,
             tick_drift: Duration::ZERO,
             failing: false,
+            ownership: None,
+            fence: None,
+            cursor_token: None,
+        }
+    }
+
+    /// Pulls only while this process holds the endpoint's lease (see [`super::ownership`]).
+    #[must_use]
+    pub fn with_ownership(mut self, ownership: EndpointOwnership) -> Self {
+        self.ownership = Some(ownership);
+        self
+    }
+
+    /// Whether a tick may start a cycle, by local state only. A held lease that Redis has not
+    /// confirmed for too long counts the tick as `lease_lost`.
+    pub fn may_pull(&self) -> bool {
+        let Some(o) = &self.ownership else {
+            return true;
+        };
+        match o.gate() {
+            Gate::Pull => true,
+            Gate::NotHeld => false,
+            Gate::Expired => {
+                metrics::counter!(m::PULL_LEASE_LOST_TICKS_TOTAL, "endpoint" => self.name.clone())
+                    .increment(1);
+                self.board.update(&self.name, |s| s.lease_lost_ticks += 1);
+                false
+            }
+        }
+    }
+
+    /// After taking the endpoint under a new token: resume from the shared cursor, which the
+    /// previous holder moved. On failure the in-memory cursor stays (a stale cursor only
+    /// re-pulls records the collector still has; the store absorbs duplicates).
+    async fn adopt_shared_cursor(&mut self, token: u64) {
+        let bound = self.handoff.deadline().max(Duration::from_millis(100)) * 4;
+        match tokio::time::timeout(bound, self.handoff.load_cursor(&self.name)).await {
+            Ok(Ok(cursor)) => {
+                tracing::info!(endpoint = %self.name, token, cursor = cursor.as_ref().map_or(0, |c| c.seq), "Holding the endpoint; resuming from the shared cursor.");
+                self.board.update(&self.name, |s| {
+                    s.cursor = cursor.as_ref().map(|c| c.seq);
+                    s.epoch = cursor.as_ref().and_then(|c| c.epoch.clone());
+                });
+                self.cursor = cursor;
+                self.cursor_token = Some(token);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(endpoint = %self.name, %error, "Could not load the shared cursor after taking the endpoint; going on from this process's.");
+            }
+            Err(_) => {
+                tracing::warn!(endpoint = %self.name, "Loading the shared cursor after taking the endpoint timed out; going on from this process's.");
+            }
         }
     }
 
@@ -127,6 +206,7 @@ impl Puller {
             let message = match outcome {
                 PullOutcome::HandoffFailed => "Batch not durable; not confirming (the collector keeps it). Further failures of this endpoint log at debug until it recovers.",
                 PullOutcome::ConfirmFailed => "Confirm failed; the records will be pulled again and deduplicated. Further failures of this endpoint log at debug until it recovers.",
+                PullOutcome::LeaseLost => "Lease on the endpoint lost before the confirm; not confirming (the holder pulls the records again). Further failures of this endpoint log at debug until it recovers.",
                 _ => "Pull failed. Further failures of this endpoint log at debug until it recovers.",
             };
             if outcome == PullOutcome::HandoffFailed {
@@ -148,12 +228,31 @@ impl Puller {
     /// and counted here.
     #[tracing::instrument(skip_all, fields(endpoint = %self.name))]
     pub async fn try_pull_one(&mut self) -> PullOutcome {
+        let guard = match &self.ownership {
+            None => None,
+            Some(o) => match o.begin_cycle().await {
+                Some(g) => Some(g),
+                None => return PullOutcome::NotOwner,
+            },
+        };
+        if let Some(g) = &guard {
+            let token = g.fence().token();
+            if self.cursor_token != Some(token) {
+                self.adopt_shared_cursor(token).await;
+            }
+            self.fence = Some(g.fence().clone());
+        }
         let started = Instant::now();
         let outcome = self.cycle(started).await;
+        self.fence = None;
+        drop(guard);
         let elapsed = started.elapsed();
         let ok = !matches!(
             outcome,
-            PullOutcome::PullFailed | PullOutcome::HandoffFailed | PullOutcome::ConfirmFailed
+            PullOutcome::PullFailed
+                | PullOutcome::HandoffFailed
+                | PullOutcome::ConfirmFailed
+                | PullOutcome::LeaseLost
         );
         if ok && self.failing {
             self.failing = false;
@@ -173,7 +272,10 @@ impl Puller {
             s.pulls += 1;
             if !matches!(
                 outcome,
-                PullOutcome::PullFailed | PullOutcome::HandoffFailed | PullOutcome::ConfirmFailed
+                PullOutcome::PullFailed
+                    | PullOutcome::HandoffFailed
+                    | PullOutcome::ConfirmFailed
+                    | PullOutcome::LeaseLost
             ) {
                 s.last_outcome = Some(outcome.as_str().into());
                 s.last_error = None;
@@ -282,7 +384,18 @@ impl Puller {
             Err(e) => return self.failed(PullOutcome::HandoffFailed, &e),
         };
 
-        // Step 5: confirm.
+        // Step 5: confirm, only while the lease is still ours (the pull path's one Redis round
+        // trip; deadline-bounded).
+        if let (Some(o), Some(f)) = (&self.ownership, &self.fence) {
+            if let Err(loss) = o.check_before_confirm(f).await {
+                let error = LeaseLostError {
+                    endpoint: self.name.clone(),
+                    token: f.token(),
+                    loss,
+                };
+                return self.failed(PullOutcome::LeaseLost, &error);
+            }
+        }
         if let Err(e) = self.client.confirm(count, up_to).await {
             return self.failed(PullOutcome::ConfirmFailed, &e);
         }
@@ -337,8 +450,20 @@ impl Puller {
     /// confirmed the records either way, and a lost cursor only means re-pulling from an older
     /// seq, which returns nothing already confirmed.
     async fn persist_cursor(&mut self, cursor: Cursor) {
-        if let Err(e) = self.handoff.save_cursor(&self.name, &cursor).await {
-            tracing::error!(endpoint = %self.name, error = %e, "Could not persist the pull cursor.");
+        let saved = self
+            .handoff
+            .save_cursor_fenced(&self.name, &cursor, self.fence.as_ref())
+            .await;
+        match saved {
+            Ok(()) => {}
+            Err(e @ QueueError::Fenced { .. }) => {
+                // The lease moved on between the check and this write: the new holder's cursor
+                // stands, and at worst it pulls again what the collector still returns.
+                tracing::warn!(endpoint = %self.name, error = %e, "Lease moved on before the cursor was saved; leaving the shared cursor to the new holder.");
+            }
+            Err(e) => {
+                tracing::error!(endpoint = %self.name, error = %e, "Could not persist the pull cursor.");
+            }
         }
         metrics::gauge!(m::PULL_CURSOR, "endpoint" => self.name.clone()).set(cursor.seq as f64);
         self.board.update(&self.name, |s| {

@@ -189,6 +189,10 @@ pub async fn run_until_stopped(
             board.update(&name, |s| s.missed_ticks += missed);
             tracing::warn!(endpoint = %name, missed, "Pull ticks missed: a cycle overran its interval.");
         }
+        // Lease hook (several processes): only the holder pulls; no I/O here.
+        if !puller.may_pull() {
+            continue;
+        }
         board.update(&name, |s| {
             s.last_pull_at = Some(chrono::Utc::now());
             s.last_drift_seconds = drift.as_secs_f64();

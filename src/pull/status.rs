@@ -38,6 +38,31 @@ pub struct EndpointStatus {
     pub missed_ticks: u64,
     /// Batches that went to the spool since start.
     pub spooled_batches: u64,
+    /// The process holding this endpoint's lease (Redis backend), as last seen; `None` with
+    /// the embedded queue, or while nobody holds it.
+    #[serde(default)]
+    pub owner: Option<LeaseOwner>,
+    /// Ticks skipped since start because this process's lease could not be confirmed in time
+    /// (Redis unreachable).
+    #[serde(default)]
+    pub lease_lost_ticks: u64,
+}
+
+/// Who holds an endpoint's lease.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseOwner {
+    /// Process name (`--name`, default `host-pid`).
+    pub name: String,
+    /// Its host.
+    pub host: String,
+    /// Its pid.
+    pub pid: u32,
+    /// When it acquired the lease.
+    pub since: DateTime<Utc>,
+    /// The lease's fencing token.
+    pub token: u64,
+    /// Whether that is the process answering.
+    pub this_process: bool,
 }
 
 /// Shared board of every endpoint's status.

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::{AnyQueue, Cursor, EmbeddedQueue, Queue, QueueError};
+use super::{AnyQueue, Cursor, EmbeddedQueue, Fence, Queue, QueueError};
 use crate::record::Batch;
 use crate::retry::Backoff;
 use crate::telemetry::metrics as m;
@@ -259,6 +259,22 @@ impl Handoff {
     /// # Errors
     /// When the cursor store fails or does not answer in time.
     pub async fn save_cursor(&self, endpoint: &str, cursor: &Cursor) -> Result<(), QueueError> {
+        self.save_cursor_fenced(endpoint, cursor, None).await
+    }
+
+    /// Persists the cursor of `endpoint` only while `fence` is its current lease (when given),
+    /// bounded by the hand-off deadline. During a bypass, and when Redis does not take it in
+    /// time, the cursor goes to the spool at once (unfenced: Redis, which holds the leases, is
+    /// not answering).
+    ///
+    /// # Errors
+    /// When the cursor store fails or does not answer in time, or the lease moved on.
+    pub async fn save_cursor_fenced(
+        &self,
+        endpoint: &str,
+        cursor: &Cursor,
+        fence: Option<&Fence>,
+    ) -> Result<(), QueueError> {
         let redis = match &self.queue {
             AnyQueue::Redis(r) if self.spool.is_some() => Some(r),
             _ => None,
@@ -268,7 +284,8 @@ impl Handoff {
                 return redis.save_cursor_locally(endpoint, cursor).await;
             }
         }
-        match tokio::time::timeout(self.deadline, self.queue.save_cursor(endpoint, cursor)).await {
+        let save = self.queue.save_cursor_fenced(endpoint, cursor, fence);
+        match tokio::time::timeout(self.deadline, save).await {
             Ok(r) => r,
             Err(_) => {
                 let e = QueueError::Timeout {

@@ -20,6 +20,7 @@ mod backpressure;
 mod depth;
 mod drain;
 mod embedded;
+mod endpoint_lease;
 mod handoff;
 mod redis_link;
 mod redis_streams;
@@ -28,6 +29,9 @@ pub use backpressure::Backpressure;
 pub use depth::{sample_depths, DepthSample, DepthSampler};
 pub use drain::{DrainError, DrainStep, SpoolDrainer};
 pub use embedded::{Cursor, EmbeddedQueue};
+pub use endpoint_lease::{
+    host_name, Acquire, EndpointLeases, Fence, Holder, LeaseInfo, Member, Round,
+};
 pub use handoff::{Handoff, HandoffError, HandoffTarget};
 pub use redis_streams::{
     RedisQueueOptions, RedisStreamsQueue, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
@@ -114,6 +118,16 @@ pub enum QueueError {
         /// The server, without credentials.
         addr: String,
     },
+    /// A fenced write was refused: the endpoint's lease is no longer the writer's.
+    #[error(
+        "endpoint {endpoint}: lease (token {token}) is no longer held; not writing its cursor"
+    )]
+    Fenced {
+        /// The endpoint.
+        endpoint: String,
+        /// The writer's fencing token.
+        token: u64,
+    },
     /// A lease handed to `ack` was not made by this backend.
     #[error("lease of queue entry {entry} does not belong to this queue")]
     BadLease {
@@ -137,7 +151,8 @@ impl QueueError {
             | Self::Closed
             | Self::BadUrl { .. }
             | Self::UnexpectedReply { .. }
-            | Self::BadLease { .. } => false,
+            | Self::BadLease { .. }
+            | Self::Fenced { .. } => false,
         }
     }
 }
@@ -355,6 +370,24 @@ impl AnyQueue {
         match self {
             Self::Embedded(q) => q.revive_dead(entry).await,
             Self::Redis(q) => q.revive_dead(entry).await,
+        }
+    }
+
+    /// Persists the pull cursor of `endpoint`, fenced by its lease when `fence` is given (see
+    /// [`RedisStreamsQueue::save_cursor_fenced`]); the embedded queue has no leases (one
+    /// process per data directory) and ignores it.
+    ///
+    /// # Errors
+    /// When the backend cannot be written, or the lease is no longer `fence`.
+    pub async fn save_cursor_fenced(
+        &self,
+        endpoint: &str,
+        cursor: &Cursor,
+        fence: Option<&Fence>,
+    ) -> Result<(), QueueError> {
+        match (self, fence) {
+            (Self::Redis(q), Some(f)) => q.save_cursor_fenced(endpoint, cursor, f).await,
+            _ => self.save_cursor(endpoint, cursor).await,
         }
     }
 

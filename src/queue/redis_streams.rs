@@ -61,6 +61,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{Client, RedisError, RedisResult, Script, Value};
 use serde::{Deserialize, Serialize};
 
+use super::endpoint_lease::{EndpointLeases, Fence, Holder};
 use super::redis_link::{is_connection_error, Link, LinkTimeouts};
 use super::{Cursor, DeadBatch, EmbeddedQueue, Lease, Queue, QueueDepth, QueueError};
 use crate::config::{QueueSettings, RedisSettings};
@@ -173,6 +174,15 @@ redis.call('XDEL', KEYS[2], ARGV[1])
 return 1
 ";
 
+/// Writes a cursor only while the writer's lease value is current: 1, else 0.
+/// KEYS[1] lease, KEYS[2] cursors; ARGV[1] lease value, ARGV[2] endpoint, ARGV[3] cursor JSON.
+const FENCED_CURSOR_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+";
 /// Stream length and pending count; a missing group counts as nothing pending.
 const DEPTH_LUA: &str = r"
 local n = redis.call('XLEN', KEYS[1])
@@ -278,6 +288,8 @@ pub struct RedisStreamsQueue {
 
 #[derive(Debug)]
 struct Inner {
+    /// The configured key prefix (endpoint leases live under it too).
+    prefix: String,
     stream: String,
     dead: String,
     cursors: String,
@@ -295,6 +307,7 @@ struct Inner {
     release: Script,
     revive: Script,
     depth: Script,
+    fenced_cursor: Script,
     prune: Script,
 }
 
@@ -433,6 +446,7 @@ impl RedisStreamsQueue {
             inner: Arc::new(Inner {
                 dead: format!("{}:dead", settings.prefix),
                 cursors: format!("{}:cursors", settings.prefix),
+                prefix: settings.prefix.clone(),
                 stream,
                 group: settings.group.clone(),
                 process: process_consumer_name(),
@@ -447,6 +461,7 @@ impl RedisStreamsQueue {
                 release: Script::new(RELEASE_LUA),
                 revive: Script::new(REVIVE_LUA),
                 depth: Script::new(DEPTH_LUA),
+                fenced_cursor: Script::new(FENCED_CURSOR_LUA),
                 prune: Script::new(PRUNE_LUA),
             }),
         })
@@ -465,6 +480,11 @@ impl RedisStreamsQueue {
             inner: Arc::clone(&self.inner),
             link: Arc::new(self.link.fresh()),
         }
+    }
+
+    /// Endpoint leases on this Redis under this queue's prefix, held for `ttl` by `holder`.
+    pub fn endpoint_leases(&self, ttl: Duration, holder: Holder) -> EndpointLeases {
+        EndpointLeases::new(self.clone(), self.inner.prefix.clone(), ttl, holder)
     }
 
     /// This process's consumer-name stem (`hostname-pid-random`).
@@ -505,7 +525,7 @@ impl RedisStreamsQueue {
 
     /// Runs `f` on the shared connection under `command_timeout`. A connection error, a timeout
     /// or the caller dropping this future drops the connection so the next call dials afresh.
-    async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, QueueError>
+    pub(super) async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, QueueError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = RedisResult<T>>,
@@ -1153,15 +1173,78 @@ impl RedisStreamsQueue {
     /// # Errors
     /// When neither took it.
     pub async fn save_cursor(&self, endpoint: &str, cursor: &Cursor) -> Result<(), QueueError> {
+        self.save_cursor_impl(endpoint, cursor, None).await
+    }
+
+    /// Like [`Self::save_cursor`], but Redis takes the cursor only while `fence` is the
+    /// endpoint's current lease, in the same atomic step: a process whose lease was taken over
+    /// cannot move the new holder's cursor. When Redis does not answer the cursor goes to the
+    /// local spool as usual (the caller checked its lease by its own clock).
+    ///
+    /// # Errors
+    /// [`QueueError::Fenced`] when the lease is not `fence` any more; otherwise as
+    /// [`Self::save_cursor`].
+    pub async fn save_cursor_fenced(
+        &self,
+        endpoint: &str,
+        cursor: &Cursor,
+        fence: &Fence,
+    ) -> Result<(), QueueError> {
+        self.save_cursor_impl(endpoint, cursor, Some(fence)).await
+    }
+
+    async fn write_fenced_cursor(
+        &self,
+        endpoint: &str,
+        cursor: &StoredCursor,
+        fence: &Fence,
+    ) -> Result<(), QueueError> {
+        let key = &self.inner.cursors;
+        let value = serde_json::to_vec(cursor).map_err(|source| QueueError::Corrupt {
+            entry: format!("{key}[{endpoint}]"),
+            source,
+        })?;
+        let lease_key = format!("{}:lease:{endpoint}", self.inner.prefix);
+        let (script, lease_value) = (&self.inner.fenced_cursor, &fence.value);
+        let n: i64 = self
+            .cursor_call("save_cursor", |mut c| async move {
+                script
+                    .key(&lease_key)
+                    .key(key)
+                    .arg(lease_value)
+                    .arg(endpoint)
+                    .arg(value)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(QueueError::Fenced {
+                endpoint: endpoint.to_owned(),
+                token: fence.token(),
+            })
+        }
+    }
+
+    async fn save_cursor_impl(
+        &self,
+        endpoint: &str,
+        cursor: &Cursor,
+        fence: Option<&Fence>,
+    ) -> Result<(), QueueError> {
         let stored = StoredCursor {
             epoch: cursor.epoch.clone(),
             seq: cursor.seq,
             at_ms: chrono::Utc::now().timestamp_millis(),
         };
-        match (
-            self.save_shared_cursor(endpoint, &stored).await,
-            &self.inner.cursor_fallback,
-        ) {
+        let shared = match fence {
+            Some(f) => self.write_fenced_cursor(endpoint, &stored, f).await,
+            None => self.save_shared_cursor(endpoint, &stored).await,
+        };
+        match (shared, &self.inner.cursor_fallback) {
+            (Err(e @ QueueError::Fenced { .. }), _) => Err(e),
             (Ok(()), Some(spool)) => {
                 if self.mark_spooled_cursor(endpoint, false) {
                     self.forget_spooled_cursor(spool, endpoint).await;

@@ -24,6 +24,17 @@ pub const PULL_MISSED_TICKS_TOTAL: &str = "botpipe_pull_missed_ticks_total";
 pub const PULL_CURSOR: &str = "botpipe_pull_cursor";
 /// Collector resets detected, by `endpoint`.
 pub const PULL_RESETS_TOTAL: &str = "botpipe_pull_resets_total";
+/// Endpoint leases this process acquired, by `endpoint`.
+pub const PULL_LEASE_ACQUISITIONS_TOTAL: &str = "botpipe_pull_lease_acquisitions_total";
+/// Endpoint leases this process lost, by `endpoint` and `reason` (taken: Redis says another
+/// process holds it or it expired there; expired: Redis did not answer in time).
+pub const PULL_LEASE_LOSSES_TOTAL: &str = "botpipe_pull_lease_losses_total";
+/// Endpoint leases this process gave back (balance or shutdown), by `endpoint`.
+pub const PULL_LEASE_RELEASES_TOTAL: &str = "botpipe_pull_lease_releases_total";
+/// Endpoints whose lease this process holds.
+pub const PULL_ENDPOINTS_HELD: &str = "botpipe_pull_endpoints_held";
+/// Ticks skipped because this process's lease could not be confirmed in time, by `endpoint`.
+pub const PULL_LEASE_LOST_TICKS_TOTAL: &str = "botpipe_pull_lease_lost_ticks_total";
 /// Records by `stage` (pull, push, queue, enrich, store, collector) and `outcome`.
 pub const RECORDS_TOTAL: &str = "botpipe_records_total";
 /// Dead letters by `reason`.
@@ -124,6 +135,26 @@ pub fn describe_all() {
     describe_counter!(
         PULL_RESETS_TOTAL,
         "Collector resets detected (epoch change or seq below cursor)."
+    );
+    describe_counter!(
+        PULL_LEASE_ACQUISITIONS_TOTAL,
+        "Endpoint leases this process acquired."
+    );
+    describe_counter!(
+        PULL_LEASE_LOSSES_TOTAL,
+        "Endpoint leases this process lost, by reason (taken, expired)."
+    );
+    describe_counter!(
+        PULL_LEASE_RELEASES_TOTAL,
+        "Endpoint leases this process gave back (balance or shutdown)."
+    );
+    describe_gauge!(
+        PULL_ENDPOINTS_HELD,
+        "Endpoints whose lease this process holds."
+    );
+    describe_counter!(
+        PULL_LEASE_LOST_TICKS_TOTAL,
+        "Pull ticks skipped because the lease could not be confirmed in time."
     );
     describe_counter!(RECORDS_TOTAL, "Records by pipeline stage and outcome.");
     describe_counter!(DEAD_LETTERS_TOTAL, "Dead-lettered records by reason.");
@@ -245,6 +276,11 @@ pub const ALL: &[&str] = &[
     PULL_MISSED_TICKS_TOTAL,
     PULL_CURSOR,
     PULL_RESETS_TOTAL,
+    PULL_LEASE_ACQUISITIONS_TOTAL,
+    PULL_LEASE_LOSSES_TOTAL,
+    PULL_LEASE_RELEASES_TOTAL,
+    PULL_ENDPOINTS_HELD,
+    PULL_LEASE_LOST_TICKS_TOTAL,
     RECORDS_TOTAL,
     DEAD_LETTERS_TOTAL,
     QUEUE_DEPTH,

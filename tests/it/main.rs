@@ -9,11 +9,13 @@ mod collector_e2e;
 mod crash;
 mod enrich;
 mod fault_proxy;
+mod ha;
 mod handoff_faults;
 #[path = "../harness/mod.rs"]
 mod harness;
 mod helpers;
 mod http;
+mod leases;
 mod logging;
 mod pull;
 mod push;

@@ -25,6 +25,7 @@ fn settings(redis: &TestRedis, url: &str, spool: PathBuf) -> QueueSettings {
         spool_path: spool,
         handoff_deadline: Duration::from_millis(200),
         lease_timeout: LEASE,
+        lease_ttl: Duration::from_secs(30),
         max_deliveries: 5,
         high_watermark: 10,
         low_watermark: 5,

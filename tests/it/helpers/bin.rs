@@ -47,6 +47,25 @@ impl RunningBotpipe {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+
+    /// SIGTERM, and wait (up to 30 s) for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let mut status = None;
+        super::wait_until(
+            Duration::from_secs(30),
+            "botpipe exits after SIGTERM",
+            || {
+                status = self.child.try_wait().unwrap();
+                let done = status.is_some();
+                async move { done }
+            },
+        )
+        .await;
+        status.unwrap()
+    }
 }
 
 impl Drop for RunningBotpipe {
@@ -60,11 +79,17 @@ impl Drop for RunningBotpipe {
 /// "HTTP server listening." line to learn the address. The rest of stderr is drained in a
 /// thread (and echoed when `TEST_LOG` is set).
 pub fn spawn_run(config: &Path) -> RunningBotpipe {
+    spawn_run_with(config, &[])
+}
+
+/// [`spawn_run`] with extra environment variables (e.g. `BOTPIPE_NAME`).
+pub fn spawn_run_with(config: &Path, env: &[(&str, &str)]) -> RunningBotpipe {
     let mut child = Command::new(env!("CARGO_BIN_EXE_botpipe"))
         .args(["--log-format", "json", "--log-level", "info", "--config"])
         .arg(config)
         .arg("run")
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
