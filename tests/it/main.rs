@@ -19,4 +19,7 @@ mod pull;
 mod push;
 mod queue_contract;
 mod queue_redis;
+mod secrets;
+mod slow_clients;
 mod store_contract;
+mod tls;
