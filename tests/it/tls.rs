@@ -124,7 +124,7 @@ async fn issue_13_run_pulls_from_a_collector_over_mutual_tls_with_a_private_ca()
         || async {
             let s = collector.stats(&pki).await;
             // `cached_records` counts the unpulled ones.
-        s["cached_records"] == 0 && s["pulled_records"] == 40
+            s["cached_records"] == 0 && s["pulled_records"] == 40
         },
     )
     .await;
