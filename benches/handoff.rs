@@ -192,6 +192,7 @@ async fn main() {
     // Hand-off to Redis (encode + XADD), 1 and 4 pullers at a time.
     let settings = RedisSettings {
         url: REDIS_URL.into(),
+        tls: Default::default(),
         prefix: prefix.clone(),
         group: "bench".into(),
     };
@@ -228,7 +229,7 @@ async fn main() {
         l.local_addr().expect("addr").port()
     };
     let dead = RedisSettings {
-        url: format!("redis://127.0.0.1:{dead_port}"),
+        url: format!("redis://127.0.0.1:{dead_port}").into(),
         ..settings.clone()
     };
     let dead_q = AnyQueue::Redis(RedisStreamsQueue::new(&dead, options(), None).expect("queue"));

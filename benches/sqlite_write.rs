@@ -10,9 +10,12 @@
 //!    `UPDATE … FROM (VALUES …)`), one transaction per batch;
 //!
 //! and, for reference, 4. `SqliteStore::apply` itself (rusqlite on the blocking pool, with
-//! planning). Each mode writes the same workload to a fresh WAL file (`synchronous=NORMAL`,
-//! foreign keys on). Workload as `store_write`: `BOTPIPE_BENCH_RECORDS` (default 300,000)
-//! records, batches of 1,000, 30% repeated IPs; `BOTPIPE_BENCH_RUNS` (default 3, median).
+//! planning, `synchronous=FULL` as the store commits since issue 13), and 5. mode 1 with
+//! `synchronous=FULL`, which prices the store's durable commit against mode 1. Modes 1–3 write
+//! to a fresh WAL file with `synchronous=NORMAL`, foreign keys on. Workload as `store_write`:
+//! `BOTPIPE_BENCH_RECORDS` (default 300,000) records, batches of 1,000, 30% repeated IPs;
+//! `BOTPIPE_BENCH_RUNS` (default 3, median); `BOTPIPE_BENCH_MODES` picks modes by number
+//! (`1,4,5`; default all).
 //!
 //! `cargo bench --bench sqlite_write`.
 
@@ -156,9 +159,14 @@ fn unknown() -> &'static Geo {
     G.get_or_init(Geo::unknown)
 }
 
-fn rusqlite_prepared(path: &Path, plans: &[Vec<TypePlan<'_>>], records: usize) -> Run {
+fn rusqlite_prepared(
+    path: &Path,
+    plans: &[Vec<TypePlan<'_>>],
+    records: usize,
+    synchronous: &str,
+) -> Run {
     let mut conn = rusqlite::Connection::open(path).expect("open");
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    conn.pragma_update(None, "synchronous", synchronous)
         .expect("pragma");
     conn.pragma_update(None, "foreign_keys", "ON")
         .expect("pragma");
@@ -474,18 +482,35 @@ async fn main() {
         "rusqlite, prepared statements, 1 tx per batch",
         "sqlx-sqlite, one statement per row, 1 tx per batch",
         "sqlx-sqlite, multi-row VALUES, 1 tx per batch",
-        "SqliteStore::apply (rusqlite on the blocking pool)",
+        "SqliteStore::apply (rusqlite on the blocking pool, synchronous=FULL)",
+        "rusqlite, prepared statements, 1 tx per batch, synchronous=FULL",
     ];
+    let chosen: Vec<usize> = match std::env::var("BOTPIPE_BENCH_MODES") {
+        Ok(list) => list
+            .split(',')
+            .map(|m| {
+                m.trim()
+                    .parse::<usize>()
+                    .expect("BOTPIPE_BENCH_MODES: numbers 1..=5")
+                    - 1
+            })
+            .collect(),
+        Err(_) => (0..modes.len()).collect(),
+    };
     let mut results: Vec<Vec<Run>> = vec![Vec::new(); modes.len()];
     let mut prints = Vec::new();
     for run in 0..runs {
         for (m, out) in results.iter_mut().enumerate() {
+            if !chosen.contains(&m) {
+                continue;
+            }
             let path = fresh(dir.path(), &format!("m{m}r{run}")).await;
             let r = match m {
-                0 => {
+                0 | 4 => {
                     let p = path.clone();
                     let plans = &plans;
-                    tokio::task::block_in_place(|| rusqlite_prepared(&p, plans, records))
+                    let sync = if m == 0 { "NORMAL" } else { "FULL" };
+                    tokio::task::block_in_place(|| rusqlite_prepared(&p, plans, records, sync))
                 }
                 1 => sqlx_per_row(&path, &plans, records).await,
                 2 => sqlx_multi_row(&path, &plans, records).await,
@@ -500,6 +525,9 @@ async fn main() {
         "modes wrote different rows: {prints:?}"
     );
     for (mode, runs) in modes.iter().zip(results) {
+        if runs.is_empty() {
+            continue;
+        }
         let r = median(runs);
         let per_upsert = r.records_per_sec * upserts as f64 / records as f64;
         println!(

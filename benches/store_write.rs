@@ -31,11 +31,13 @@ fn admin(backend: &str) -> StoreKind {
     match backend {
         "postgres" => StoreKind::Postgres(
             std::env::var("BOTPIPE_TEST_PG")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+                .into(),
         ),
         _ => StoreKind::Mysql(
             std::env::var("BOTPIPE_TEST_MYSQL")
-                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into()),
+                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into())
+                .into(),
         ),
     }
 }

@@ -33,6 +33,7 @@ use crate::record::RecordContext;
 use crate::store::sampler::{StoreSampler, STORE_SAMPLE_INTERVAL, STORE_SAMPLE_TIMEOUT};
 use crate::store::startup::StoreStartup;
 use crate::store::{AnyStore, StoreError};
+use crate::transport::TlsError;
 use crate::worker::Worker;
 
 /// How often queue and spool depth are sampled for gauges and backpressure.
@@ -71,15 +72,18 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
-    /// An HTTP client could not be built.
+    /// An HTTP client could not be built (its TLS files included).
     #[error("endpoint {endpoint}: building the HTTP client")]
     Client {
         /// The endpoint.
         endpoint: String,
         /// The cause.
         #[source]
-        source: reqwest::Error,
+        source: TlsError,
     },
+    /// The HTTP listener's TLS files could not be used.
+    #[error("http: TLS of the HTTP listener")]
+    Tls(#[source] TlsError),
     /// A push secret could not be resolved.
     #[error("push ingest")]
     Push(#[from] PushSetupError),
@@ -109,7 +113,10 @@ impl AppError {
     /// True for problems of the configuration (a secret that cannot be read) rather than of a
     /// dependency or the host.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Secret { .. } | Self::Push(_))
+        matches!(
+            self,
+            Self::Secret { .. } | Self::Push(_) | Self::Tls(_) | Self::Client { .. }
+        )
     }
 }
 
@@ -134,6 +141,7 @@ pub struct App {
     backpressure: Arc<Backpressure>,
     push: Option<Arc<PushIngest>>,
     listener: Option<TcpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     http_addr: Option<SocketAddr>,
     store_sample_interval: Duration,
     /// This process's name for leases, status and the collectors' logs (`--name`).
@@ -276,6 +284,10 @@ impl App {
         let handoff = Handoff::new(queue, spool, settings.queue.handoff_deadline);
         let store = open_store(&settings).await?;
         let lookup = crate::enrich::open(&settings.geo, &settings.data_dir)?;
+        let tls = match (&settings.http_tls, mode) {
+            (Some(t), Mode::Full) => Some(crate::transport::server_tls(t).map_err(AppError::Tls)?),
+            _ => None,
+        };
         let (listener, http_addr) = if mode == Mode::Full {
             let l = TcpListener::bind(settings.http_listen)
                 .await
@@ -318,6 +330,7 @@ impl App {
             backpressure,
             push,
             listener,
+            tls,
             http_addr,
             store_sample_interval: STORE_SAMPLE_INTERVAL,
             name: None,
@@ -550,11 +563,17 @@ impl App {
             };
             let http_token = aux_token.clone();
             if let Some(addr) = self.http_addr {
-                tracing::info!(%addr, push = self.push.is_some(), "HTTP server listening.");
+                tracing::info!(
+                    %addr,
+                    push = self.push.is_some(),
+                    tls = self.tls.is_some(),
+                    "HTTP server listening."
+                );
             }
+            let (limits, tls) = (self.settings.http_limits, self.tls);
             aux.spawn(async move {
-                let serve = axum::serve(listener, router(state))
-                    .with_graceful_shutdown(http_token.cancelled_owned());
+                let serve =
+                    crate::transport::serve(listener, router(state), limits, tls, http_token);
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "HTTP server failed.");
                 }

@@ -20,6 +20,7 @@
 //! - [`command`]: one file per subcommand, [`command::dispatch`] and the exit codes.
 //! - [`cli`]: the command line (`botpipe --help`).
 //! - [`telemetry`]: tracing setup and every metric name.
+//! - [`transport`]: TLS for both ends and the HTTP accept loop (timeouts, connection bound).
 #![deny(clippy::unwrap_used)]
 #![warn(clippy::expect_used)]
 #![warn(missing_docs)]
@@ -41,4 +42,5 @@ pub mod retry;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
 pub mod worker;

@@ -84,7 +84,7 @@ pub async fn run(bench: PipelineBench, workload: &Workload) -> Result<PipelineRe
         }
         QueueBackend::Redis(r) => {
             r.prefix = scratch_name();
-            Some((r.url.clone(), r.prefix.clone()))
+            Some((r.url.expose().clone(), r.prefix.clone()))
         }
     };
     let mut types = (*settings.allowed_types).clone();
@@ -278,7 +278,8 @@ fn endpoint(port: u16, batch_size: u32) -> Result<EndpointSettings, BenchError> 
     let url = url::Url::parse(&url).map_err(|source| BenchError::Url { url, source })?;
     Ok(EndpointSettings {
         name: "bench".to_owned(),
-        url,
+        url: url.into(),
+        tls: Default::default(),
         api_key: None,
         interval: PULL_INTERVAL,
         batch_size,

@@ -110,8 +110,8 @@ impl ScratchStore {
                 })?;
                 u.set_path(&format!("/{name}"));
                 settings.kind = match base.kind {
-                    StoreKind::Postgres(_) => StoreKind::Postgres(u.to_string()),
-                    _ => StoreKind::Mysql(u.to_string()),
+                    StoreKind::Postgres(_) => StoreKind::Postgres(u.to_string().into()),
+                    _ => StoreKind::Mysql(u.to_string().into()),
                 };
                 let admin = base.clone();
                 let create = match base.kind {

@@ -5,7 +5,8 @@
 //! ([`config`]).
 //!
 //! Boundary: this module uses only [`crate::record`] (IP and botnet type parsing),
-//! [`crate::telemetry`] and the shared secret and problem types of [`crate::config`]; it never
+//! [`crate::telemetry`], [`crate::transport`] (TLS and the accept loop) and the shared secret,
+//! problem and listener types of [`crate::config`]; it never
 //! imports the platform side (`pull`, `queue`, `store`, `enrich`), so it could become its own
 //! binary without untangling.
 //!
@@ -34,6 +35,7 @@ use self::api::ApiState;
 use self::cache::{Cache, CacheError};
 use self::config::CollectorSettings;
 use self::ingest::Ingest;
+use crate::config::ListenerLimits;
 use crate::config::SecretError;
 
 /// Why the collector could not start or stopped with an error.
@@ -71,6 +73,9 @@ pub enum CollectorError {
     /// a cache nobody fills.
     #[error("the collector's reading thread stopped unexpectedly")]
     IngestStopped,
+    /// The listener's TLS files could not be used.
+    #[error("collector TLS: {0}")]
+    Tls(#[source] crate::transport::TlsError),
     /// A blocking start-up task could not complete.
     #[error("collector start-up task failed: {0}")]
     Startup(tokio::task::JoinError),
@@ -79,7 +84,7 @@ pub enum CollectorError {
 impl CollectorError {
     /// True for problems of the configuration (its API key) rather than of the host.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Key(_) | Self::EmptyKey)
+        matches!(self, Self::Key(_) | Self::EmptyKey | Self::Tls(_))
     }
 
     /// True when starting again later may succeed (a busy cache or port).
@@ -95,6 +100,8 @@ impl CollectorError {
 /// A collector ready to run: cache open, positions loaded, listener bound.
 pub struct Collector {
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ListenerLimits,
     addr: SocketAddr,
     state: Arc<ApiState>,
     ingest: Ingest,
@@ -114,6 +121,10 @@ impl Collector {
         }
         let key_digest = api::key_digest(key.expose_secret());
         drop(key);
+        let tls = match &settings.tls {
+            Some(t) => Some(crate::transport::server_tls(t).map_err(CollectorError::Tls)?),
+            None => None,
+        };
 
         let paused = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -156,6 +167,8 @@ impl Collector {
         });
         Ok(Self {
             listener,
+            tls,
+            limits: settings.limits,
             addr,
             state,
             ingest,
@@ -181,13 +194,15 @@ impl Collector {
     pub async fn run_until_stopped(self, token: CancellationToken) -> Result<(), CollectorError> {
         let Self {
             listener,
+            tls,
+            limits,
             addr,
             state,
             ingest,
             wake_rx,
             stop,
         } = self;
-        tracing::info!(%addr, epoch = %state.epoch, "Collector listening.");
+        tracing::info!(%addr, epoch = %state.epoch, tls = tls.is_some(), "Collector listening.");
 
         // If the reading thread ends for any reason but a requested stop (a panic included),
         // this guard cancels the token so the whole collector stops instead of serving a cache
@@ -207,9 +222,14 @@ impl Collector {
             })
             .map_err(CollectorError::Thread)?;
 
-        let served = axum::serve(listener, api::router(Arc::clone(&state)))
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .await;
+        let served = crate::transport::serve(
+            listener,
+            api::router(Arc::clone(&state)),
+            limits,
+            tls,
+            token.clone(),
+        )
+        .await;
 
         let requested = token.is_cancelled() && !thread.is_finished();
         stop.store(true, Ordering::Relaxed);

@@ -12,7 +12,9 @@ use futures::future::join_all;
 use secrecy::ExposeSecret;
 
 use crate::cli::ValidateArgs;
-use crate::config::{ConfigError, Problem, QueueBackend, SecretSource, Settings, StoreKind};
+use crate::config::{
+    ConfigError, Problem, QueueBackend, RedisSettings, SecretSource, Settings, StoreKind,
+};
 use crate::pull::PullClient;
 use crate::queue::{EmbeddedQueue, Queue};
 use crate::store::clock::WallClock;
@@ -142,7 +144,7 @@ pub async fn check_connectivity(s: &Settings) -> Vec<Check> {
                 .await
                 .map(|()| "answers the pull API with this key".to_owned())
                 .map_err(|err| Chain(&err).to_string()),
-            Err(err) => Err(err.to_string()),
+            Err(err) => Err(Chain(&err).to_string()),
         };
         Check { what, result }
     }))
@@ -278,9 +280,7 @@ async fn check_queue(s: &Settings) -> Vec<Check> {
         QueueBackend::Redis(r) => {
             let redis = Check {
                 what: format!("redis {}", crate::config::redact_url(&r.url)),
-                result: bounded(redis_ping(&r.url))
-                    .await
-                    .map(|()| "answers PING".into()),
+                result: bounded(redis_ping(r)).await.map(|()| "answers PING".into()),
             };
             let spool = Check {
                 what: format!("spool {}", q.spool_path.display()),
@@ -302,10 +302,16 @@ async fn embedded_ok(path: &Path, s: &Settings) -> Result<String, String> {
         .map(|d| format!("opens; {} batches waiting", d.total))
 }
 
-async fn redis_ping(url: &str) -> Result<(), redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+async fn redis_ping(settings: &RedisSettings) -> Result<(), String> {
+    let client = crate::queue::redis_client(settings).map_err(|e| Chain(&e).to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use super::RedactedUrl;
+
 /// The whole file. Unknown fields are errors so typos do not pass silently.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,6 +40,24 @@ pub struct RawConfig {
 pub struct HttpConfig {
     /// Listen address for `/health`, `/ready`, `/metrics`, `/api/status`. Default `127.0.0.1:8080`.
     pub listen: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs `tls_key_file`. Default:
+    /// plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: with it, only clients presenting a certificate signed by this CA are
+    /// served (mutual TLS). Needs `tls_cert_file`. Default: no client certificate asked.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Longest wait for a request's headers (and the TLS handshake); slower clients are
+    /// disconnected. Default `10s`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub header_timeout: Option<Duration>,
+    /// Longest wait for a whole request body once its headers are in; slower bodies are refused
+    /// and the connection closed. Default `30s`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub body_timeout: Option<Duration>,
+    /// Connections served at once; further clients wait to be accepted. Default 256.
+    pub max_connections: Option<usize>,
 }
 
 /// `[botnet]`
@@ -54,7 +74,8 @@ pub struct BotnetConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `sqlite://path`, `postgres://…` or `mysql://…`. Default `sqlite://<data_dir>/botpipe.sqlite`.
-    pub url: Option<String>,
+    /// A password in it is masked wherever botpipe prints the URL.
+    pub url: Option<RedactedUrl>,
     /// Database password, if not in the URL (prefer `password_env` or `password_file`).
     pub password: Option<SecretString>,
     /// Name of an environment variable holding the password.
@@ -82,8 +103,16 @@ pub struct QueueConfig {
     pub path: Option<PathBuf>,
     /// File of the local spool used when Redis does not answer. Default `<data_dir>/spool.sqlite`.
     pub spool_path: Option<PathBuf>,
-    /// Redis URL, required for `backend = "redis"`, e.g. `redis://127.0.0.1:6379/0`.
-    pub redis_url: Option<String>,
+    /// Redis URL, required for `backend = "redis"`, e.g. `redis://127.0.0.1:6379/0`, or
+    /// `rediss://host:6380/0` for TLS (verified against the system roots, or `redis_ca_file`).
+    pub redis_url: Option<RedactedUrl>,
+    /// `rediss://` only: PEM CA certificates to verify Redis with, instead of the system roots.
+    pub redis_ca_file: Option<PathBuf>,
+    /// `rediss://` only: PEM client certificate for Redis servers that require one; needs
+    /// `redis_client_key_file`.
+    pub redis_client_cert_file: Option<PathBuf>,
+    /// PEM private key of `redis_client_cert_file`.
+    pub redis_client_key_file: Option<PathBuf>,
     /// Key prefix for every Redis key botpipe uses. Default `botpipe`.
     pub redis_prefix: Option<String>,
     /// Consumer group name. Default `botpipe`.
@@ -167,8 +196,17 @@ pub struct WorkerConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EndpointConfig {
-    /// Base URL of the collector, e.g. `http://10.0.0.5:8888`.
-    pub url: Option<String>,
+    /// Base URL of the collector, e.g. `http://10.0.0.5:8888` or `https://c2.example:8888`
+    /// (verified against the system roots plus `ca_file`).
+    pub url: Option<RedactedUrl>,
+    /// `https://` only: PEM CA certificates trusted for this endpoint in addition to the system
+    /// roots (a private CA for the C2 hosts).
+    pub ca_file: Option<PathBuf>,
+    /// `https://` only: PEM client certificate presented to collectors that require one; needs
+    /// `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
     /// API key inline (prefer `api_key_env` or `api_key_file`).
     pub api_key: Option<SecretString>,
     /// Name of an environment variable holding the key.

@@ -12,7 +12,12 @@ use chrono_tz::Tz;
 use url::Url;
 
 use super::raw::{EndpointConfig, RawConfig};
-use super::{Problem, Problems, SecretSource};
+use super::redact::redact_url;
+use super::tls::{validate_client_tls, validate_listener, RawListener};
+use super::{
+    ClientTlsSettings, ListenerLimits, Problem, Problems, RedactedUrl, SecretSource,
+    ServerTlsSettings,
+};
 use crate::record::BotnetType;
 
 /// The nine botnet types of the legacy deployment, allowed by default.
@@ -44,6 +49,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// HTTP listen address.
     pub http_listen: SocketAddr,
+    /// TLS of the HTTP listener; `None` serves plain HTTP.
+    pub http_tls: Option<ServerTlsSettings>,
+    /// Timeouts and connection bound of the HTTP listener.
+    pub http_limits: ListenerLimits,
     /// Allowed botnet types.
     pub allowed_types: Arc<BTreeSet<BotnetType>>,
     /// The store.
@@ -100,10 +109,10 @@ impl Default for PushSettings {
 pub enum StoreKind {
     /// An embedded SQLite file.
     Sqlite(PathBuf),
-    /// A PostgreSQL URL.
-    Postgres(String),
-    /// A MySQL or MariaDB URL.
-    Mysql(String),
+    /// A PostgreSQL URL (printed with its password masked).
+    Postgres(RedactedUrl),
+    /// A MySQL or MariaDB URL (printed with its password masked).
+    Mysql(RedactedUrl),
 }
 
 /// A store URL whose scheme names no supported backend.
@@ -122,9 +131,9 @@ impl StoreKind {
         if let Some(p) = u.strip_prefix("sqlite://") {
             Ok(Self::Sqlite(PathBuf::from(p)))
         } else if u.starts_with("postgres://") || u.starts_with("postgresql://") {
-            Ok(Self::Postgres(u.to_owned()))
+            Ok(Self::Postgres(u.into()))
         } else if u.starts_with("mysql://") || u.starts_with("mariadb://") {
-            Ok(Self::Mysql(u.replacen("mariadb://", "mysql://", 1)))
+            Ok(Self::Mysql(u.replacen("mariadb://", "mysql://", 1).into()))
         } else {
             Err(UnknownStoreUrl(redact_url(u)))
         }
@@ -161,8 +170,10 @@ pub enum QueueBackend {
 /// Redis connection and naming.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// The server URL.
-    pub url: String,
+    /// The server URL (`redis://` or `rediss://`; printed with its password masked).
+    pub url: RedactedUrl,
+    /// `rediss://` trust and client certificate.
+    pub tls: ClientTlsSettings,
     /// Prefix of every key.
     pub prefix: String,
     /// Consumer group.
@@ -281,8 +292,10 @@ fn validate_geo(raw: crate::config::GeoConfig, c: &mut Problems) -> GeoSettings 
 pub struct EndpointSettings {
     /// Unique name (metric label, cursor key).
     pub name: String,
-    /// Base URL.
-    pub url: Url,
+    /// Base URL (printed with any password masked).
+    pub url: RedactedUrl<Url>,
+    /// `https://` trust and client certificate.
+    pub tls: ClientTlsSettings,
     /// API key source, if the collector needs one.
     pub api_key: Option<SecretSource>,
     /// Pull interval.
@@ -361,6 +374,18 @@ impl TryFrom<RawConfig> for Settings {
             c.push("http.listen", format!("{listen:?} is not host:port: {e}"));
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
+        let (http_tls, http_limits) = validate_listener(
+            "http",
+            RawListener {
+                tls_cert_file: raw.http.tls_cert_file.as_ref(),
+                tls_key_file: raw.http.tls_key_file.as_ref(),
+                tls_client_ca_file: raw.http.tls_client_ca_file.as_ref(),
+                header_timeout: raw.http.header_timeout,
+                body_timeout: raw.http.body_timeout,
+                max_connections: raw.http.max_connections,
+            },
+            &mut c,
+        );
 
         let mut allowed = BTreeSet::new();
         let types = raw.botnet.allowed_types.unwrap_or_else(|| {
@@ -411,6 +436,8 @@ impl TryFrom<RawConfig> for Settings {
         c.into_result(Self {
             data_dir,
             http_listen,
+            http_tls,
+            http_limits,
             allowed_types: Arc::new(allowed),
             store,
             queue,
@@ -427,7 +454,7 @@ fn validate_store(
     data_dir: &Path,
     c: &mut Problems,
 ) -> StoreSettings {
-    let kind = match raw.url.as_deref() {
+    let kind = match raw.url.as_ref().map(|u| u.as_str()) {
         None => StoreKind::Sqlite(data_dir.join("botpipe.sqlite")),
         Some(u) => match StoreKind::from_url(u) {
             Ok(kind) => {
@@ -492,14 +519,31 @@ fn validate_queue(
                 .unwrap_or_else(|| data_dir.join("queue.sqlite")),
         },
         "redis" => {
-            let url = raw.redis_url.clone().unwrap_or_default();
+            let url = raw
+                .redis_url
+                .clone()
+                .unwrap_or_else(|| String::new().into());
             if url.is_empty() {
                 c.push("queue.redis_url", "required when queue.backend = \"redis\"");
             } else if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 c.push("queue.redis_url", "must start with redis:// or rediss://");
             }
+            let tls = validate_client_tls(
+                "queue.redis_",
+                raw.redis_ca_file.as_ref(),
+                raw.redis_client_cert_file.as_ref(),
+                raw.redis_client_key_file.as_ref(),
+                c,
+            );
+            if !tls.is_default() && !url.starts_with("rediss://") {
+                c.push(
+                    "queue.redis_url",
+                    "must be rediss:// when redis_ca_file or a client certificate is set",
+                );
+            }
             QueueBackend::Redis(RedisSettings {
                 url,
+                tls,
                 prefix: raw.redis_prefix.clone().unwrap_or_else(|| "botpipe".into()),
                 group: raw.group.clone().unwrap_or_else(|| "botpipe".into()),
             })
@@ -616,7 +660,7 @@ fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Problems) -> Option
             "endpoint names use a-z, 0-9, _ and -",
         );
     }
-    let url = match e.url.as_deref() {
+    let url = match e.url.as_ref().map(|u| u.as_str()) {
         None => {
             c.push(at("url"), "required");
             None
@@ -633,6 +677,19 @@ fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Problems) -> Option
             }
         },
     };
+    let tls = validate_client_tls(
+        &at(""),
+        e.ca_file.as_ref(),
+        e.client_cert_file.as_ref(),
+        e.client_key_file.as_ref(),
+        c,
+    );
+    if !tls.is_default() && url.as_ref().is_some_and(|u| u.scheme() != "https") {
+        c.push(
+            at("url"),
+            "must be https:// when ca_file or a client certificate is set",
+        );
+    }
     let api_key = SecretSource::from_parts(
         &at("api_key"),
         e.api_key.as_ref(),
@@ -684,7 +741,8 @@ fn validate_endpoint(name: &str, e: &EndpointConfig, c: &mut Problems) -> Option
     match url {
         Some(url) if c.len() == before => Some(EndpointSettings {
             name: name.to_owned(),
-            url,
+            url: url.into(),
+            tls,
             api_key,
             interval,
             batch_size,
@@ -753,17 +811,6 @@ fn validate_push(raw: &super::raw::PushConfig, c: &mut Problems) -> PushSettings
 fn check_url(path: &str, u: &str, c: &mut Problems) {
     if let Err(e) = Url::parse(u) {
         c.push(path, format!("{:?} is not a URL: {e}", redact_url(u)));
-    }
-}
-
-/// A URL with any password replaced, for messages.
-pub fn redact_url(u: &str) -> String {
-    match Url::parse(u) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ignored = url.set_password(Some("***"));
-            url.to_string()
-        }
-        _ => u.to_owned(),
     }
 }
 
@@ -921,6 +968,60 @@ mod tests {
             "push.timezone",
         ] {
             assert!(paths.contains(&want), "missing {want} in {paths:?}");
+        }
+    }
+
+    /// Issue 13: the PostgreSQL password was printed in the startup line, which shows the
+    /// store's `Debug`.
+    #[test]
+    fn issue_13_no_secret_is_in_the_debug_of_settings() {
+        let secrets = [
+            "store-pw",
+            "redis-pw",
+            "url-pw",
+            "key-pw",
+            "push-key",
+            "push-secret",
+            "query-pw",
+        ];
+        for store in [
+            "postgres://app:store-pw@db:5432/botpipe?password=query-pw",
+            "mysql://app:store-pw@db/botpipe",
+        ] {
+            let raw: RawConfig = toml::from_str(&format!(
+                r#"
+                [store]
+                url = "{store}"
+                [queue]
+                backend = "redis"
+                redis_url = "rediss://:redis-pw@redis:6380/0"
+                [endpoints.east]
+                url = "https://relay:url-pw@c2.example:8888/"
+                api_key = "key-pw"
+                [push]
+                enabled = true
+                api_key = "push-key"
+                secret = "push-secret"
+                "#
+            ))
+            .unwrap();
+            let raw_debug = format!("{raw:?}");
+            let s = Settings::try_from(raw).unwrap();
+            for shown in [raw_debug, format!("{s:?}"), format!("{s:#?}")] {
+                for secret in secrets {
+                    assert!(!shown.contains(secret), "{secret} in {shown}");
+                }
+            }
+            // The real values are still there for connecting.
+            match &s.store.kind {
+                StoreKind::Postgres(u) | StoreKind::Mysql(u) => assert!(u.contains("store-pw")),
+                StoreKind::Sqlite(_) => unreachable!(),
+            }
+            let QueueBackend::Redis(r) = &s.queue.backend else {
+                unreachable!()
+            };
+            assert!(r.url.contains("redis-pw"));
+            assert_eq!(s.endpoints[0].url.password(), Some("url-pw"));
         }
     }
 

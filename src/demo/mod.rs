@@ -219,7 +219,8 @@ fn endpoint(
         .map_err(|source| DemoError::Url { port, source })?;
     Ok(EndpointSettings {
         name: name.to_owned(),
-        url,
+        url: url.into(),
+        tls: Default::default(),
         api_key: None,
         interval,
         batch_size,

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use url::Url;
 
-use crate::config::EndpointSettings;
+use crate::config::{redact_url, EndpointSettings};
+use crate::transport::{client_tls, TlsError};
 
 /// Why a pull or confirm request failed.
 #[derive(Debug, thiserror::Error)]
@@ -161,21 +162,34 @@ fn join(base: &Url, path: &str) -> Url {
     url
 }
 
+/// `e` with the URL it names masked like every configured URL (a password in an endpoint URL
+/// would otherwise be printed with each failed pull).
+fn without_secrets(e: reqwest::Error) -> reqwest::Error {
+    match e.url().map(|u| Url::parse(&redact_url(u.as_str()))) {
+        Some(Ok(masked)) => e.with_url(masked),
+        Some(Err(_)) => e.without_url(),
+        None => e,
+    }
+}
+
 impl PullClient {
     /// Builds the client; the key must already be resolved.
     ///
     /// # Errors
-    /// When the TLS backend cannot be initialised.
-    pub fn new(
-        e: &EndpointSettings,
-        api_key: Option<SecretString>,
-    ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// When the endpoint's `ca_file` or client certificate cannot be read, or the TLS backend
+    /// cannot be initialised.
+    pub fn new(e: &EndpointSettings, api_key: Option<SecretString>) -> Result<Self, TlsError> {
+        let builder = reqwest::Client::builder()
             .connect_timeout(e.connect_timeout)
             .timeout(e.timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+            .pool_idle_timeout(Duration::from_secs(60));
+        let http = client_tls(builder, &e.tls)?
+            .build()
+            .map_err(|source| TlsError::Client {
+                setting: "url",
+                source,
+            })?;
         Ok(Self {
             http,
             name: e.name.clone(),
@@ -212,7 +226,7 @@ impl PullClient {
         move |source| ClientError::Http {
             endpoint: self.name.clone(),
             op,
-            source,
+            source: without_secrets(source),
         }
     }
 

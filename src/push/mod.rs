@@ -5,11 +5,12 @@
 //! 1. `X-API-Key` (401) before a byte of the body is read, so nothing about the schema leaks to
 //!    a caller without the key; then backpressure and the cap on requests in flight (503 with
 //!    `Retry-After`);
-//! 2. the body, read up to `push.max_body_bytes` (413);
+//! 2. the body, read up to `push.max_body_bytes` (413) within `http.body_timeout` (408);
 //! 3. the signature over `timestamp + nonce + raw_body` (401), with `timestamp` and `nonce`
 //!    taken from the body as sent (missing ones count as empty);
-//! 4. only then the schema (400), the ±300 s freshness (400), and the nonce, which is recorded
-//!    only now, after the signature verified (400 on a replay);
+//! 4. only then the schema (400), the ±300 s freshness (400), and the nonce, which is required
+//!    (400 when missing or empty) and recorded only now, after the signature verified (400 on a
+//!    replay);
 //! 5. records are parsed one by one: bad ones become dead letters inside the batch, the rest go
 //!    on (invariant 5);
 //! 6. the batch goes through [`Handoff::handoff`], queue within the deadline or else spool; only
@@ -40,6 +41,7 @@ use crate::queue::{Backpressure, Handoff};
 use crate::record::{parse_record, Batch, BatchId, BotnetType, RecordContext};
 use crate::telemetry::metrics as m;
 use crate::telemetry::Chain;
+use crate::transport::serve::BodyTimeout;
 
 pub use auth::{sign, Credentials};
 pub use nonce::NonceCache;
@@ -80,6 +82,8 @@ pub enum Refusal {
     BadSignature,
     /// Body above `push.max_body_bytes`.
     BodyTooLarge,
+    /// The body did not arrive whole within `http.body_timeout`.
+    BodyTimeout,
     /// The body is not a push envelope; the text says which part.
     Invalid(String),
     /// The timestamp is more than 300 s from now.
@@ -100,6 +104,7 @@ impl Refusal {
             Self::Auth => "auth",
             Self::BadSignature => "bad_signature",
             Self::BodyTooLarge => "body_too_large",
+            Self::BodyTimeout => "body_timeout",
             Self::Invalid(_) => "invalid_body",
             Self::Stale => "stale_timestamp",
             Self::Replay => "replayed_nonce",
@@ -113,6 +118,7 @@ impl Refusal {
             Self::Disabled => StatusCode::NOT_FOUND,
             Self::Auth | Self::BadSignature => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Invalid(_) | Self::Stale | Self::Replay => StatusCode::BAD_REQUEST,
             Self::Backpressure | Self::NotDurable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -123,6 +129,7 @@ impl Refusal {
             Self::Disabled => "push ingest is disabled".into(),
             Self::Auth | Self::BadSignature => "Unauthorized".into(),
             Self::BodyTooLarge => "request body too large".into(),
+            Self::BodyTimeout => "request body not received within http.body_timeout".into(),
             Self::Invalid(what) => format!("invalid body: {what}"),
             Self::Stale => "timestamp is more than 300 s from the server's time".into(),
             Self::Replay => "nonce already used".into(),
@@ -303,7 +310,14 @@ impl PushIngest {
         let mut out = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(cap));
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Refusal::Invalid(format!("reading the body: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                let e = e.into_inner();
+                if e.is::<BodyTimeout>() {
+                    Refusal::BodyTimeout
+                } else {
+                    Refusal::Invalid(format!("reading the body: {e}"))
+                }
+            })?;
             if out.len() + chunk.len() > cap {
                 return Err(Refusal::BodyTooLarge);
             }
@@ -390,15 +404,25 @@ impl PushIngest {
                 )))
             }
         };
-        if let Some(n) = env.nonce.as_deref().filter(|n| !n.is_empty()) {
-            if n.len() > MAX_NONCE_LEN {
-                return Err(Refusal::Invalid(format!(
-                    "nonce longer than {MAX_NONCE_LEN} bytes"
-                )));
-            }
-            if !self.nonces.check_and_insert(n, Instant::now()) {
-                return Err(Refusal::Replay);
-            }
+        // Required (issue 13): without a nonce the replay guard had nothing to remember, so a
+        // captured request could be replayed for the whole freshness window.
+        let nonce = env
+            .nonce
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                Refusal::Invalid(
+                    "missing nonce: every push needs a fresh, non-empty nonce (replay guard)"
+                        .into(),
+                )
+            })?;
+        if nonce.len() > MAX_NONCE_LEN {
+            return Err(Refusal::Invalid(format!(
+                "nonce longer than {MAX_NONCE_LEN} bytes"
+            )));
+        }
+        if !self.nonces.check_and_insert(nonce, Instant::now()) {
+            return Err(Refusal::Replay);
         }
 
         // 5. Records, one by one.

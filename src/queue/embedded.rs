@@ -85,6 +85,19 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A seq as SQLite stores it: its 64 bits as a signed INTEGER. Collector seqs are `u64`; a
+/// plain cast and a clamp on read used to turn any seq at or above 2^63 into cursor 0 (issue 13),
+/// so the endpoint was pulled from the start again. The bits round-trip unchanged; botpipe never
+/// compares seqs in SQL.
+fn seq_to_sql(seq: u64) -> i64 {
+    seq.cast_signed()
+}
+
+/// The inverse of [`seq_to_sql`].
+fn seq_from_sql(stored: i64) -> u64 {
+    stored.cast_unsigned()
+}
+
 impl EmbeddedQueue {
     /// Opens or creates the queue file, creating its directory, and releases stale leases.
     ///
@@ -197,7 +210,7 @@ impl EmbeddedQueue {
                 |r| {
                     Ok(Cursor {
                         epoch: r.get(0)?,
-                        seq: r.get::<_, i64>(1)?.max(0) as u64,
+                        seq: seq_from_sql(r.get(1)?),
                     })
                 },
             )
@@ -230,7 +243,7 @@ impl EmbeddedQueue {
                     Ok((
                         Cursor {
                             epoch: r.get(0)?,
-                            seq: r.get::<_, i64>(1)?.max(0) as u64,
+                            seq: seq_from_sql(r.get(1)?),
                         },
                         r.get::<_, i64>(2)?,
                     ))
@@ -293,7 +306,7 @@ impl EmbeddedQueue {
                 "INSERT INTO botpipe_cursors (endpoint, epoch, seq, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(endpoint) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq,
                  updated_at_ms = excluded.updated_at_ms",
-                params![endpoint, cursor.epoch, cursor.seq as i64, now_ms()],
+                params![endpoint, cursor.epoch, seq_to_sql(cursor.seq), now_ms()],
             )
             .map_err(Self::sqlite_err(inner))?;
             Ok(())
@@ -712,5 +725,23 @@ mod tests {
         drop(q);
         let q = EmbeddedQueue::open(&path, Duration::from_secs(60), 5).unwrap();
         assert_eq!(q.load_cursor("east").await.unwrap(), Some(c));
+    }
+
+    /// Issue 13: a seq at or above 2^63 was saved as cursor 0.
+    #[tokio::test]
+    async fn issue_13_a_seq_above_i64_max_is_saved_and_loaded_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sqlite");
+        let q = EmbeddedQueue::open(&path, Duration::from_secs(60), 5).unwrap();
+        for seq in [1u64 << 63, (1u64 << 63) + 12_345, u64::MAX, i64::MAX as u64] {
+            let c = Cursor {
+                epoch: Some("e1".into()),
+                seq,
+            };
+            q.save_cursor("east", &c).await.unwrap();
+            assert_eq!(q.load_cursor("east").await.unwrap(), Some(c.clone()));
+            let (stamped, _) = q.load_cursor_stamped("east").await.unwrap().unwrap();
+            assert_eq!(stamped, c);
+        }
     }
 }

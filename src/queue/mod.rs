@@ -34,7 +34,8 @@ pub use endpoint_lease::{
 };
 pub use handoff::{Handoff, HandoffError, HandoffTarget};
 pub use redis_streams::{
-    RedisQueueOptions, RedisStreamsQueue, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    redis_client, RedisQueueOptions, RedisStreamsQueue, DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
 };
 
 use std::future::Future;
@@ -110,6 +111,9 @@ pub enum QueueError {
         #[source]
         source: redis::RedisError,
     },
+    /// The `rediss://` certificate files could not be used.
+    #[error("queue: Redis TLS")]
+    Tls(#[source] crate::transport::TlsError),
     /// Redis answered something this version does not understand.
     #[error("redis {op} at {addr}: unexpected reply")]
     UnexpectedReply {
@@ -150,6 +154,7 @@ impl QueueError {
             | Self::Corrupt { .. }
             | Self::Closed
             | Self::BadUrl { .. }
+            | Self::Tls(_)
             | Self::UnexpectedReply { .. }
             | Self::BadLease { .. }
             | Self::Fenced { .. } => false,

@@ -408,6 +408,26 @@ enum Claimed {
     Lease(Lease),
 }
 
+/// A client for `settings`: `redis://`, or `rediss://` verified against the system roots or
+/// `queue.redis_ca_file`, with the client certificate if one is configured. No connection is
+/// made.
+///
+/// # Errors
+/// [`QueueError::Tls`] when a certificate file cannot be used, [`QueueError::BadUrl`] when the
+/// URL does not parse.
+pub fn redis_client(settings: &RedisSettings) -> Result<Client, QueueError> {
+    let certificates = crate::transport::tls::redis_tls(&settings.tls).map_err(QueueError::Tls)?;
+    let url = settings.url.as_str();
+    match certificates {
+        None => Client::open(url),
+        Some(certificates) => Client::build_with_tls(url, certificates),
+    }
+    .map_err(|source| QueueError::BadUrl {
+        field: "queue.redis_url",
+        source,
+    })
+}
+
 impl RedisStreamsQueue {
     /// A queue on `settings` without touching the network: connections are made on first use,
     /// so this succeeds while Redis is down. Cursors fall back to `cursor_fallback` (the spool)
@@ -420,10 +440,7 @@ impl RedisStreamsQueue {
         opts: RedisQueueOptions,
         cursor_fallback: Option<EmbeddedQueue>,
     ) -> Result<Self, QueueError> {
-        let client = Client::open(settings.url.as_str()).map_err(|source| QueueError::BadUrl {
-            field: "queue.redis_url",
-            source,
-        })?;
+        let client = redis_client(settings)?;
         let stream = format!("{}:stream", settings.prefix);
         let mut create_group = redis::cmd("XGROUP");
         create_group

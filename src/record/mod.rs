@@ -9,7 +9,10 @@ mod batch;
 mod parse;
 
 pub use batch::{Batch, BatchId, DeadLetter, RejectReason};
-pub use parse::{parse_batch, parse_record, parse_timestamp, ParsedBatch, RecordContext};
+pub use parse::{
+    parse_batch, parse_record, parse_timestamp, parse_timestamp_checked, ParsedBatch,
+    RecordContext, TimestampError,
+};
 
 use std::fmt;
 use std::net::IpAddr;

@@ -92,8 +92,8 @@ pub fn parse_record(raw: &str, ctx: &RecordContext) -> Result<Record, DeadLetter
     let ts = wire
         .timestamp
         .ok_or_else(|| reject(RejectReason::MissingField, "missing timestamp".into()))?;
-    let timestamp = parse_timestamp(&ts, ctx.tz)
-        .ok_or_else(|| reject(RejectReason::BadTimestamp, format!("timestamp {ts:?}")))?;
+    let timestamp = parse_timestamp_checked(&ts, ctx.tz)
+        .map_err(|e| reject(RejectReason::BadTimestamp, format!("timestamp {ts:?}: {e}")))?;
 
     let bt = wire
         .botnet_type
@@ -125,10 +125,32 @@ pub fn parse_record(raw: &str, ctx: &RecordContext) -> Result<Record, DeadLetter
 /// Years outside this range are rejected: every backend's timestamp type holds them.
 const YEAR_RANGE: std::ops::RangeInclusive<i32> = 1971..=2037;
 
+/// Why a timestamp was rejected; the text goes into the dead letter's detail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    /// Not in an accepted format.
+    #[error("not YYYY-MM-DDTHH:MM:SS (or a space for T), with optional fractions and offset")]
+    Format,
+    /// A naive local time that does not exist in the zone.
+    #[error("does not exist in {0} (a daylight-saving gap)")]
+    Gap(Tz),
+    /// A valid time outside [`YEAR_RANGE`].
+    #[error("year {0} is outside the accepted {start}..={end} (what every backend's timestamp type holds)", start = YEAR_RANGE.start(), end = YEAR_RANGE.end())]
+    OutOfRange(i32),
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SS` (or a space instead of `T`), with optional fractions, and with
 /// or without an offset. Naive values are local time in `tz`; at a DST fold the earlier instant
-/// wins, and a time inside a DST gap is rejected.
+/// wins, and a time inside a DST gap is rejected. See [`parse_timestamp_checked`] for why.
 pub fn parse_timestamp(s: &str, tz: Tz) -> Option<DateTime<Utc>> {
+    parse_timestamp_checked(s, tz).ok()
+}
+
+/// [`parse_timestamp`], saying why a timestamp is rejected.
+///
+/// # Errors
+/// See [`TimestampError`].
+pub fn parse_timestamp_checked(s: &str, tz: Tz) -> Result<DateTime<Utc>, TimestampError> {
     let s = s.trim();
     let utc = if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         dt.with_timezone(&Utc)
@@ -137,16 +159,22 @@ pub fn parse_timestamp(s: &str, tz: Tz) -> Option<DateTime<Utc>> {
     } else {
         let naive = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
             .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
-            .ok()?;
+            .map_err(|_| TimestampError::Format)?;
         tz.from_local_datetime(&naive)
-            .earliest()?
+            .earliest()
+            .ok_or(TimestampError::Gap(tz))?
             .with_timezone(&Utc)
     };
     use chrono::{Datelike, Timelike};
     // Whole seconds: every backend's TIMESTAMP holds seconds, and MySQL would round fractions,
     // which would break the (ip, communication_time, event_type) dedup key across backends.
-    let utc = utc.with_nanosecond(0)?;
-    YEAR_RANGE.contains(&utc.year()).then_some(utc)
+    // Cannot fail: 0 is a valid nanosecond.
+    let utc = utc.with_nanosecond(0).unwrap_or(utc);
+    if YEAR_RANGE.contains(&utc.year()) {
+        Ok(utc)
+    } else {
+        Err(TimestampError::OutOfRange(utc.year()))
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +260,23 @@ mod tests {
             assert_eq!(d.raw, raw);
             assert_eq!(d.source, "ep");
         }
+    }
+
+    /// Issue 13: an out-of-range timestamp's dead letter said only the value, not why.
+    #[test]
+    fn issue_13_a_rejected_timestamp_says_why() {
+        let detail = |ts: &str| {
+            let raw = format!(r#"{{"ip":"1.2.3.4","timestamp":"{ts}","botnet_type":"mozi"}}"#);
+            parse_record(&raw, &ctx()).unwrap_err().detail
+        };
+        let range = detail("9999-03-03T16:36:49");
+        assert!(range.contains("9999-03-03T16:36:49"), "{range}");
+        assert!(range.contains("year 9999 is outside"), "{range}");
+        assert!(range.contains("1971..=2037"), "{range}");
+        let early = detail("1970-01-01T08:00:00");
+        assert!(early.contains("year 1970 is outside"), "{early}");
+        let garbage = detail("yesterday");
+        assert!(garbage.contains("not YYYY-MM-DD"), "{garbage}");
     }
 
     proptest::proptest! {

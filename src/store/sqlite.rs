@@ -1,7 +1,8 @@
 //! [`SqliteStore`]: the embedded default store, one SQLite file in WAL mode with one writer.
 //!
 //! Written with `rusqlite` on the blocking pool, prepared statements and one transaction per
-//! batch. `sqlx-sqlite` was measured against it on this write path (`cargo bench --bench
+//! batch, committed with `synchronous=FULL` so a batch is on disk before it is acked.
+//! `sqlx-sqlite` was measured against it on this write path (`cargo bench --bench
 //! sqlite_write`, figures in `docs/performance.md`): sqlx crosses its worker thread once per
 //! statement, which costs more than the statement itself here.
 //!
@@ -40,6 +41,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 /// Ids per `DELETE … WHERE id IN (…)`, below SQLite's default bound-parameter limit.
 const DELETE_CHUNK: usize = 500;
+/// `PRAGMA synchronous` of every connection: `FULL`, so a commit is on disk (one fsync of the
+/// WAL per batch transaction) before the worker acks the batch to the queue. `NORMAL` in WAL
+/// mode may lose the last commits on an OS crash or power loss, and those batches would be
+/// acked yet missing. The cost is measured in `docs/performance.md` ("SQLite durability").
+const SYNCHRONOUS: &str = "FULL";
 /// Prepared statements kept per connection: three per botnet type plus botpipe's own.
 const STATEMENT_CACHE: usize = 256;
 
@@ -276,7 +282,7 @@ impl SqliteStore {
             .map_err(err("setting busy timeout"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err("enabling WAL"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        conn.pragma_update(None, "synchronous", SYNCHRONOUS)
             .map_err(err("setting synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err("enabling foreign keys"))?;
@@ -289,6 +295,10 @@ impl SqliteStore {
                 .map_err(err(&format!("opening the {what} connection")))?;
             c.busy_timeout(busy)
                 .map_err(err(&format!("setting the {what} busy timeout")))?;
+            c.pragma_update(None, "synchronous", SYNCHRONOUS)
+                .map_err(err(&format!(
+                    "setting synchronous on the {what} connection"
+                )))?;
             Ok::<_, StoreError>(c)
         };
         let no_create = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
@@ -841,6 +851,22 @@ mod tests {
             raw: format!("{{\"ip\":\"{i}\"}}"),
             rejected_at: chrono::Utc::now(),
         }
+    }
+
+    /// Issue 13: the store committed with `synchronous=NORMAL` while the queue acked after the
+    /// commit, so an OS crash could lose acked rows.
+    #[test]
+    fn issue_13_every_store_connection_commits_with_synchronous_full() {
+        const FULL: i64 = 2;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.sqlite")).unwrap();
+        let sync = |c: &Connection| -> i64 {
+            c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap()
+        };
+        let inner = &store.inner;
+        assert_eq!(sync(&inner.conn.lock().unwrap().conn), FULL, "writer");
+        assert_eq!(sync(&inner.reader.lock().unwrap()), FULL, "reader");
+        assert_eq!(sync(&inner.probe.lock().unwrap()), FULL, "probe");
     }
 
     #[tokio::test]

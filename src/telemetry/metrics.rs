@@ -101,7 +101,7 @@ pub const COLLECTOR_CONFIRMED_RECORDS_TOTAL: &str = "botpipe_collector_confirmed
 /// Confirmed records a collector deleted after their retention period.
 pub const COLLECTOR_EXPIRED_RECORDS_TOTAL: &str = "botpipe_collector_expired_records_total";
 
-/// Push requests by `outcome` (ok, auth, bad_signature, body_too_large, invalid_body,
+/// Push requests by `outcome` (ok, auth, bad_signature, body_too_large, body_timeout, invalid_body,
 /// stale_timestamp, replayed_nonce, backpressure, not_durable, disabled).
 pub const PUSH_REQUESTS_TOTAL: &str = "botpipe_push_requests_total";
 /// Duration of one push request, from the first header to the answer (hand-off included).

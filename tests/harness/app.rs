@@ -48,7 +48,8 @@ pub async fn spawn_collector(flavor: Flavor, api_key: Option<&str>) -> TestColle
 pub fn endpoint(name: &str, url: &str, interval: Duration, batch_size: u32) -> EndpointSettings {
     EndpointSettings {
         name: name.to_owned(),
-        url: url::Url::parse(url).unwrap(),
+        url: url::Url::parse(url).unwrap().into(),
+        tls: Default::default(),
         api_key: None,
         interval,
         batch_size,

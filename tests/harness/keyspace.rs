@@ -54,7 +54,8 @@ impl TestRedis {
     /// Settings pointing at `url` (the server itself or a proxy in front of it).
     pub fn settings(&self, url: &str) -> RedisSettings {
         RedisSettings {
-            url: url.to_owned(),
+            url: url.into(),
+            tls: Default::default(),
             prefix: self.prefix.clone(),
             group: self.group.clone(),
         }

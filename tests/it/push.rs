@@ -282,6 +282,37 @@ async fn a_replayed_nonce_is_400_and_unsigned_requests_do_not_burn_nonces() {
     app.stop().await;
 }
 
+/// Issue 13: a push without a nonce skipped the replay guard, so it could be replayed for the
+/// whole freshness window.
+#[tokio::test]
+async fn issue_13_a_push_without_a_nonce_is_400() {
+    let app = push_app(|_| {}).await;
+    for nonce in [None, Some("")] {
+        let mut env = envelope(vec![rec("1.2.3.4", 0)], "unused");
+        match nonce {
+            None => {
+                env.as_object_mut().unwrap().remove("nonce");
+            }
+            Some(n) => env["nonce"] = json!(n),
+        }
+        let body = serde_json::to_vec(&env).unwrap();
+        // Twice: the second would be a replay if the first had been taken.
+        for _ in 0..2 {
+            let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+            assert_eq!(code, 400, "{nonce:?}: {r}");
+            assert_eq!(r["error_type"], "invalid_body", "{r}");
+            assert!(
+                r["error"].as_str().unwrap().contains("missing nonce"),
+                "{r}"
+            );
+        }
+    }
+    // A fresh nonce goes through.
+    let (code, r) = push(&app, vec![rec("1.2.3.4", 0)], "n-present").await;
+    assert_eq!(code, 200, "{r}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_413_declared_or_streamed() {
     let app = push_app(|s| s.push.max_body_bytes = 4096).await;

@@ -1247,10 +1247,12 @@ async fn an_unreachable_server_is_a_retryable_error(backend: Backend) {
         .port();
     let settings = botpipe::config::StoreSettings {
         kind: match backend {
-            Backend::Postgres => botpipe::config::StoreKind::Postgres(format!(
-                "postgres://postgres@127.0.0.1:{port}/x"
-            )),
-            _ => botpipe::config::StoreKind::Mysql(format!("mysql://root@127.0.0.1:{port}/x")),
+            Backend::Postgres => botpipe::config::StoreKind::Postgres(
+                format!("postgres://postgres@127.0.0.1:{port}/x").into(),
+            ),
+            _ => {
+                botpipe::config::StoreKind::Mysql(format!("mysql://root@127.0.0.1:{port}/x").into())
+            }
         },
         password: None,
         migrate_on_start: true,
@@ -1286,7 +1288,7 @@ async fn mysql_password_comes_from_the_secret_source() {
     std::fs::write(&secret, format!("{password}\n")).unwrap();
     let url = format!("mysql://{user}@127.0.0.1:3306/{}", db.name);
     let mut settings = db.settings();
-    settings.kind = botpipe::config::StoreKind::Mysql(url.clone());
+    settings.kind = botpipe::config::StoreKind::Mysql(url.clone().into());
     settings.password = Some(botpipe::config::SecretSource::File(secret));
     let store = botpipe::store::open(&settings).await.unwrap();
     let result = store.migrate(&type_set(&["mozi"])).await;

@@ -78,7 +78,7 @@ async fn issue_12_a_store_outage_longer_than_lease_times_deliveries_dead_letters
     let proxy = FaultProxy::start(pg_addr.parse().unwrap()).await;
     pg_url.set_port(Some(proxy.addr().port())).unwrap();
     let mut store = db.settings();
-    store.kind = botpipe::config::StoreKind::Postgres(pg_url.to_string());
+    store.kind = botpipe::config::StoreKind::Postgres(pg_url.to_string().into());
 
     let tc = spawn_collector(Flavor::Botpipe, None).await;
     let name = format!("outage-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);

@@ -290,7 +290,7 @@ async fn replayed_legacy_events_change_nothing_and_new_ones_land_on_the_legacy_c
 
     // botpipe, with its default `[store] timezone` (Asia/Shanghai), upgrades the tables.
     let settings = StoreSettings {
-        kind: StoreKind::Mysql(db.url.clone()),
+        kind: StoreKind::Mysql(db.url.clone().into()),
         password: None,
         migrate_on_start: true,
         max_connections: 2,
@@ -417,7 +417,7 @@ async fn issue_15_migrate_normalises_legacy_names_and_keeps_comments() {
         .await
         .unwrap();
     let settings = StoreSettings {
-        kind: StoreKind::Mysql(db.url.clone()),
+        kind: StoreKind::Mysql(db.url.clone().into()),
         password: None,
         migrate_on_start: true,
         max_connections: 2,
@@ -494,7 +494,7 @@ async fn issue_15_migrate_normalises_legacy_names_and_keeps_comments() {
         .await
         .unwrap();
     let store2 = botpipe::store::open(&StoreSettings {
-        kind: StoreKind::Mysql(db2.url.clone()),
+        kind: StoreKind::Mysql(db2.url.clone().into()),
         ..settings
     })
     .await

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
-use crate::config::Problem;
+use crate::config::{extract_all, ExtractProblems, Problem};
 
 /// Why the collector configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -29,15 +29,11 @@ pub enum CollectorConfigError {
     /// No `--config` was given.
     #[error("botpipe collector needs --config <collector.toml>; see collector.example.toml")]
     Missing,
-    /// The file or an environment variable could not be read or parsed.
-    #[error("reading collector configuration {path}: {source}")]
-    Load {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: Box<figment::Error>,
-    },
-    /// The values parsed but are not valid; every problem is listed.
+    /// The file does not exist.
+    #[error("reading collector configuration: {} does not exist", .0.display())]
+    NotFound(PathBuf),
+    /// Fields that do not parse and fields that are not valid; every problem is listed, with
+    /// its path, in one report (printed once: no `source` repeats it).
     #[error("invalid collector configuration {}:\n{}", .path.display(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
         /// The file.
@@ -54,25 +50,26 @@ pub enum CollectorConfigError {
 /// When no path is given, the file is missing or malformed, or validation finds problems.
 pub fn load(path: Option<&Path>) -> Result<CollectorSettings, CollectorConfigError> {
     let path = path.ok_or(CollectorConfigError::Missing)?;
-    let load_err = |source| CollectorConfigError::Load {
-        path: path.to_path_buf(),
-        source: Box::new(source),
-    };
     if !path.exists() {
-        return Err(load_err(figment::Error::from(format!(
-            "file {} does not exist",
-            path.display()
-        ))));
+        return Err(CollectorConfigError::NotFound(path.to_path_buf()));
     }
-    let raw: CollectorConfig = Figment::new()
+    let figment = Figment::new()
         .merge(Toml::file_exact(path))
-        .merge(Env::prefixed("BOTPIPE_COLLECTOR__").split("__"))
-        .extract()
-        .map_err(load_err)?;
-    CollectorSettings::try_from(raw).map_err(|problems| CollectorConfigError::Invalid {
+        .merge(Env::prefixed("BOTPIPE_COLLECTOR__").split("__"));
+    let invalid = |problems| CollectorConfigError::Invalid {
         path: path.to_path_buf(),
         problems,
-    })
+    };
+    match extract_all::<CollectorConfig>(&figment) {
+        Ok(raw) => CollectorSettings::try_from(raw).map_err(invalid),
+        // The fields that parsed are validated too, so one report lists everything.
+        Err(ExtractProblems { mut problems, rest }) => {
+            if let Some(Err(more)) = rest.map(CollectorSettings::try_from) {
+                problems.extend(more);
+            }
+            Err(invalid(problems))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -84,7 +81,7 @@ mod tests {
         assert!(matches!(load(None), Err(CollectorConfigError::Missing)));
         assert!(matches!(
             load(Some(Path::new("/nonexistent/collector.toml"))),
-            Err(CollectorConfigError::Load { .. })
+            Err(CollectorConfigError::NotFound(_))
         ));
     }
 }

@@ -24,6 +24,23 @@ pub struct CollectorConfig {
     pub api_key_env: Option<String>,
     /// File holding the API key (a trailing newline is ignored).
     pub api_key_file: Option<PathBuf>,
+    /// Serve the pull API over HTTPS with this PEM certificate chain (leaf first); needs
+    /// `tls_key_file`. Default: plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: with it, only pullers presenting a client certificate signed by this
+    /// CA are served (mutual TLS, on top of the API key). Needs `tls_cert_file`.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Longest wait for a request's headers (and the TLS handshake); slower clients are
+    /// disconnected. Default `10s`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub header_timeout: Option<Duration>,
+    /// Longest wait for a whole request body once its headers are in. Default `30s`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub body_timeout: Option<Duration>,
+    /// Connections served at once; further clients wait to be accepted. Default 256.
+    pub max_connections: Option<usize>,
     /// Whether `/api/stats` requires the key. Default `true` (legacy collectors left it open).
     pub stats_require_key: Option<bool>,
     /// Whether `/health` and `/metrics` require the key. Default `false`.

@@ -12,7 +12,10 @@ use regex::Regex;
 use secrecy::SecretString;
 
 use super::raw::{CollectorConfig, GroupRef, SourceConfig};
-use crate::config::{Problem, Problems, SecretSource};
+use crate::config::{
+    validate_listener, ListenerLimits, Problem, Problems, RawListener, SecretSource,
+    ServerTlsSettings,
+};
 use crate::record::{BotnetType, LogType};
 
 /// Default listen address: the legacy C2 data server's port.
@@ -47,6 +50,10 @@ const DATETIME_GLOB: &str = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]_[0-9][0-
 pub struct CollectorSettings {
     /// Listen address.
     pub listen: SocketAddr,
+    /// TLS of the pull API; `None` serves plain HTTP.
+    pub tls: Option<ServerTlsSettings>,
+    /// Timeouts and connection bound of the pull API's listener.
+    pub limits: ListenerLimits,
     /// The API key's source (read when the collector is built).
     pub api_key: SecretSource,
     /// `/api/stats` requires the key.
@@ -193,6 +200,18 @@ impl TryFrom<CollectorConfig> for CollectorSettings {
             p.push("listen", format!("{listen_text:?} is not host:port: {e}"));
             SocketAddr::from(([0, 0, 0, 0], 8888))
         });
+        let (tls, limits) = validate_listener(
+            "",
+            RawListener {
+                tls_cert_file: raw.tls_cert_file.as_ref(),
+                tls_key_file: raw.tls_key_file.as_ref(),
+                tls_client_ca_file: raw.tls_client_ca_file.as_ref(),
+                header_timeout: raw.header_timeout,
+                body_timeout: raw.body_timeout,
+                max_connections: raw.max_connections,
+            },
+            &mut p,
+        );
 
         let api_key = SecretSource::from_parts(
             "api_key",
@@ -246,6 +265,8 @@ impl TryFrom<CollectorConfig> for CollectorSettings {
 
         p.into_result(Self {
             listen,
+            tls,
+            limits,
             api_key,
             stats_require_key: raw.stats_require_key.unwrap_or(true),
             health_require_key: raw.health_require_key.unwrap_or(false),

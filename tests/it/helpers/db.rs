@@ -161,8 +161,8 @@ impl TestDb {
         StoreSettings {
             kind: match self.backend {
                 Backend::Sqlite => StoreKind::Sqlite(self.name.clone().into()),
-                Backend::Postgres => StoreKind::Postgres(self.url.clone()),
-                Backend::Mysql => StoreKind::Mysql(self.url.clone()),
+                Backend::Postgres => StoreKind::Postgres(self.url.clone().into()),
+                Backend::Mysql => StoreKind::Mysql(self.url.clone().into()),
             },
             password: None,
             migrate_on_start: true,

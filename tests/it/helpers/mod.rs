@@ -7,6 +7,7 @@ pub mod batch;
 pub mod bin;
 pub mod collector;
 pub mod db;
+pub mod pki;
 
 pub use crate::harness::{
     app, endpoint, init_test_log, keyspace, prom, proxy, services, spawn_app, spawn_app_with,
