@@ -114,15 +114,22 @@ pub enum CommandError {
     /// No dead letter has this id.
     #[error("no dead letter with id {0}")]
     NoSuchDeadLetter(i64),
-    /// A replayed batch could not be made durable; nothing of it was deleted.
+    /// A replayed batch could not be made durable; nothing of it was deleted. Boxed: the
+    /// hand-off error is large and rare.
     #[error("dlq replay")]
-    Replay(#[from] HandoffError),
+    Replay(#[source] Box<HandoffError>),
     /// A benchmark could not run to the end.
     #[error(transparent)]
     Bench(#[from] BenchError),
     /// Output could not be encoded.
     #[error("encoding output")]
     Encode(#[from] serde_json::Error),
+}
+
+impl From<HandoffError> for CommandError {
+    fn from(e: HandoffError) -> Self {
+        Self::Replay(Box::new(e))
+    }
 }
 
 impl CommandError {
