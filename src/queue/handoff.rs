@@ -69,8 +69,6 @@ pub enum HandoffError {
 /// Pause between probes of Redis during a bypass: full jitter under a ceiling of 100 ms doubling
 /// to 2 s, so a recovered Redis is taken back within about 2 s.
 const PROBE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-/// Bound on one probe (a `PING`), so a hanging Redis does not hold the probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The bypass state shared by the clones of one [`Handoff`] (see the module doc).
 #[derive(Debug, Default)]
@@ -147,6 +145,9 @@ impl Handoff {
         tracing::warn!(addr = %redis.addr(), error = %cause, deadline_ms = self.deadline.as_millis() as u64, "Redis did not take a hand-off in time: batches and cursors go straight to the spool until a probe sees Redis answer.");
         let redis = redis.clone();
         let bypass: Weak<Bypass> = Arc::downgrade(&self.bypass);
+        // Redis is back when it answers within a hand-off's deadline: a slow Redis that answers
+        // a PING after seconds would only cost every cycle its deadline again.
+        let within = self.deadline;
         // Not tracked: it ends as soon as Redis answers, when every clone of this hand-off is
         // gone (the weak reference), or with its runtime, and it holds nothing that needs a
         // clean stop (a PING in flight).
@@ -158,7 +159,7 @@ impl Handoff {
                 let Some(state) = bypass.upgrade() else {
                     return;
                 };
-                match tokio::time::timeout(PROBE_TIMEOUT, redis.ping()).await {
+                match tokio::time::timeout(within, redis.ping()).await {
                     Ok(Ok(())) => {
                         state.on.store(false, Ordering::Release);
                         metrics::gauge!(m::HANDOFF_BYPASS).set(0.0);
@@ -168,7 +169,10 @@ impl Handoff {
                     Ok(Err(error)) => {
                         tracing::debug!(%error, attempt, "Redis still does not answer the probe.")
                     }
-                    Err(_) => tracing::debug!(attempt, "Redis probe timed out."),
+                    Err(_) => tracing::debug!(
+                        attempt,
+                        "Redis did not answer the probe within the hand-off deadline."
+                    ),
                 }
             }
         });

@@ -86,8 +86,10 @@ const SETTINGS_SCHEMA: &str =
 fn type_schema(t: &BotnetType) -> String {
     let n = t.nodes_table();
     let c = t.communications_table();
+    // One transaction: readers (counts, status) see both tables of a type or neither.
     format!(
-        "CREATE TABLE IF NOT EXISTS {n} (
+        "BEGIN;
+        CREATE TABLE IF NOT EXISTS {n} (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             ip VARCHAR(45) NOT NULL,
             longitude REAL, latitude REAL,
@@ -123,7 +125,8 @@ fn type_schema(t: &BotnetType) -> String {
         CREATE UNIQUE INDEX IF NOT EXISTS idx_unique_communication_{t} ON {c} (ip, communication_time, event_type);
         CREATE INDEX IF NOT EXISTS idx_node_id_{t} ON {c} (node_id);
         CREATE INDEX IF NOT EXISTS idx_communication_time_{t} ON {c} (communication_time);
-        CREATE INDEX IF NOT EXISTS idx_comm_location_{t} ON {c} (country, province, city);"
+        CREATE INDEX IF NOT EXISTS idx_comm_location_{t} ON {c} (country, province, city);
+        COMMIT;"
     )
 }
 
@@ -392,10 +395,12 @@ fn create_botpipe_tables(conn: &Connection) -> rusqlite::Result<()> {
 
 fn ensure_type(path: &Path, state: &mut State, t: &BotnetType) -> Result<(), StoreError> {
     if !state.types.contains_key(t) {
-        state
-            .conn
-            .execute_batch(&type_schema(t))
-            .map_err(sqlite_err(path, format!("creating tables of {t}")))?;
+        let created = state.conn.execute_batch(&type_schema(t));
+        if created.is_err() && !state.conn.is_autocommit() {
+            // Leave no half-open transaction on the writer.
+            let _rolled_back = state.conn.execute_batch("ROLLBACK");
+        }
+        created.map_err(sqlite_err(path, format!("creating tables of {t}")))?;
         state.types.insert(t.clone(), TypeSql::new(t));
     }
     Ok(())

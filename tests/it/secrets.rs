@@ -59,13 +59,18 @@ interval = "1s"
         .unwrap();
     let _child = KillOnDrop(child);
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    // Up, and at least one pull has failed (its error names the endpoint's URL).
+    // Up, and Redis (which refuses the password: it has none) or a pull has failed, each error
+    // naming its URL's host. With Redis refusing, no process can hold the endpoint's lease, so
+    // the lease round's failure is what shows.
     wait_until(
         Duration::from_secs(60),
-        "botpipe running and a failed pull logged",
+        "botpipe running and a failure logged",
         || {
             let text = read();
-            async move { text.contains("botpipe running.") && text.contains("Pull failed") }
+            async move {
+                text.contains("botpipe running.")
+                    && (text.contains("Pull failed") || text.contains("Lease round failed"))
+            }
         },
     )
     .await;
