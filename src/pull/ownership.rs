@@ -207,24 +207,38 @@ impl EndpointOwnership {
 
     /// The pull path's one Redis round trip, just before the confirm: renews the lease if it is
     /// still `fence`, bounded by the check deadline. When Redis does not answer, the confirm is
-    /// allowed only if it can finish before the lease could expire by our clock.
+    /// allowed only if it can finish before the lease could expire by our clock. When Redis is
+    /// already known not to answer in time (`redis_down`: the hand-off bypasses it), the round
+    /// trip is skipped and only our clock decides, so an outage costs one slow cycle, not one
+    /// per tick.
     ///
     /// # Errors
     /// The [`LeaseLoss`] that forbids the confirm.
-    pub async fn check_before_confirm(&self, fence: &Fence) -> Result<(), LeaseLoss> {
+    pub async fn check_before_confirm(
+        &self,
+        fence: &Fence,
+        redis_down: bool,
+    ) -> Result<(), LeaseLoss> {
         let sent = Instant::now();
-        let answer =
-            tokio::time::timeout(self.shared.check_deadline, self.shared.leases.renew(fence)).await;
+        // `None`: no answer (skipped, failed or too late).
+        let answer = if redis_down {
+            None
+        } else {
+            tokio::time::timeout(self.shared.check_deadline, self.shared.leases.renew(fence))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        };
         match answer {
-            Ok(Ok(true)) => {
+            Some(true) => {
                 self.renewed(fence, sent);
                 Ok(())
             }
-            Ok(Ok(false)) => {
+            Some(false) => {
                 self.lost(fence, LeaseLoss::Taken);
                 Err(LeaseLoss::Taken)
             }
-            Ok(Err(_)) | Err(_) => {
+            None => {
                 let expires = self.lock().expires;
                 if Instant::now() + self.shared.confirm_budget + self.margin() < expires {
                     Ok(())

@@ -387,7 +387,7 @@ impl Puller {
         // Step 5: confirm, only while the lease is still ours (the pull path's one Redis round
         // trip; deadline-bounded).
         if let (Some(o), Some(f)) = (&self.ownership, &self.fence) {
-            if let Err(loss) = o.check_before_confirm(f).await {
+            if let Err(loss) = o.check_before_confirm(f, self.handoff.bypassing()).await {
                 let error = LeaseLostError {
                     endpoint: self.name.clone(),
                     token: f.token(),
