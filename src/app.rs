@@ -429,10 +429,10 @@ impl App {
             let holder = Holder::this_process(self.name.clone());
             // Several processes may share a Redis: each endpoint is pulled by its lease holder.
             let leases = match pull_handoff.queue() {
-                AnyQueue::Redis(q) => {
+                AnyQueue::Redis(q) if self.settings.queue.endpoint_leases => {
                     Some(q.endpoint_leases(self.settings.queue.lease_ttl, holder.clone()))
                 }
-                AnyQueue::Embedded(_) => None,
+                _ => None,
             };
             let mut owned = Vec::new();
             let intervals: Vec<Duration> = self

@@ -134,6 +134,11 @@ pub struct QueueConfig {
     /// that is more.
     #[serde(default, with = "humantime_serde::option")]
     pub lease_ttl: Option<Duration>,
+    /// Redis backend only: share the endpoints between processes through leases, one puller
+    /// per endpoint (see `docs/operations.md`, "Running several processes"). Default `false`
+    /// for now: with leases on, a hanging Redis still costs pull cycles (the cadence proof
+    /// fails), which is being fixed. Turn it on before running several processes.
+    pub endpoint_leases: Option<bool>,
     /// Deliveries after which a batch is moved to the dead-letter stream. Default 5. A delivery
     /// that failed only because the store was unreachable does not count.
     pub max_deliveries: Option<u32>,

@@ -205,6 +205,8 @@ pub struct QueueSettings {
     pub lease_timeout: Duration,
     /// How long an endpoint lease lives without renewal (Redis backend).
     pub lease_ttl: Duration,
+    /// Whether processes on one Redis share the endpoints through leases (opt-in for now).
+    pub endpoint_leases: bool,
     /// Deliveries before dead-lettering a batch.
     pub max_deliveries: u32,
     /// Backpressure high mark (batches).
@@ -580,6 +582,7 @@ fn validate_queue(
         handoff_deadline,
         lease_timeout: raw.lease_timeout.unwrap_or(Duration::from_secs(60)),
         lease_ttl: raw.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
+        endpoint_leases: raw.endpoint_leases.unwrap_or(false),
         max_deliveries,
         high_watermark: high,
         low_watermark: low,

@@ -174,9 +174,12 @@ impl Puller {
             }
             Ok(Err(error)) => {
                 tracing::warn!(endpoint = %self.name, %error, "Could not load the shared cursor after taking the endpoint; going on from this process's.");
+                // Not again every cycle: each attempt would cost its bound while Redis is out.
+                self.cursor_token = Some(token);
             }
             Err(_) => {
                 tracing::warn!(endpoint = %self.name, "Loading the shared cursor after taking the endpoint timed out; going on from this process's.");
+                self.cursor_token = Some(token);
             }
         }
     }

@@ -137,6 +137,7 @@ async fn a_running_botpipe_holds_its_endpoints_and_releases_them_on_shutdown() {
         .collect();
     let app = spawn_app(eps, |s| {
         s.queue.backend = QueueBackend::Redis(redis.settings(&redis_url()));
+        s.queue.endpoint_leases = true;
         s.queue.lease_ttl = Duration::from_secs(3);
     })
     .await;
@@ -274,6 +275,7 @@ async fn issue_14_a_holder_cut_off_from_redis_pulls_until_its_lease_would_expire
         |s| {
             s.queue.backend = QueueBackend::Redis(redis.settings(&proxy.redis_url()));
             s.queue.handoff_deadline = Duration::from_millis(100);
+            s.queue.endpoint_leases = true;
             s.queue.lease_ttl = ttl;
         },
     )

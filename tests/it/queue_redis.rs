@@ -26,6 +26,7 @@ fn settings(redis: &TestRedis, url: &str, spool: PathBuf) -> QueueSettings {
         handoff_deadline: Duration::from_millis(200),
         lease_timeout: LEASE,
         lease_ttl: Duration::from_secs(30),
+        endpoint_leases: false,
         max_deliveries: 5,
         high_watermark: 10,
         low_watermark: 5,
