@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use crate::queue::{Cursor, Fence, Handoff, HandoffTarget, QueueError};
-use crate::record::{parse_batch, RecordContext};
+use crate::record::{parse_batch, BatchId, RecordContext};
 use crate::telemetry::metrics as m;
 use crate::telemetry::Chain;
 
@@ -379,7 +379,12 @@ impl Puller {
             metrics::counter!(m::RECORDS_TOTAL, "stage" => "pull", "outcome" => "rejected")
                 .increment(rejected as u64);
         }
-        let batch = parsed.into_batch(self.name.clone());
+        let mut batch = parsed.into_batch(self.name.clone());
+        // The same records pulled again (a confirm that failed or timed out) are the same
+        // batch: the store keys dead letters by batch and position, so they land once.
+        batch.id = BatchId::derived(
+            std::iter::once(self.name.as_bytes()).chain(items.iter().map(|r| r.get().as_bytes())),
+        );
 
         // Step 4: durable hand-off.
         let target = match self.handoff.handoff(&batch).await {
