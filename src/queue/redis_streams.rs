@@ -619,21 +619,9 @@ impl RedisStreamsQueue {
     /// When Redis does not answer in time; the entry then stays pending and is reclaimed after
     /// the lease timeout, which counts a delivery.
     pub async fn release(&self, lease: &Lease) -> Result<(), QueueError> {
-        let inner = &self.inner;
-        let (deliveries, consumer) = parse_token(lease)?;
         let entry = lease.entry.as_str();
         let res = self
-            .call("release", |mut c| async move {
-                inner
-                    .release
-                    .key(&inner.stream)
-                    .arg(&inner.group)
-                    .arg(entry)
-                    .arg(consumer)
-                    .arg(deliveries)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
+            .run_lease_script("release", &self.inner.release, lease)
             .await;
         match res {
             Ok(1) => Ok(()),
@@ -963,23 +951,34 @@ impl RedisStreamsQueue {
         }
     }
 
-    async fn ack_impl(&self, lease: &Lease) -> Result<(), QueueError> {
+    /// Runs `script` (the ack or the release) on the entry of `lease`, guarded by the lease's
+    /// consumer and delivery count: its answer, 1 when it acted on the entry.
+    async fn run_lease_script(
+        &self,
+        op: &'static str,
+        script: &Script,
+        lease: &Lease,
+    ) -> Result<i64, QueueError> {
         let inner = &self.inner;
         let (deliveries, consumer) = parse_token(lease)?;
         let entry = lease.entry.as_str();
-        let res = self
-            .call("ack", |mut c| async move {
-                inner
-                    .ack
-                    .key(&inner.stream)
-                    .arg(&inner.group)
-                    .arg(entry)
-                    .arg(consumer)
-                    .arg(deliveries)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await;
+        self.call(op, |mut c| async move {
+            script
+                .key(&inner.stream)
+                .arg(&inner.group)
+                .arg(entry)
+                .arg(consumer)
+                .arg(deliveries)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn ack_impl(&self, lease: &Lease) -> Result<(), QueueError> {
+        let entry = lease.entry.as_str();
+        let (deliveries, _) = parse_token(lease)?;
+        let res = self.run_lease_script("ack", &self.inner.ack, lease).await;
         match res {
             Ok(1) => Ok(()),
             Ok(0) => {
