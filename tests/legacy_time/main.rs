@@ -186,6 +186,18 @@ impl Database {
     }
 }
 
+/// botpipe's store on `db` with the default `[store] timezone` (Asia/Shanghai).
+async fn open_store(db: &Database) -> botpipe::store::AnyStore {
+    let settings = StoreSettings {
+        kind: StoreKind::Mysql(db.url.clone().into()),
+        password: None,
+        migrate_on_start: true,
+        max_connections: 2,
+        timezone: botpipe::store::clock::DEFAULT_TIMEZONE,
+    };
+    botpipe::store::open(&settings).await.unwrap()
+}
+
 /// Fills the legacy tables the way the legacy writer did: each event's naive collector time,
 /// bound as text through a session in the server's default zone; 0.0 for unknown coordinates;
 /// the count of online events.
@@ -289,14 +301,7 @@ async fn replayed_legacy_events_change_nothing_and_new_ones_land_on_the_legacy_c
     }
 
     // botpipe, with its default `[store] timezone` (Asia/Shanghai), upgrades the tables.
-    let settings = StoreSettings {
-        kind: StoreKind::Mysql(db.url.clone().into()),
-        password: None,
-        migrate_on_start: true,
-        max_connections: 2,
-        timezone: botpipe::store::clock::DEFAULT_TIMEZONE,
-    };
-    let store = botpipe::store::open(&settings).await.unwrap();
+    let store = open_store(&db).await;
     let types: BTreeSet<BotnetType> = [BotnetType::parse("mozi").unwrap()].into();
     store.migrate(&types).await.unwrap();
     let zones = store.time_zones().await.unwrap();
@@ -416,14 +421,7 @@ async fn issue_15_migrate_normalises_legacy_names_and_keeps_comments() {
         )
         .await
         .unwrap();
-    let settings = StoreSettings {
-        kind: StoreKind::Mysql(db.url.clone().into()),
-        password: None,
-        migrate_on_start: true,
-        max_connections: 2,
-        timezone: botpipe::store::clock::DEFAULT_TIMEZONE,
-    };
-    let store = botpipe::store::open(&settings).await.unwrap();
+    let store = open_store(&db).await;
     let types: BTreeSet<BotnetType> = [BotnetType::parse("mozi").unwrap()].into();
     let report = store.migrate(&types).await.unwrap();
     assert!(
@@ -493,12 +491,7 @@ async fn issue_15_migrate_normalises_legacy_names_and_keeps_comments() {
         )
         .await
         .unwrap();
-    let store2 = botpipe::store::open(&StoreSettings {
-        kind: StoreKind::Mysql(db2.url.clone().into()),
-        ..settings
-    })
-    .await
-    .unwrap();
+    let store2 = open_store(&db2).await;
     let report = store2.migrate(&types).await.unwrap();
     assert_eq!(report.contradictions.get("mozi"), Some(&1), "{report:?}");
     store2.close().await;
