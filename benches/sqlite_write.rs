@@ -28,7 +28,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use botpipe::enrich::Geo;
-use botpipe::record::BotnetType;
+use botpipe::record::{BotnetType, LogType};
 use botpipe::store::clock::WallClock;
 use botpipe::store::merge::{plan, TypePlan};
 use botpipe::store::{EnrichedBatch, SqliteStore, Store};
@@ -126,7 +126,7 @@ impl Sql {
         format!(
             "INSERT INTO {} (node_id, ip, communication_time, received_at, longitude, latitude,
                 country, province, city, continent, isp, asn, event_type, status, is_china)
-             VALUES {} ON CONFLICT(ip, communication_time, event_type) DO NOTHING RETURNING node_id",
+             VALUES {} ON CONFLICT(ip, communication_time, event_type) DO NOTHING RETURNING node_id, event_type",
             self.c,
             Self::rows("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", k)
         )
@@ -143,7 +143,9 @@ impl Sql {
     }
 }
 
-/// A fresh database file with the schema, created by `SqliteStore::migrate`.
+/// A fresh database file with the schema: botpipe's tables from `SqliteStore::migrate`, and the
+/// type's tables, which the store creates with a type's first record, from one applied record
+/// that is then deleted again (so every mode starts from the same empty tables).
 async fn fresh(dir: &Path, name: &str) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.sqlite"));
     let store = SqliteStore::open(&path).expect("open");
@@ -151,6 +153,18 @@ async fn fresh(dir: &Path, name: &str) -> std::path::PathBuf {
         .migrate(&[BotnetType::parse(TYPE).expect("type")].into())
         .await
         .expect("migrate");
+    let first = batches(TYPE, 1, 1, 0.0);
+    store
+        .apply(&first[0])
+        .await
+        .expect("create the type's tables");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    conn.execute_batch(&format!(
+        "DELETE FROM botnet_communications_{TYPE}; DELETE FROM botnet_nodes_{TYPE};
+         DELETE FROM sqlite_sequence;"
+    ))
+    .expect("empty the type's tables");
     path
 }
 
@@ -235,7 +249,8 @@ fn rusqlite_prepared(
                             g.is_china
                         ])
                         .expect("insert");
-                    if k > 0 {
+                    // `communication_count` counts online events only, as the store does.
+                    if k > 0 && c.log_type == LogType::Online {
                         *added.entry(id).or_default() += 1;
                     }
                 }
@@ -321,7 +336,8 @@ async fn sqlx_per_row(path: &Path, plans: &[Vec<TypePlan<'_>>], records: usize) 
                     .await
                     .expect("insert")
                     .rows_affected();
-                if k > 0 {
+                // `communication_count` counts online events only, as the store does.
+                if k > 0 && c.log_type == LogType::Online {
                     *added.entry(id).or_default() += 1;
                 }
             }
@@ -411,7 +427,10 @@ async fn sqlx_multi_row(path: &Path, plans: &[Vec<TypePlan<'_>>], records: usize
             }
             let mut added: HashMap<i64, i64> = HashMap::new();
             for r in q.fetch_all(&mut *tx).await.expect("insert") {
-                *added.entry(r.get::<i64, _>(0)).or_default() += 1;
+                // `communication_count` counts online events only, as the store does.
+                if r.get::<String, _>(1) == LogType::Online.event_type() {
+                    *added.entry(r.get::<i64, _>(0)).or_default() += 1;
+                }
             }
             if added.is_empty() {
                 continue;

@@ -406,7 +406,10 @@ impl From<&BotnetType> for PgStatements {
         // The upsert added every planned online communication to the count (the count is of
         // online rows, as the legacy writer kept it); give back those that were already stored
         // (replays, concurrent duplicates). Usually no row matches, so a node is written once
-        // per batch.
+        // per batch. The planned rows not inserted are found with `EXCEPT ALL` (a hash set
+        // operation), not by joining planned and inserted counts: the prepared statement runs
+        // on a generic plan whose UNNEST estimates are tiny, and the join became a nested loop
+        // over both sides, quadratic in the batch (docs/performance.md, "Store writes").
         let insert_communications = format!(
             "WITH ins AS (
                 INSERT INTO {c} (node_id, ip, communication_time, received_at, longitude, latitude,
@@ -420,20 +423,20 @@ impl From<&BotnetType> for PgStatements {
                          isp, asn, event_type, status, is_china)
                 ON CONFLICT (ip, communication_time, event_type) DO NOTHING
                 RETURNING node_id, event_type
-             ), added AS (
-                SELECT node_id, count(*) AS rows FROM ins WHERE event_type = '{online}'
-                GROUP BY node_id
-             ), planned AS (
-                SELECT node_id, count(*) AS rows
-                FROM UNNEST($1::bigint[], $12::text[]) AS p(node_id, event_type)
-                WHERE event_type = '{online}'
+             ), missing AS (
+                SELECT node_id, count(*) AS rows FROM (
+                    SELECT p.node_id
+                    FROM UNNEST($1::bigint[], $12::text[]) AS p(node_id, event_type)
+                    WHERE p.event_type = '{online}'
+                    EXCEPT ALL
+                    SELECT ins.node_id FROM ins WHERE ins.event_type = '{online}'
+                ) AS m
                 GROUP BY node_id
              ), fix AS (
                 UPDATE {n} AS n
-                SET communication_count = n.communication_count
-                                          - (planned.rows - COALESCE(added.rows, 0))
-                FROM planned LEFT JOIN added ON added.node_id = planned.node_id
-                WHERE n.id = planned.node_id AND planned.rows > COALESCE(added.rows, 0)
+                SET communication_count = n.communication_count - missing.rows
+                FROM missing
+                WHERE n.id = missing.node_id
                 RETURNING n.id
              )
              SELECT (SELECT count(*) FROM ins)::bigint",
