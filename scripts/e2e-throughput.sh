@@ -126,7 +126,7 @@ case $backend in
   *) echo "backend must be postgres, mysql or sqlite" >&2; exit 2 ;;
 esac
 if [ -d "$geo_dir/geo" ] && ls "$geo_dir"/geo/*.mmdb >/dev/null 2>&1; then
-  cp "$geo_dir"/geo/*.mmdb "$geo_dir"/geo/*.csv "$work/data/geo/" 2>/dev/null || true
+  cp "$geo_dir"/geo/*.mmdb "$geo_dir"/geo/*.csv "$geo_dir"/geo/*.ipdb "$work/data/geo/" 2>/dev/null || true
   geo="real geodata ($(ls "$work/data/geo" | tr '\n' ' '))"
 else
   geo="no geodata (enrichment off)"
