@@ -22,12 +22,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{QueueBackend, SecretError, Settings};
 use crate::enrich::{AnyLookup, EnrichError};
-use crate::http::{router, HttpState};
+use crate::http::{router, HttpState, ProcessStatus};
 use crate::pull::scheduler::PullRuntime;
 use crate::pull::{EndpointOwnership, LeaseKeeper, PullClient, Puller, StatusBoard};
 use crate::push::{PushIngest, PushSetupError};
 use crate::queue::{
-    AnyQueue, Backpressure, DepthSampler, EmbeddedQueue, Handoff, Holder, QueueError, SpoolDrainer,
+    AnyQueue, Backpressure, DepthHistory, DepthSampler, EmbeddedQueue, Handoff, Holder, QueueError,
+    SpoolDrainer,
 };
 use crate::record::RecordContext;
 use crate::store::sampler::{StoreSampler, STORE_SAMPLE_INTERVAL, STORE_SAMPLE_TIMEOUT};
@@ -382,6 +383,7 @@ impl App {
         token: CancellationToken,
         grace: Duration,
     ) -> Result<(), AppError> {
+        let started_at = chrono::Utc::now();
         let pull_token = CancellationToken::new();
         let work_token = CancellationToken::new();
         let aux_token = CancellationToken::new();
@@ -400,6 +402,7 @@ impl App {
         let geo_watch = self.lookup.clone();
         let geo_token = aux_token.clone();
         aux.spawn(async move { geo_watch.watch_until_stopped(geo_token).await });
+        let depths = DepthHistory::default();
         aux.spawn(
             DepthSampler::new(
                 self.handoff.queue().clone(),
@@ -407,6 +410,7 @@ impl App {
                 Arc::clone(&self.backpressure),
                 DEPTH_SAMPLE_INTERVAL,
             )
+            .with_history(depths.clone())
             .run_until_stopped(aux_token.clone()),
         );
         if let Some(spool) = self.handoff.spool() {
@@ -514,6 +518,7 @@ impl App {
             self.store.clone(),
             self.lookup.clone(),
         );
+        let worker_pool = base.pool_view();
         let (startup, mut store_startup) = StoreStartup::new(
             self.store.clone(),
             Arc::clone(&self.settings.allowed_types),
@@ -560,6 +565,20 @@ impl App {
                 geo: self.settings.geo.clone(),
                 data_dir: self.settings.data_dir.clone(),
                 push: self.push.clone(),
+                process: {
+                    let me = Holder::this_process(self.name.clone());
+                    ProcessStatus {
+                        name: me.name,
+                        host: me.host,
+                        pid: me.pid,
+                        started_at,
+                        depths,
+                        workers: worker_pool,
+                        worker_count: self.settings.worker_count as usize,
+                        endpoint_leases: self.settings.queue.endpoint_leases
+                            && matches!(self.handoff.queue(), AnyQueue::Redis(_)),
+                    }
+                },
             };
             let http_token = aux_token.clone();
             if let Some(addr) = self.http_addr {

@@ -42,7 +42,8 @@ pub enum Command {
     Collector(CollectorArgs),
     /// Check the configuration (every problem at once), then connectivity to each dependency.
     Validate(ValidateArgs),
-    /// Show endpoints, cursors, queue, spool, dead letters and store rows.
+    /// Show the running botpipe (found at [http] listen), else its files: endpoints, workers,
+    /// queue, spool, store, geodata, dead letters and store rows.
     Status(StatusArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate,
@@ -96,13 +97,18 @@ pub struct ValidateArgs {
 /// Flags of `status`.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (the /api/status document; null where a value is unknown).
     #[arg(long)]
     pub json: bool,
-    /// Ask a running botpipe at this base URL (e.g. http://127.0.0.1:8080) instead of reading the
-    /// store and queue directly.
+    /// Ask the running botpipe at this base URL (e.g. http://127.0.0.1:8080), and only it.
+    /// Without it, status asks the one at the configuration's [http] listen address and reads
+    /// the store and queue directly when none answers; the output says which it shows.
     #[arg(long)]
     pub url: Option<String>,
+    /// Redraw every second until Ctrl-C, like top (on a terminal; otherwise one snapshot a
+    /// second, separated by a blank line; with --json, one document per line).
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// `dlq` subcommands.

@@ -27,7 +27,7 @@
 //! threads are reused across batches (they exit only after idling for a while), so a worker's
 //! lookups keep landing on warm threads.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,56 @@ impl StoreGate {
     }
 }
 
+/// How many workers of a pool run, and how many of them hold a batch right now; shared by the
+/// pool, read by `/api/status` through a [`WorkerPoolView`].
+#[derive(Debug, Default)]
+struct WorkerActivity {
+    running: AtomicUsize,
+    busy: AtomicUsize,
+}
+
+/// Counts one in an [`AtomicUsize`] while alive: a worker running, or a worker holding a batch.
+/// A guard rather than paired calls, so every return path (and a panic) gives it back.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn enter(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::AcqRel);
+        Self(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a worker pool is doing, for the status: workers running and busy, and whether they
+/// see the store down. Cheap to clone; reads only.
+#[derive(Debug, Clone)]
+pub struct WorkerPoolView {
+    activity: Arc<WorkerActivity>,
+    gate: Arc<StoreGate>,
+}
+
+impl WorkerPoolView {
+    /// Workers running (0 until the store has come up at start).
+    pub fn running(&self) -> usize {
+        self.activity.running.load(Ordering::Acquire)
+    }
+
+    /// Workers holding a batch: enriching, writing or acking it.
+    pub fn busy(&self) -> usize {
+        self.activity.busy.load(Ordering::Acquire)
+    }
+
+    /// Whether the workers found the store unreachable and wait for it.
+    pub fn store_down(&self) -> bool {
+        self.gate.is_down()
+    }
+}
+
 /// What one step did.
 #[derive(Debug)]
 pub enum Outcome {
@@ -163,6 +213,8 @@ pub struct Worker {
     unhealthy: Arc<AtomicBool>,
     /// Shared across the pool: whether the store is known down.
     gate: Arc<StoreGate>,
+    /// Shared across the pool: workers running and busy.
+    activity: Arc<WorkerActivity>,
 }
 
 impl Worker {
@@ -180,6 +232,15 @@ impl Worker {
             lookup,
             unhealthy: Arc::new(AtomicBool::new(false)),
             gate: Arc::new(StoreGate::default()),
+            activity: Arc::new(WorkerActivity::default()),
+        }
+    }
+
+    /// What the pool (this worker and its siblings) is doing, for the status.
+    pub fn pool_view(&self) -> WorkerPoolView {
+        WorkerPoolView {
+            activity: Arc::clone(&self.activity),
+            gate: Arc::clone(&self.gate),
         }
     }
 
@@ -204,6 +265,7 @@ impl Worker {
             Ok(None) => return Outcome::Idle,
             Err(e) => return Outcome::QueueFailed(e),
         };
+        let _busy = Counted::enter(&self.activity.busy);
         let records = lease.batch.records.len();
         let Some((batch, geo)) = self.enrich(lease.batch.clone()).await else {
             return Outcome::Abandoned;
@@ -295,6 +357,7 @@ impl Worker {
     /// finished and acked; the caller bounds the whole shutdown with its grace period, after
     /// which an unfinished batch is simply redelivered.
     pub async fn run_until_stopped(self, token: CancellationToken) {
+        let _running = Counted::enter(&self.activity.running);
         let mut failures: u32 = 0;
         loop {
             if token.is_cancelled() {

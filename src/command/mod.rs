@@ -100,6 +100,15 @@ pub enum CommandError {
         #[source]
         source: reqwest::Error,
     },
+    /// `status` found no running botpipe, and reading the files failed too.
+    #[error("{live}; reading the files instead")]
+    StatusFromFiles {
+        /// Why no running botpipe was asked or answered.
+        live: String,
+        /// Why the files could not be read. Boxed: the error is recursive.
+        #[source]
+        source: Box<CommandError>,
+    },
     /// A file botpipe would read does not exist yet.
     #[error("{what} {} does not exist; has botpipe run with this configuration?", path.display())]
     Missing {

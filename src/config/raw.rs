@@ -39,6 +39,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Listen address for `/health`, `/ready`, `/metrics`, `/api/status`. Default `127.0.0.1:8080`.
+    /// `botpipe status` asks the botpipe at this address before reading the files.
     pub listen: Option<String>,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs `tls_key_file`. Default:
     /// plain HTTP.

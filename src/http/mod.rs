@@ -16,7 +16,11 @@
 
 mod status;
 
-pub use status::{status_snapshot, DepthStatus, StatusSnapshot, StoreSampleInfo};
+pub use status::{
+    geodata_problems, live_status, live_store_state, open_geodata, status_snapshot, DepthStatus,
+    GeoDatabaseStatus, GeodataStatus, ProcessInfo, ProcessStatus, StatusSnapshot, StatusSource,
+    StoreHealth, StoreSampleInfo, StoreState, WorkersStatus, VERSION,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,6 +72,8 @@ pub struct HttpState {
     pub data_dir: PathBuf,
     /// Push ingest, when `[push]` is enabled.
     pub push: Option<Arc<PushIngest>>,
+    /// The process itself, for `/api/status`: uptime, workers, depth rates.
+    pub process: ProcessStatus,
 }
 
 /// The router.
@@ -207,13 +213,5 @@ async fn metrics_text(State(s): State<HttpState>) -> Response {
 }
 
 async fn api_status(State(s): State<HttpState>) -> Json<StatusSnapshot> {
-    Json(
-        status_snapshot(
-            &s.board,
-            &s.handoff,
-            s.store_counts.latest(),
-            &s.backpressure,
-        )
-        .await,
-    )
+    Json(live_status(&s).await)
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use url::Url;
 
+use super::protocol::PullOutcomeLabel;
 use crate::config::{redact_url, EndpointSettings};
 use crate::transport::{client_tls, TlsError};
 
@@ -65,18 +66,19 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// A bounded label for `botpipe_pulls_total{outcome}`.
-    pub fn outcome(&self) -> &'static str {
+    /// The outcome of a cycle that failed this way: `botpipe_pulls_total{outcome}` and the
+    /// endpoint's `last_outcome` in the status.
+    pub fn outcome(&self) -> PullOutcomeLabel {
         match self {
-            Self::Http { source, .. } if source.is_timeout() => "timeout",
-            Self::Http { .. } => "http_error",
+            Self::Http { source, .. } if source.is_timeout() => PullOutcomeLabel::Timeout,
+            Self::Http { .. } => PullOutcomeLabel::HttpError,
             Self::Status {
                 status: 401 | 403, ..
-            } => "auth",
-            Self::Status { .. } => "http_status",
-            Self::BodyTooLarge { .. } => "body_too_large",
-            Self::InvalidResponse { .. } => "invalid_json",
-            Self::Refused { .. } => "refused",
+            } => PullOutcomeLabel::Auth,
+            Self::Status { .. } => PullOutcomeLabel::HttpStatus,
+            Self::BodyTooLarge { .. } => PullOutcomeLabel::BodyTooLarge,
+            Self::InvalidResponse { .. } => PullOutcomeLabel::InvalidJson,
+            Self::Refused { .. } => PullOutcomeLabel::Refused,
         }
     }
 }

@@ -17,5 +17,5 @@ pub mod status;
 
 pub use client::{ClientError, PullClient, PullStats};
 pub use ownership::{EndpointOwnership, LeaseKeeper};
-pub use protocol::{PullOutcome, Puller};
+pub use protocol::{PullOutcome, PullOutcomeLabel, Puller};
 pub use status::{EndpointStatus, LeaseOwner, StatusBoard};

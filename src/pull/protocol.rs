@@ -12,12 +12,14 @@
 
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::queue::{Cursor, Fence, Handoff, HandoffTarget, QueueError};
 use crate::record::{parse_batch, BatchId, RecordContext};
 use crate::telemetry::metrics as m;
 use crate::telemetry::Chain;
 
-use super::client::{ClientError, PullClient};
+use super::client::{ClientError, PullClient, PullResponse};
 use super::ownership::{EndpointOwnership, Gate, LeaseLoss};
 use super::status::StatusBoard;
 
@@ -51,18 +53,125 @@ pub enum PullOutcome {
 }
 
 impl PullOutcome {
-    /// Label for `botpipe_pulls_total{outcome}`.
+    /// The label of this outcome in the one vocabulary ([`PullOutcomeLabel`]); `None` for a
+    /// failed request, whose label depends on the error ([`ClientError::outcome`]), and for
+    /// [`PullOutcome::NotOwner`], which is not a pull at all (nothing counted or shown).
+    pub fn label(self) -> Option<PullOutcomeLabel> {
+        match self {
+            Self::Confirmed { .. } => Some(PullOutcomeLabel::Ok),
+            Self::Empty => Some(PullOutcomeLabel::Empty),
+            Self::Reset => Some(PullOutcomeLabel::Reset),
+            Self::HandoffFailed => Some(PullOutcomeLabel::HandoffFailed),
+            Self::ConfirmFailed => Some(PullOutcomeLabel::ConfirmFailed),
+            Self::LeaseLost => Some(PullOutcomeLabel::LeaseLost),
+            Self::PullFailed | Self::NotOwner => None,
+        }
+    }
+
+    /// Whether the cycle failed (the cursor stayed where it was and nothing was confirmed).
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Self::PullFailed | Self::HandoffFailed | Self::ConfirmFailed | Self::LeaseLost
+        )
+    }
+}
+
+/// The one vocabulary of a pull cycle's outcome: the `outcome` label of `botpipe_pulls_total`,
+/// and the `last_outcome` that `/api/status` and `botpipe status` show per endpoint. Both take
+/// it from here, so a dashboard and the status never name the same outcome differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullOutcomeLabel {
+    /// Records were handed off and confirmed.
+    Ok,
+    /// The collector had nothing new.
+    Empty,
+    /// The collector was reset; the cursor was dropped.
+    Reset,
+    /// The batch could not be made durable; nothing was confirmed.
+    HandoffFailed,
+    /// Handed off, but the confirm failed.
+    ConfirmFailed,
+    /// Handed off, but the lease on the endpoint was lost before the confirm.
+    LeaseLost,
+    /// The request timed out.
+    Timeout,
+    /// The request could not be sent or its answer not read (connection, TLS).
+    HttpError,
+    /// The collector refused the API key (HTTP 401 or 403).
+    Auth,
+    /// The collector answered another non-success status.
+    HttpStatus,
+    /// The response exceeded `max_body_bytes`.
+    BodyTooLarge,
+    /// The response is not a pull response.
+    InvalidJson,
+    /// The collector answered `success: false`.
+    Refused,
+}
+
+impl PullOutcomeLabel {
+    /// Every label, in the order `docs/metrics.md` lists them.
+    pub const ALL: [Self; 13] = [
+        Self::Ok,
+        Self::Empty,
+        Self::Reset,
+        Self::HandoffFailed,
+        Self::ConfirmFailed,
+        Self::LeaseLost,
+        Self::Timeout,
+        Self::HttpError,
+        Self::Auth,
+        Self::HttpStatus,
+        Self::BodyTooLarge,
+        Self::InvalidJson,
+        Self::Refused,
+    ];
+
+    /// The label's text, as in the metric and the status JSON.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Confirmed { .. } => "ok",
+            Self::Ok => "ok",
             Self::Empty => "empty",
             Self::Reset => "reset",
-            Self::PullFailed => "pull_failed",
             Self::HandoffFailed => "handoff_failed",
             Self::ConfirmFailed => "confirm_failed",
             Self::LeaseLost => "lease_lost",
-            Self::NotOwner => "not_owner",
+            Self::Timeout => "timeout",
+            Self::HttpError => "http_error",
+            Self::Auth => "auth",
+            Self::HttpStatus => "http_status",
+            Self::BodyTooLarge => "body_too_large",
+            Self::InvalidJson => "invalid_json",
+            Self::Refused => "refused",
         }
+    }
+
+    /// Whether a cycle with this outcome failed (counts towards `consecutive_failures`).
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Self::Ok | Self::Empty | Self::Reset)
+    }
+}
+
+impl std::fmt::Display for PullOutcomeLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Records the collector holds above `cursor`, from what `resp` says: `global_max_seq_id - cursor`
+/// when it reports its largest seq, otherwise (legacy collectors) its count of unconfirmed
+/// records less the `confirmed` ones just confirmed out of this response; `None` when it says
+/// neither.
+fn lag_of(resp: &PullResponse<'_>, cursor: u64, confirmed: u64) -> Option<u64> {
+    match resp.global_max_seq_id {
+        Some(global) => Some(global.saturating_sub(cursor)),
+        None => resp
+            .stats
+            .as_ref()
+            .and_then(|s| s.unpulled())
+            .map(|n| n.saturating_sub(confirmed)),
     }
 }
 
@@ -151,7 +260,8 @@ impl Puller {
             Gate::Expired => {
                 metrics::counter!(m::PULL_LEASE_LOST_TICKS_TOTAL, "endpoint" => self.name.clone())
                     .increment(1);
-                self.board.update(&self.name, |s| s.lease_lost_ticks += 1);
+                self.board
+                    .update(&self.name, |s| *s.lease_lost_ticks.get_or_insert(0) += 1);
                 false
             }
         }
@@ -199,9 +309,12 @@ impl Puller {
         self.cursor.as_ref()
     }
 
+    /// Logs a failed cycle (once per run of failures at warn or error, then at debug) and
+    /// shows it on the board under `label`, the outcome's name in the one vocabulary.
     fn failed(
         &mut self,
         outcome: PullOutcome,
+        label: PullOutcomeLabel,
         error: &(dyn std::error::Error + 'static),
     ) -> PullOutcome {
         if !self.failing {
@@ -213,15 +326,15 @@ impl Puller {
                 _ => "Pull failed. Further failures of this endpoint log at debug until it recovers.",
             };
             if outcome == PullOutcome::HandoffFailed {
-                tracing::error!(endpoint = %self.name, outcome = outcome.as_str(), error = %Chain(error), "{message}");
+                tracing::error!(endpoint = %self.name, outcome = label.as_str(), error = %Chain(error), "{message}");
             } else {
-                tracing::warn!(endpoint = %self.name, outcome = outcome.as_str(), error = %Chain(error), "{message}");
+                tracing::warn!(endpoint = %self.name, outcome = label.as_str(), error = %Chain(error), "{message}");
             }
         } else {
-            tracing::debug!(endpoint = %self.name, outcome = outcome.as_str(), error = %Chain(error), "Pull cycle failed again.");
+            tracing::debug!(endpoint = %self.name, outcome = label.as_str(), error = %Chain(error), "Pull cycle failed again.");
         }
         self.board.update(&self.name, |s| {
-            s.last_outcome = Some(outcome.as_str().into());
+            s.last_outcome = Some(label);
             s.last_error = Some(Chain(error).to_string());
         });
         outcome
@@ -246,46 +359,37 @@ impl Puller {
             self.fence = Some(g.fence().clone());
         }
         let started = Instant::now();
+        let started_at = chrono::Utc::now();
         let outcome = self.cycle(started).await;
         self.fence = None;
         drop(guard);
         let elapsed = started.elapsed();
-        let ok = !matches!(
-            outcome,
-            PullOutcome::PullFailed
-                | PullOutcome::HandoffFailed
-                | PullOutcome::ConfirmFailed
-                | PullOutcome::LeaseLost
-        );
-        if ok && self.failing {
+        let failed = outcome.is_failure();
+        if !failed && self.failing {
             self.failing = false;
             tracing::info!(endpoint = %self.name, "Endpoint recovered: pulls succeed again.");
         }
         metrics::histogram!(m::PULL_DURATION_SECONDS, "endpoint" => self.name.clone())
             .record(elapsed.as_secs_f64());
-        let label = match outcome {
-            PullOutcome::PullFailed => None,
-            o => Some(o.as_str()),
-        };
-        if let Some(label) = label {
-            metrics::counter!(m::PULLS_TOTAL, "endpoint" => self.name.clone(), "outcome" => label)
+        // A failed request was counted with its own label by `pull_error`.
+        if let Some(label) = outcome.label() {
+            metrics::counter!(m::PULLS_TOTAL, "endpoint" => self.name.clone(), "outcome" => label.as_str())
                 .increment(1);
         }
         self.board.update(&self.name, |s| {
-            s.pulls += 1;
-            if !matches!(
-                outcome,
-                PullOutcome::PullFailed
-                    | PullOutcome::HandoffFailed
-                    | PullOutcome::ConfirmFailed
-                    | PullOutcome::LeaseLost
-            ) {
-                s.last_outcome = Some(outcome.as_str().into());
+            *s.pulls.get_or_insert(0) += 1;
+            if failed {
+                *s.consecutive_failures.get_or_insert(0) += 1;
+                s.failing_since.get_or_insert(started_at);
+            } else {
+                s.consecutive_failures = Some(0);
+                s.failing_since = None;
+                s.last_outcome = outcome.label();
                 s.last_error = None;
             }
         });
         tracing::debug!(
-            outcome = outcome.as_str(),
+            outcome = ?outcome,
             duration_ms = elapsed.as_millis() as u64,
             "Pull cycle finished."
         );
@@ -335,14 +439,12 @@ impl Puller {
                     seq: 0,
                 };
                 self.persist_cursor(fresh).await;
+                self.show_lag(lag_of(&resp, 0, 0));
                 return PullOutcome::Reset;
             }
         }
-        if let Some(global) = resp.global_max_seq_id {
-            let cur = self.cursor.as_ref().map_or(0, |c| c.seq);
-            self.board
-                .update(&self.name, |s| s.lag = Some(global.saturating_sub(cur)));
-        }
+        let cursor_before = self.cursor.as_ref().map_or(0, |c| c.seq);
+        self.show_lag(lag_of(&resp, cursor_before, 0));
 
         let items = resp.items();
         if items.is_empty() {
@@ -389,7 +491,13 @@ impl Puller {
         // Step 4: durable hand-off.
         let target = match self.handoff.handoff(&batch).await {
             Ok(t) => t,
-            Err(e) => return self.failed(PullOutcome::HandoffFailed, &e),
+            Err(e) => {
+                return self.failed(
+                    PullOutcome::HandoffFailed,
+                    PullOutcomeLabel::HandoffFailed,
+                    &e,
+                )
+            }
         };
 
         // Step 5: confirm, only while the lease is still ours (the pull path's one Redis round
@@ -401,11 +509,15 @@ impl Puller {
                     token: f.token(),
                     loss,
                 };
-                return self.failed(PullOutcome::LeaseLost, &error);
+                return self.failed(PullOutcome::LeaseLost, PullOutcomeLabel::LeaseLost, &error);
             }
         }
         if let Err(e) = self.client.confirm(count, up_to).await {
-            return self.failed(PullOutcome::ConfirmFailed, &e);
+            return self.failed(
+                PullOutcome::ConfirmFailed,
+                PullOutcomeLabel::ConfirmFailed,
+                &e,
+            );
         }
 
         // Step 6: advance the cursor.
@@ -419,14 +531,13 @@ impl Puller {
         }
         // Lag after this confirm, so a drained endpoint shows 0 without waiting for another pull.
         let cursor_now = self.cursor.as_ref().map_or(0, |c| c.seq);
+        self.show_lag(lag_of(&resp, cursor_now, count as u64));
+        self.board.record_pulled(&self.name, count as u64);
         self.board.update(&self.name, |s| {
-            if let Some(global) = resp.global_max_seq_id {
-                s.lag = Some(global.saturating_sub(cursor_now));
-            }
-            s.records_pulled += count as u64;
-            s.records_rejected += rejected as u64;
+            *s.records_pulled.get_or_insert(0) += count as u64;
+            *s.records_rejected.get_or_insert(0) += rejected as u64;
             if target == HandoffTarget::Spool {
-                s.spooled_batches += 1;
+                *s.spooled_batches.get_or_insert(0) += 1;
             }
         });
         tracing::info!(
@@ -448,10 +559,20 @@ impl Puller {
         }
     }
 
+    /// Shows the endpoint's lag on the board and in `botpipe_pull_lag_records`. An unknown lag
+    /// (the collector reports neither `global_max_seq_id` nor its cache statistics) leaves both
+    /// as they were: never a made-up 0.
+    fn show_lag(&self, lag: Option<u64>) {
+        let Some(lag) = lag else { return };
+        metrics::gauge!(m::PULL_LAG_RECORDS, "endpoint" => self.name.clone()).set(lag as f64);
+        self.board.update(&self.name, |s| s.lag = Some(lag));
+    }
+
     fn pull_error(&mut self, e: &ClientError) -> PullOutcome {
-        metrics::counter!(m::PULLS_TOTAL, "endpoint" => self.name.clone(), "outcome" => e.outcome())
+        let label = e.outcome();
+        metrics::counter!(m::PULLS_TOTAL, "endpoint" => self.name.clone(), "outcome" => label.as_str())
             .increment(1);
-        self.failed(PullOutcome::PullFailed, e)
+        self.failed(PullOutcome::PullFailed, label, e)
     }
 
     /// Sets the in-memory cursor and persists it. A failed write is logged: the collector has
@@ -479,5 +600,65 @@ impl Puller {
             s.epoch = cursor.epoch.clone();
         });
         self.cursor = Some(cursor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_16_one_outcome_vocabulary_for_metrics_and_status() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md"),
+        )
+        .unwrap();
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with("| `botpipe_pulls_total`"))
+            .unwrap();
+        for label in PullOutcomeLabel::ALL {
+            // The status JSON spells it as the metric does.
+            assert_eq!(
+                serde_json::to_value(label).unwrap(),
+                serde_json::Value::String(label.as_str().to_owned())
+            );
+            assert_eq!(
+                serde_json::from_value::<PullOutcomeLabel>(label.as_str().into()).unwrap(),
+                label
+            );
+            assert!(
+                row.contains(&format!("`{}`", label.as_str())),
+                "docs/metrics.md does not list outcome {label}: {row}"
+            );
+        }
+        assert_eq!(
+            PullOutcome::Confirmed {
+                count: 1,
+                full: false,
+                target: HandoffTarget::Queue
+            }
+            .label(),
+            Some(PullOutcomeLabel::Ok)
+        );
+        assert_eq!(PullOutcome::NotOwner.label(), None);
+        assert!(PullOutcome::PullFailed.is_failure() && !PullOutcome::Reset.is_failure());
+        assert!(PullOutcomeLabel::Timeout.is_failure() && !PullOutcomeLabel::Empty.is_failure());
+    }
+
+    #[test]
+    fn lag_is_known_only_when_the_collector_says() {
+        let decode = |body: &'static str| serde_json::from_str::<PullResponse<'_>>(body).unwrap();
+        // botpipe collectors: global_max_seq_id above the cursor.
+        let r = decode(r#"{"data": [], "global_max_seq_id": 120}"#);
+        assert_eq!(lag_of(&r, 100, 0), Some(20));
+        assert_eq!(lag_of(&r, 130, 0), Some(0));
+        // Legacy collectors: their unconfirmed count, less what was just confirmed.
+        let r = decode(r#"{"records": [], "stats": {"cached_records": 50, "pulled_records": 20}}"#);
+        assert_eq!(lag_of(&r, 7, 0), Some(30));
+        assert_eq!(lag_of(&r, 7, 10), Some(20));
+        // Neither: unknown, not 0.
+        let r = decode(r#"{"success": true, "data": []}"#);
+        assert_eq!(lag_of(&r, 7, 0), None);
     }
 }

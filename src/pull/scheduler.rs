@@ -186,25 +186,24 @@ pub async fn run_until_stopped(
         if missed > 0 {
             metrics::counter!(m::PULL_MISSED_TICKS_TOTAL, "endpoint" => name.clone())
                 .increment(missed);
-            board.update(&name, |s| s.missed_ticks += missed);
+            board.update(&name, |s| *s.missed_ticks.get_or_insert(0) += missed);
             tracing::warn!(endpoint = %name, missed, "Pull ticks missed: a cycle overran its interval.");
         }
         // Lease hook (several processes): only the holder pulls; no I/O here.
         if !puller.may_pull() {
             continue;
         }
-        board.update(&name, |s| {
-            s.last_pull_at = Some(chrono::Utc::now());
-            s.last_drift_seconds = drift.as_secs_f64();
-        });
+        board.record_drift(&name, drift);
         tracing::debug!(endpoint = %name, drift_us = drift.as_micros() as u64, "Pull tick.");
         puller.set_tick_drift(drift);
 
         if !backpressure.allows_pull() {
             metrics::counter!(m::PULL_SKIPPED_TICKS_TOTAL, "endpoint" => name.clone()).increment(1);
-            board.update(&name, |s| s.skipped_ticks += 1);
+            board.update(&name, |s| *s.skipped_ticks.get_or_insert(0) += 1);
             continue;
         }
+        // A skipped tick pulled nothing: "last pull" is the last tick that did.
+        board.update(&name, |s| s.last_pull_at = Some(chrono::Utc::now()));
 
         let next_tick = scheduled + interval;
         loop {

@@ -5,9 +5,13 @@
 //! that does not answer in time leaves its gauge at the last value; the gate keeps using that
 //! value too, so a dead Redis neither opens nor closes it by itself (the spool's own depth, which
 //! is local and always readable, still closes it at the cap).
+//!
+//! The sampler also keeps a minute of samples in a [`DepthHistory`], one a second, from which
+//! `botpipe status` shows how fast each depth grows or shrinks.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +70,57 @@ pub async fn sample_depths(
     DepthSample { queue, spool }
 }
 
+/// How far back [`DepthHistory`] looks for a depth's rate of change.
+pub const DEPTH_RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The last minute of depth samples, at most one a second (61 entries), shared between the
+/// [`DepthSampler`] that writes it and `/api/status`, which reads the rates. A std `Mutex`,
+/// held only to push or read, never across an await.
+#[derive(Debug, Clone, Default)]
+pub struct DepthHistory {
+    samples: Arc<Mutex<VecDeque<(Instant, DepthSample)>>>,
+}
+
+impl DepthHistory {
+    /// Keeps `sample` taken at `at`, unless the last kept one is less than a second older.
+    pub fn record(&self, at: Instant, sample: DepthSample) {
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        if samples
+            .back()
+            .is_some_and(|(t, _)| at.saturating_duration_since(*t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        if let Some(start) = at.checked_sub(DEPTH_RATE_WINDOW) {
+            while samples.front().is_some_and(|(t, _)| *t < start) {
+                samples.pop_front();
+            }
+        }
+        samples.push_back((at, sample));
+    }
+
+    /// How fast the queue's depth (batches, ready plus leased) changed over the last minute,
+    /// in batches per second: positive while it grows. `None` without two answered samples at
+    /// least a second apart.
+    pub fn queue_rate(&self) -> Option<f64> {
+        self.rate(|s| s.queue.map(|d| d.total))
+    }
+
+    /// The same for the spool's depth.
+    pub fn spool_rate(&self) -> Option<f64> {
+        self.rate(|s| s.spool)
+    }
+
+    fn rate(&self, depth: impl Fn(&DepthSample) -> Option<u64>) -> Option<f64> {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut answered = samples.iter().filter_map(|(t, s)| Some((*t, depth(s)?)));
+        let first = answered.next()?;
+        let last = answered.last()?;
+        let span = last.0.saturating_duration_since(first.0).as_secs_f64();
+        (span >= 1.0).then(|| (last.1 as f64 - first.1 as f64) / span)
+    }
+}
+
 /// Samples depths on a fixed period and feeds the backpressure gate.
 #[derive(Debug)]
 pub struct DepthSampler {
@@ -74,6 +129,7 @@ pub struct DepthSampler {
     backpressure: Arc<Backpressure>,
     every: Duration,
     last: (u64, u64),
+    history: Option<DepthHistory>,
 }
 
 impl DepthSampler {
@@ -90,7 +146,15 @@ impl DepthSampler {
             backpressure,
             every,
             last: (0, 0),
+            history: None,
         }
+    }
+
+    /// Also keeps the samples in `history`, for the rates in `/api/status`.
+    #[must_use]
+    pub fn with_history(mut self, history: DepthHistory) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// Takes one sample (within `min(every, 1 s)`), sets the gauges and feeds the gate, using
@@ -105,6 +169,9 @@ impl DepthSampler {
             self.last.1 = n;
         }
         self.backpressure.observe(self.last.0, self.last.1);
+        if let Some(history) = &self.history {
+            history.record(Instant::now(), sample);
+        }
         sample
     }
 
@@ -173,6 +240,35 @@ mod tests {
         assert_send(&run);
         token.cancel();
         run.await;
+    }
+
+    #[test]
+    fn history_rates_are_unknown_until_two_samples_a_second_apart() {
+        let h = DepthHistory::default();
+        let t0 = Instant::now();
+        let depth = |total: u64| QueueDepth { total, pending: 0 };
+        let sample = |q: Option<u64>, s: u64| DepthSample {
+            queue: q.map(depth),
+            spool: Some(s),
+        };
+        assert_eq!(h.queue_rate(), None);
+        h.record(t0, sample(Some(10), 4));
+        h.record(t0 + Duration::from_millis(500), sample(Some(99), 99));
+        assert_eq!(
+            h.queue_rate(),
+            None,
+            "the second sample is kept only after a second"
+        );
+        h.record(t0 + Duration::from_secs(2), sample(None, 2));
+        h.record(t0 + Duration::from_secs(4), sample(Some(30), 0));
+        // Queue: 10 → 30 over 4 s (the unanswered sample is skipped); spool: 4 → 0.
+        assert_eq!(h.queue_rate(), Some(5.0));
+        assert_eq!(h.spool_rate(), Some(-1.0));
+        // Much later the old samples have left the window.
+        h.record(t0 + Duration::from_secs(100), sample(Some(30), 0));
+        assert_eq!(h.queue_rate(), None);
+        h.record(t0 + Duration::from_secs(102), sample(Some(20), 0));
+        assert_eq!(h.queue_rate(), Some(-5.0));
     }
 
     #[tokio::test]

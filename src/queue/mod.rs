@@ -26,7 +26,7 @@ mod redis_link;
 mod redis_streams;
 
 pub use backpressure::Backpressure;
-pub use depth::{sample_depths, DepthSample, DepthSampler};
+pub use depth::{sample_depths, DepthHistory, DepthSample, DepthSampler};
 pub use drain::{DrainError, DrainStep, SpoolDrainer};
 pub use embedded::{Cursor, EmbeddedQueue};
 pub use endpoint_lease::{

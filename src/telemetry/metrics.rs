@@ -14,7 +14,7 @@ pub const HISTOGRAM_BUCKETS: &[f64] = &[
 pub const PULL_DURATION_SECONDS: &str = "botpipe_pull_duration_seconds";
 /// How late each pull started relative to its schedule, by `endpoint`.
 pub const PULL_SCHEDULE_DRIFT_SECONDS: &str = "botpipe_pull_schedule_drift_seconds";
-/// Pull cycles by `endpoint` and `outcome` (ok, empty, http_error, bad_response, handoff_failed, confirm_failed, reset).
+/// Pull cycles by `endpoint` and `outcome` (`crate::pull::PullOutcomeLabel`).
 pub const PULLS_TOTAL: &str = "botpipe_pulls_total";
 /// Ticks skipped by backpressure, by `endpoint`.
 pub const PULL_SKIPPED_TICKS_TOTAL: &str = "botpipe_pull_skipped_ticks_total";
@@ -22,6 +22,9 @@ pub const PULL_SKIPPED_TICKS_TOTAL: &str = "botpipe_pull_skipped_ticks_total";
 pub const PULL_MISSED_TICKS_TOTAL: &str = "botpipe_pull_missed_ticks_total";
 /// The last confirmed cursor per `endpoint`.
 pub const PULL_CURSOR: &str = "botpipe_pull_cursor";
+/// Records the collector holds above the cursor as of the last pull, per `endpoint`; absent until
+/// a collector has said (never a made-up 0).
+pub const PULL_LAG_RECORDS: &str = "botpipe_pull_lag_records";
 /// Collector resets detected, by `endpoint`.
 pub const PULL_RESETS_TOTAL: &str = "botpipe_pull_resets_total";
 /// Endpoint leases this process acquired, by `endpoint`.
@@ -132,6 +135,10 @@ pub fn describe_all() {
         "Pull ticks missed because a pull overran its interval."
     );
     describe_gauge!(PULL_CURSOR, "Last confirmed seq cursor per endpoint.");
+    describe_gauge!(
+        PULL_LAG_RECORDS,
+        "Records the collector holds above the cursor, as of the last pull, per endpoint."
+    );
     describe_counter!(
         PULL_RESETS_TOTAL,
         "Collector resets detected (epoch change or seq below cursor)."
@@ -275,6 +282,7 @@ pub const ALL: &[&str] = &[
     PULL_SKIPPED_TICKS_TOTAL,
     PULL_MISSED_TICKS_TOTAL,
     PULL_CURSOR,
+    PULL_LAG_RECORDS,
     PULL_RESETS_TOTAL,
     PULL_LEASE_ACQUISITIONS_TOTAL,
     PULL_LEASE_LOSSES_TOTAL,

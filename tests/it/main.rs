@@ -23,6 +23,7 @@ mod queue_contract;
 mod queue_redis;
 mod secrets;
 mod slow_clients;
+mod status;
 mod store_contract;
 mod store_outage;
 mod store_startup;

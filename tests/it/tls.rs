@@ -171,7 +171,8 @@ async fn issue_13_a_collector_signed_by_an_untrusted_ca_is_refused_clearly_and_n
         error.contains("invalid peer certificate") && error.contains("UnknownIssuer"),
         "the error should say the certificate is not trusted: {error}"
     );
-    assert_eq!(status["last_outcome"], "pull_failed", "{status}");
+    // The outcome is the metric's label for a request that failed to connect.
+    assert_eq!(status["last_outcome"], "http_error", "{status}");
     assert_eq!(communications(&app).await, 0);
     let stats = collector.stats(&pki).await;
     assert_eq!(stats["pulled_records"], 0, "nothing confirmed: {stats}");
