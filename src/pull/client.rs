@@ -65,6 +65,17 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Every value [`ClientError::outcome`] returns.
+    pub const OUTCOMES: &[&str] = &[
+        "timeout",
+        "http_error",
+        "auth",
+        "http_status",
+        "body_too_large",
+        "invalid_json",
+        "refused",
+    ];
+
     /// A bounded label for `botpipe_pulls_total{outcome}`.
     pub fn outcome(&self) -> &'static str {
         match self {

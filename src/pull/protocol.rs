@@ -51,6 +51,19 @@ pub enum PullOutcome {
 }
 
 impl PullOutcome {
+    /// Every `outcome` of `botpipe_pulls_total` but the failed requests': [`PullOutcome::as_str`]
+    /// of each outcome except `PullFailed`, which is counted under the request's
+    /// [`ClientError::outcome`] instead (see [`ClientError::OUTCOMES`]).
+    pub const METRIC_OUTCOMES: &[&str] = &[
+        "ok",
+        "empty",
+        "reset",
+        "handoff_failed",
+        "confirm_failed",
+        "lease_lost",
+        "not_owner",
+    ];
+
     /// Label for `botpipe_pulls_total{outcome}`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -479,5 +492,31 @@ impl Puller {
             s.epoch = cursor.epoch.clone();
         });
         self.cursor = Some(cursor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counted_outcome_is_registered_at_start() {
+        let all = [
+            PullOutcome::Confirmed {
+                count: 1,
+                full: false,
+                target: HandoffTarget::Queue,
+            },
+            PullOutcome::Empty,
+            PullOutcome::Reset,
+            PullOutcome::HandoffFailed,
+            PullOutcome::ConfirmFailed,
+            PullOutcome::LeaseLost,
+            PullOutcome::NotOwner,
+        ];
+        let labels: Vec<&str> = all.iter().map(|o| o.as_str()).collect();
+        assert_eq!(labels, PullOutcome::METRIC_OUTCOMES);
+        // PullFailed is counted under the request's error instead.
+        assert!(!PullOutcome::METRIC_OUTCOMES.contains(&PullOutcome::PullFailed.as_str()));
     }
 }

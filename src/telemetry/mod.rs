@@ -1,10 +1,12 @@
 //! Logging and metrics setup. Logs go through `tracing` (pretty or JSON, filtered by `RUST_LOG`);
 //! metrics go through the `metrics` facade into a Prometheus recorder that `/metrics` renders.
 //! Every metric name lives in [`metrics`] as a constant with its description. A log line that
-//! cannot be written is dropped and counted, never a panic ([`log_writer`]).
+//! cannot be written is dropped and counted, never a panic ([`log_writer`]). Process metrics
+//! are read when `/metrics` is rendered ([`process`]).
 
 pub mod log_writer;
 pub mod metrics;
+pub mod process;
 
 pub use log_writer::eprint_line;
 
@@ -44,6 +46,21 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
     };
 }
 
+/// The git commit botpipe was built from, when the build set `BOTPIPE_GIT_COMMIT` (e.g.
+/// `BOTPIPE_GIT_COMMIT=$(git rev-parse --short HEAD) cargo build --release`); no build script
+/// is involved, so a build without it says `unknown`.
+pub const GIT_COMMIT: &str = match option_env!("BOTPIPE_GIT_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+/// `release` or `debug`: whether debug assertions were compiled in.
+pub const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder once and returns its handle; later calls return
@@ -59,6 +76,14 @@ pub fn prometheus() -> PrometheusHandle {
             // Fails only if another recorder is installed (a test harness); the handle still renders.
             let _other_recorder = ::metrics::set_global_recorder(recorder);
             metrics::describe_all();
+            ::metrics::gauge!(
+                metrics::BUILD_INFO,
+                "version" => env!("CARGO_PKG_VERSION"),
+                "commit" => GIT_COMMIT,
+                "profile" => PROFILE
+            )
+            .set(1.0);
+            ::metrics::counter!(metrics::LOG_WRITE_ERRORS_TOTAL).increment(0);
             handle
         })
         .clone()
@@ -84,6 +109,12 @@ impl std::fmt::Display for Chain<'_> {
         }
         f.write_str(&out)
     }
+}
+
+/// Renders the Prometheus exposition of `handle` with fresh process metrics.
+pub fn render_metrics(handle: &PrometheusHandle) -> String {
+    process::sample();
+    handle.render()
 }
 
 #[cfg(test)]
