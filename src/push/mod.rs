@@ -523,7 +523,7 @@ impl PushIngest {
             valid,
             rejected,
             duplicates,
-            target = target.as_str(),
+            durable_in = target.as_str(),
             duration_ms = took.as_millis() as u64,
             "Accepted pushed batch."
         );
