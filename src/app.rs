@@ -277,6 +277,7 @@ impl App {
     /// When a dependency cannot be opened or the listener cannot be bound.
     pub async fn build(settings: Settings, mode: Mode) -> Result<Self, AppError> {
         let _ = crate::telemetry::prometheus();
+        register_metrics(&settings, mode);
         let data_lock = match (&settings.queue.backend, mode) {
             (QueueBackend::Embedded { path }, Mode::Full) => Some(lock_embedded_queue(path)?),
             _ => None,
@@ -643,6 +644,24 @@ impl App {
         drop(pull_runtime);
         tracing::info!("botpipe stopped.");
         Ok(())
+    }
+}
+
+/// Registers at 0 every counter whose label values are known at start (the enabled endpoints
+/// from the configuration, the closed sets of outcomes and reasons), so that queries and alerts
+/// on them say 0 rather than "no data" until the first event (`docs/metrics.md`).
+fn register_metrics(settings: &Settings, mode: Mode) {
+    use crate::record::RejectReason;
+    use crate::telemetry::metrics::{zero_counters, DEAD_LETTERS_TOTAL};
+    let reasons = RejectReason::ALL.map(RejectReason::as_str);
+    zero_counters(DEAD_LETTERS_TOTAL, &[("reason", &reasons[..])]);
+    crate::worker::register_metrics();
+    crate::queue::register_metrics(mode == Mode::Full);
+    if mode == Mode::Full {
+        for e in settings.enabled_endpoints() {
+            crate::pull::register_metrics(&e.name);
+        }
+        crate::push::register_metrics();
     }
 }
 

@@ -217,6 +217,34 @@ pub struct Worker {
     activity: Arc<WorkerActivity>,
 }
 
+/// Every `outcome` of `botpipe_worker_batches_total`.
+pub const BATCH_OUTCOMES: &[&str] = &["ok", "store_unavailable", "store_failed", "queue_failed"];
+
+/// Registers at 0 the counters of the workers' work (batches, store transactions, stored
+/// records, geo lookups and reloads), so that they are exported from the start.
+pub fn register_metrics() {
+    use crate::telemetry::metrics::{zero_counters, zero_histograms};
+    zero_counters(m::WORKER_BATCHES_TOTAL, &[("outcome", BATCH_OUTCOMES)]);
+    zero_counters(
+        m::STORE_BATCHES_TOTAL,
+        &[("outcome", &["ok", "retry", "failed"][..])],
+    );
+    zero_histograms(m::STORE_BATCH_SECONDS, &[]);
+    zero_counters(
+        m::RECORDS_TOTAL,
+        &[
+            ("stage", &["store"][..]),
+            ("outcome", &["inserted", "duplicate"][..]),
+        ],
+    );
+    let results = LookupResult::ALL.map(LookupResult::as_str);
+    zero_counters(m::ENRICH_LOOKUPS_TOTAL, &[("result", &results[..])]);
+    zero_counters(
+        m::ENRICH_RELOADS_TOTAL,
+        &[("outcome", &["ok", "failed"][..])],
+    );
+}
+
 impl Worker {
     /// A worker named `name` (the consumer name).
     pub fn new(

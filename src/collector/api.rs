@@ -144,6 +144,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Every `route` of `botpipe_collector_requests_total`.
+pub const ROUTES: &[&str] = &["pull", "confirm", "stats", "health", "metrics"];
+/// Every `outcome` of `botpipe_collector_requests_total`: `ok` and [`ApiError::outcome`]'s.
+pub const REQUEST_OUTCOMES: &[&str] = &["ok", "unauthorized", "bad_request", "unavailable"];
+
 /// Counts the request and turns the result into a response.
 fn finish(route: &'static str, result: Result<Response, ApiError>) -> Response {
     let outcome = match &result {
@@ -473,7 +478,7 @@ async fn metrics_text(State(state): State<Arc<ApiState>>, headers: HeaderMap) ->
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
             )],
-            state.prometheus.render(),
+            crate::telemetry::render_metrics(&state.prometheus),
         )
             .into_response())
     };
@@ -483,6 +488,17 @@ async fn metrics_text(State(state): State<Arc<ApiState>>, headers: HeaderMap) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_request_outcome_is_registered_at_start() {
+        for e in [
+            ApiError::Unauthorized,
+            ApiError::BadRequest(String::new()),
+            ApiError::Unavailable(String::new()),
+        ] {
+            assert!(REQUEST_OUTCOMES.contains(&e.outcome()), "{e:?}");
+        }
+    }
 
     fn params(pairs: &[(&str, &str)]) -> PullParams {
         let mut p = PullParams::default();

@@ -109,6 +109,44 @@ pub struct Collector {
     stop: Arc<AtomicBool>,
 }
 
+/// Registers at 0 every collector counter whose label values are known at start (the
+/// configured sources, the closed sets of outcomes, reasons and routes), so that queries and
+/// alerts on them say 0 rather than "no data" (`docs/metrics.md`, "Collector").
+fn register_metrics(settings: &CollectorSettings) {
+    use crate::telemetry::metrics::{self as m, zero_counters, zero_histograms};
+    let names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
+    let outcomes = sources::Outcome::ALL.map(sources::Outcome::as_str);
+    zero_counters(
+        m::COLLECTOR_LINES_TOTAL,
+        &[("source", names.as_slice()), ("outcome", &outcomes[..])],
+    );
+    zero_counters(
+        m::COLLECTOR_SOURCE_ERRORS_TOTAL,
+        &[("source", names.as_slice())],
+    );
+    for s in &settings.sources {
+        // Files are read again when truncated or replaced; a table when its ids restart.
+        let reasons: Vec<&str> = match s.kind {
+            config::SourceKind::Lines { .. } => tail::Reset::ALL.map(tail::Reset::as_str).to_vec(),
+            config::SourceKind::Table(_) => vec!["table_restarted"],
+        };
+        zero_counters(
+            m::COLLECTOR_FILE_RESETS_TOTAL,
+            &[
+                ("source", &[s.name.as_str()][..]),
+                ("reason", reasons.as_slice()),
+            ],
+        );
+    }
+    zero_counters(
+        m::COLLECTOR_REQUESTS_TOTAL,
+        &[("route", api::ROUTES), ("outcome", api::REQUEST_OUTCOMES)],
+    );
+    zero_counters(m::COLLECTOR_CONFIRMED_RECORDS_TOTAL, &[]);
+    zero_counters(m::COLLECTOR_EXPIRED_RECORDS_TOTAL, &[]);
+    zero_histograms(m::COLLECTOR_SCAN_DURATION_SECONDS, &[]);
+}
+
 impl Collector {
     /// Builds a collector from validated settings.
     ///
@@ -121,6 +159,9 @@ impl Collector {
         }
         let key_digest = api::key_digest(key.expose_secret());
         drop(key);
+        // The recorder first: counters registered before it would go nowhere.
+        let _recorder = crate::telemetry::prometheus();
+        register_metrics(&settings);
         let tls = match &settings.tls {
             Some(t) => Some(crate::transport::server_tls(t).map_err(CollectorError::Tls)?),
             None => None,

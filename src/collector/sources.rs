@@ -39,6 +39,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, for registering their counters.
+    pub const ALL: [Self; 8] = [
+        Self::Stored,
+        Self::Duplicate,
+        Self::NoMatch,
+        Self::BadIp,
+        Self::NonPublicIp,
+        Self::BadTimestamp,
+        Self::FilteredStatus,
+        Self::Oversized,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -65,6 +65,9 @@ pub enum Reset {
 }
 
 impl Reset {
+    /// Both reasons, for registering their counters.
+    pub const ALL: [Self; 2] = [Self::Truncated, Self::Replaced];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {

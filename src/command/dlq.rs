@@ -387,7 +387,7 @@ pub async fn replay(
                     source = %source,
                     batch = %batch.id,
                     records = chunk.len(),
-                    target = target.as_str(),
+                    durable_in = target.as_str(),
                     "Replayed dead letters."
                 );
             }

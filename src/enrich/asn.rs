@@ -95,10 +95,10 @@ impl AsnDb {
                 line,
                 detail,
             })?;
-            // Info, not warn: the published free file has one harmless overlap, and a warning
-            // on every start would train operators to ignore warnings.
+            // Debug, not info or warn: the published free file has one harmless overlap, and a
+            // line about it on every start would train operators to ignore the log.
             if table.overlaps > 0 {
-                tracing::info!(path = %path.display(), overlaps = table.overlaps,
+                tracing::debug!(path = %path.display(), overlaps = table.overlaps,
                     "ASN ranges overlap; lookups inside an overlap use the range that starts last.");
             }
             AsnSource::Ranges(table)

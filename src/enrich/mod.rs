@@ -108,6 +108,9 @@ pub enum LookupResult {
 }
 
 impl LookupResult {
+    /// Every result, for registering their counters.
+    pub const ALL: [Self; 3] = [Self::Hit, Self::Unknown, Self::Disabled];
+
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {

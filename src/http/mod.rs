@@ -207,7 +207,7 @@ async fn metrics_text(State(s): State<HttpState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.prometheus.render(),
+        crate::telemetry::render_metrics(&s.prometheus),
     )
         .into_response()
 }

@@ -85,6 +85,9 @@ impl std::fmt::Display for LeaseLoss {
 }
 
 impl LeaseLoss {
+    /// Every loss, for registering their counters.
+    pub const ALL: [Self; 2] = [Self::Taken, Self::Expired];
+
     /// Label for `botpipe_pull_lease_losses_total{reason}`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -342,7 +342,8 @@ impl Puller {
 
     /// Runs one cycle. Never panics and never returns an error: failures are outcomes, logged
     /// and counted here.
-    #[tracing::instrument(skip_all, fields(endpoint = %self.name))]
+    // No span with an `endpoint` field here: every line of the cycle names its endpoint itself,
+    // and a span field would print it twice on each of them (`endpoint=west … endpoint=west`).
     pub async fn try_pull_one(&mut self) -> PullOutcome {
         let guard = match &self.ownership {
             None => None,
@@ -389,6 +390,7 @@ impl Puller {
             }
         });
         tracing::debug!(
+            endpoint = %self.name,
             outcome = ?outcome,
             duration_ms = elapsed.as_millis() as u64,
             "Pull cycle finished."
@@ -546,10 +548,10 @@ impl Puller {
             valid,
             rejected,
             cursor = self.cursor.as_ref().map_or(0, |c| c.seq),
-            target = target.as_str(),
+            durable_in = target.as_str(),
             batch = %batch.id,
             duration_ms = started.elapsed().as_millis() as u64,
-            drift_ms = self.tick_drift.as_secs_f64() * 1000.0,
+            drift_ms = crate::telemetry::millis(self.tick_drift),
             "Pulled batch."
         );
         PullOutcome::Confirmed {

@@ -96,7 +96,39 @@ pub enum Refusal {
     NotDurable,
 }
 
+/// Registers at 0 the push counters (requests by outcome, records by outcome) and the
+/// duration histogram, so that they are exported from the start, push enabled or not.
+pub fn register_metrics() {
+    use crate::telemetry::metrics::{zero_counters, zero_histograms};
+    let outcomes: Vec<&str> = std::iter::once("ok")
+        .chain(Refusal::LABELS.iter().copied())
+        .collect();
+    zero_counters(m::PUSH_REQUESTS_TOTAL, &[("outcome", outcomes.as_slice())]);
+    zero_histograms(m::PUSH_DURATION_SECONDS, &[]);
+    zero_counters(
+        m::RECORDS_TOTAL,
+        &[
+            ("stage", &["push"][..]),
+            ("outcome", &["valid", "rejected"][..]),
+        ],
+    );
+}
+
 impl Refusal {
+    /// Every value [`Refusal::label`] returns.
+    pub const LABELS: &[&str] = &[
+        "disabled",
+        "auth",
+        "bad_signature",
+        "body_too_large",
+        "body_timeout",
+        "invalid_body",
+        "stale_timestamp",
+        "replayed_nonce",
+        "backpressure",
+        "not_durable",
+    ];
+
     /// The `error_type` and `botpipe_push_requests_total{outcome}` label.
     pub fn label(&self) -> &'static str {
         match self {
@@ -491,7 +523,7 @@ impl PushIngest {
             valid,
             rejected,
             duplicates,
-            target = target.as_str(),
+            durable_in = target.as_str(),
             duration_ms = took.as_millis() as u64,
             "Accepted pushed batch."
         );
@@ -541,6 +573,24 @@ fn with_batch_type<'a>(raw: &'a str, type_json: &str) -> Cow<'a, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_refusal_label_is_registered_at_start() {
+        let all = [
+            Refusal::Disabled,
+            Refusal::Auth,
+            Refusal::BadSignature,
+            Refusal::BodyTooLarge,
+            Refusal::BodyTimeout,
+            Refusal::Invalid(String::new()),
+            Refusal::Stale,
+            Refusal::Replay,
+            Refusal::Backpressure,
+            Refusal::NotDurable,
+        ];
+        let labels: Vec<&str> = all.iter().map(Refusal::label).collect();
+        assert_eq!(labels, Refusal::LABELS);
+    }
 
     #[test]
     fn the_envelope_type_is_added_only_to_records_without_one() {

@@ -173,7 +173,7 @@ impl SpoolDrainer {
                     if state == State::Draining {
                         tracing::info!(
                             moved,
-                            secs = started.elapsed().as_secs_f64(),
+                            secs = crate::telemetry::rounded(started.elapsed().as_secs_f64(), 3),
                             "Spool drained."
                         );
                     } else if state == State::SpoolFailing {

@@ -34,6 +34,9 @@ pub enum HandoffTarget {
 }
 
 impl HandoffTarget {
+    /// Both targets, for registering their counters.
+    pub const ALL: [Self; 2] = [Self::Queue, Self::Spool];
+
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -43,6 +43,29 @@ use std::time::Duration;
 
 use crate::config::{QueueBackend, QueueSettings};
 use crate::record::Batch;
+use crate::telemetry::metrics::{self as m, zero_counters, zero_histograms};
+
+/// Every `reason` of `botpipe_queue_dead_lettered_total`: delivered `max_deliveries` times
+/// without an ack, or an entry that no longer decodes. Both queues use these.
+pub const DEAD_LETTER_REASONS: &[&str] = &["max_deliveries", "corrupt"];
+
+/// Registers at 0 the queue's counters: batches set aside by reason, spool drains and, with
+/// `handoffs` (where batches are handed off: `botpipe run`), hand-offs by target and outcome.
+pub fn register_metrics(handoffs: bool) {
+    zero_counters(
+        m::QUEUE_DEAD_LETTERED_TOTAL,
+        &[("reason", DEAD_LETTER_REASONS)],
+    );
+    zero_counters(m::SPOOL_DRAINED_TOTAL, &[]);
+    if handoffs {
+        let targets = HandoffTarget::ALL.map(HandoffTarget::as_str);
+        zero_counters(
+            m::HANDOFF_TOTAL,
+            &[("target", &targets[..]), ("outcome", &["ok", "failed"][..])],
+        );
+        zero_histograms(m::HANDOFF_SECONDS, &[]);
+    }
+}
 
 /// Why a queue operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -128,7 +128,13 @@ impl Dialect for Postgres {
 
     fn configure(mut opts: PgConnectOptions, clock: WallClock) -> (Self, PgConnectOptions) {
         let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
-        opts = opts.options([("lock_timeout", lock_timeout.as_str())]);
+        // `client_min_messages`: the server keeps its NOTICEs (`relation … already exists,
+        // skipping` for every `IF NOT EXISTS` that finds its object) to itself; sqlx would
+        // log each one. Warnings still come through.
+        opts = opts.options([
+            ("lock_timeout", lock_timeout.as_str()),
+            ("client_min_messages", "warning"),
+        ]);
         let (host, port) = (opts.get_host(), opts.get_port());
         let target = describe(Self::BACKEND, host, port, opts.get_database());
         (Self { target, clock }, opts)

@@ -21,7 +21,15 @@ use std::time::Duration;
 
 use super::{EnrichedBatch, StoreError};
 use crate::record::{Batch, DeadLetter, RejectReason};
-use crate::telemetry::metrics::{STORE_DEADLOCKS_TOTAL, STORE_RETRIES_TOTAL};
+use crate::telemetry::metrics::{zero_counters, STORE_DEADLOCKS_TOTAL, STORE_RETRIES_TOTAL};
+
+/// Registers at 0 the retry and deadlock counters of `backend` (`postgres`, `mysql`), so that
+/// they are exported from the start.
+pub fn register_metrics(backend: &'static str) {
+    for name in [STORE_RETRIES_TOTAL, STORE_DEADLOCKS_TOTAL] {
+        zero_counters(name, &[("backend", &[backend][..])]);
+    }
+}
 
 /// Attempts per batch before a transient error is handed to the caller.
 pub(crate) const MAX_ATTEMPTS: u32 = 8;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{AnyStore, Store, StoreError};
+use super::{AnyStore, MigrationReport, Store, StoreError};
 use crate::record::BotnetType;
 use crate::retry::Backoff;
 use crate::telemetry::Chain;
@@ -102,6 +102,26 @@ impl StoreStartupWatch {
     }
 }
 
+/// Says what a start-up migration did: the steps it applied, or that the schema was current;
+/// with the types whose tables exist either way.
+fn log_migration(report: &MigrationReport) {
+    let types = if report.types.is_empty() {
+        "none".to_owned()
+    } else {
+        report.types.join(", ")
+    };
+    if report.applied.is_empty() {
+        tracing::info!(types = %types, "Store schema is current; nothing to migrate.");
+    } else {
+        tracing::info!(
+            steps = report.applied.len(),
+            applied = %report.applied.join("; "),
+            types = %types,
+            "Migrated the store schema."
+        );
+    }
+}
+
 /// Brings the store up: ping, then migrate (unless disabled), retried until it works.
 #[derive(Debug)]
 pub struct StoreStartup {
@@ -144,10 +164,12 @@ impl StoreStartup {
             Err(_) => return Err(StartupError::NoAnswer(PING_TIMEOUT)),
         }
         if self.migrate {
-            self.store
+            let report = self
+                .store
                 .migrate(&self.types)
                 .await
                 .map_err(StartupError::Migration)?;
+            log_migration(&report);
         }
         Ok(())
     }

@@ -113,6 +113,25 @@ pub const PUSH_DURATION_SECONDS: &str = "botpipe_push_duration_seconds";
 /// Log lines that could not be written (stderr closed or full) and were dropped.
 pub const LOG_WRITE_ERRORS_TOTAL: &str = "botpipe_log_write_errors_total";
 
+/// Always 1; the labels say which build runs: `version`, `commit` (`BOTPIPE_GIT_COMMIT` at
+/// build time, else `unknown`) and `profile` (`release` or `debug`).
+pub const BUILD_INFO: &str = "botpipe_build_info";
+/// CPU time of the process, user plus system, in seconds. A gauge in the exposition (the
+/// metrics facade's counters are integers), used like a counter: `rate(…)`.
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "botpipe_process_cpu_seconds_total";
+/// Resident memory of the process.
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "botpipe_process_resident_memory_bytes";
+/// Virtual memory of the process.
+pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "botpipe_process_virtual_memory_bytes";
+/// File descriptors the process holds open.
+pub const PROCESS_OPEN_FDS: &str = "botpipe_process_open_fds";
+/// The process's limit on open file descriptors (the soft limit).
+pub const PROCESS_MAX_FDS: &str = "botpipe_process_max_fds";
+/// OS threads of the process.
+pub const PROCESS_THREADS: &str = "botpipe_process_threads";
+/// When the process started, Unix seconds.
+pub const PROCESS_START_TIME_SECONDS: &str = "botpipe_process_start_time_seconds";
+
 /// Registers descriptions for every metric above.
 pub fn describe_all() {
     describe_histogram!(
@@ -231,6 +250,36 @@ pub fn describe_all() {
         LOG_WRITE_ERRORS_TOTAL,
         "Log lines dropped because they could not be written (stderr closed or full)."
     );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels say which build runs (version, commit, profile)."
+    );
+    describe_gauge!(
+        PROCESS_CPU_SECONDS_TOTAL,
+        Unit::Seconds,
+        "CPU time of the process, user plus system (use rate() as for a counter)."
+    );
+    describe_gauge!(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        Unit::Bytes,
+        "Resident memory of the process."
+    );
+    describe_gauge!(
+        PROCESS_VIRTUAL_MEMORY_BYTES,
+        Unit::Bytes,
+        "Virtual memory of the process."
+    );
+    describe_gauge!(PROCESS_OPEN_FDS, "File descriptors the process holds open.");
+    describe_gauge!(
+        PROCESS_MAX_FDS,
+        "The process's soft limit on open file descriptors."
+    );
+    describe_gauge!(PROCESS_THREADS, "OS threads of the process.");
+    describe_gauge!(
+        PROCESS_START_TIME_SECONDS,
+        Unit::Seconds,
+        "When the process started, Unix seconds."
+    );
     describe_counter!(
         COLLECTOR_LINES_TOTAL,
         "Lines and table rows a collector read, by source and outcome."
@@ -311,6 +360,14 @@ pub const ALL: &[&str] = &[
     PUSH_REQUESTS_TOTAL,
     PUSH_DURATION_SECONDS,
     LOG_WRITE_ERRORS_TOTAL,
+    BUILD_INFO,
+    PROCESS_CPU_SECONDS_TOTAL,
+    PROCESS_RESIDENT_MEMORY_BYTES,
+    PROCESS_VIRTUAL_MEMORY_BYTES,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    PROCESS_THREADS,
+    PROCESS_START_TIME_SECONDS,
     COLLECTOR_LINES_TOTAL,
     COLLECTOR_FILE_RESETS_TOTAL,
     COLLECTOR_SOURCE_ERRORS_TOTAL,
@@ -322,6 +379,42 @@ pub const ALL: &[&str] = &[
     COLLECTOR_CONFIRMED_RECORDS_TOTAL,
     COLLECTOR_EXPIRED_RECORDS_TOTAL,
 ];
+
+/// Registers `name` at 0 with every combination of `labels` (each a label name and its
+/// possible values), so that a counter whose label values are known from the start is exported
+/// before its first event: a query or an alert on it then says 0, not "no data".
+pub fn zero_counters(name: &'static str, labels: &[(&'static str, &[&str])]) {
+    for set in label_combinations(labels) {
+        metrics::counter!(name, &set).increment(0);
+    }
+}
+
+/// Registers the histogram `name` with every combination of `labels`, without a sample: it is
+/// exported with a count of 0 from the start, like [`zero_counters`].
+pub fn zero_histograms(name: &'static str, labels: &[(&'static str, &[&str])]) {
+    for set in label_combinations(labels) {
+        // Registering is enough: the exporter renders a registered histogram with zero counts.
+        let _registered = metrics::histogram!(name, &set);
+    }
+}
+
+/// Every combination of one value per label, in the order given.
+fn label_combinations(labels: &[(&'static str, &[&str])]) -> Vec<Vec<(&'static str, String)>> {
+    let mut sets: Vec<Vec<(&'static str, String)>> = vec![Vec::new()];
+    for (label, values) in labels {
+        sets = sets
+            .into_iter()
+            .flat_map(|set| {
+                values.iter().map(move |v| {
+                    let mut next = set.clone();
+                    next.push((*label, (*v).to_owned()));
+                    next
+                })
+            })
+            .collect();
+    }
+    sets
+}
 
 #[cfg(test)]
 mod tests {
@@ -351,6 +444,23 @@ mod tests {
             .filter(|b| ALL.contains(b))
             .unwrap_or(series);
         ALL.iter().copied().find(|m| *m == base)
+    }
+
+    #[test]
+    fn label_combinations_cover_every_pair_once() {
+        let sets = super::label_combinations(&[
+            ("endpoint", &["a", "b"][..]),
+            ("outcome", &["ok", "x", "y"][..]),
+        ]);
+        assert_eq!(sets.len(), 6);
+        let unique: BTreeSet<_> = sets.iter().collect();
+        assert_eq!(unique.len(), 6);
+        assert!(sets.contains(&vec![
+            ("endpoint", "b".to_owned()),
+            ("outcome", "y".to_owned())
+        ]));
+        assert_eq!(super::label_combinations(&[]), vec![Vec::new()]);
+        assert!(super::label_combinations(&[("source", &[] as &[&str])]).is_empty());
     }
 
     #[test]

@@ -329,3 +329,205 @@ async fn issue_12_stderr_on_dev_full_starts_stores_and_stops_on_sigterm() {
     assert!(metric(&addr, "botpipe_log_write_errors_total").await > 0.0);
     sigterm_exits_within(child, Duration::from_secs(5)).await;
 }
+
+/// Deserializes any JSON value and fails on an object that has a key twice, at any depth
+/// (`serde_json::Value` would silently keep one of the two values).
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeysVisitor)
+    }
+}
+
+struct NoDuplicateKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeysVisitor {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = a.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("key {key:?} twice")));
+            }
+            a.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(NoDuplicateKeys)
+    }
+}
+
+/// The field names of a readable (pretty) log line, in order, repeats kept: every `name=`
+/// that starts a word.
+fn pretty_fields(line: &str) -> Vec<&str> {
+    line.split(' ')
+        .filter_map(|word| word.split_once('=').map(|(k, _)| k))
+        .filter(|k| {
+            k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        })
+        .collect()
+}
+
+// Issue 16, item 3: a JSON log has one value per key on every line (a field named `target`
+// used to collide with tracing's own `target`, and parsers dropped one), and the start-up
+// migration says what it did.
+#[tokio::test]
+async fn issue_16_json_log_lines_have_one_value_per_key() {
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    push_mozi(&tc.collector, 0, 300);
+    let dir = tempfile::tempdir().unwrap();
+    let config = run_config(dir.path(), "127.0.0.1:0", &tc.url);
+    let mut run = crate::helpers::bin::spawn_run(&config);
+    wait_until(Duration::from_secs(30), "every record stored", || {
+        let n = stored(dir.path());
+        async move { n == 300 }
+    })
+    .await;
+    assert!(run.terminate().await.success());
+    let lines = run.log_lines();
+    let mut problems = Vec::new();
+    for line in &lines {
+        if let Err(e) = serde_json::from_str::<NoDuplicateKeys>(line) {
+            problems.push(format!("{e}: {line}"));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let pulled = parsed
+        .iter()
+        .find(|v| v["message"] == "Pulled batch.")
+        .expect("a Pulled batch. line");
+    assert_eq!(pulled["durable_in"], "queue", "{pulled}");
+    assert_eq!(pulled["target"], "botpipe::pull::protocol", "{pulled}");
+    let migrated = parsed
+        .iter()
+        .find(|v| v["message"] == "Migrated the store schema.")
+        .unwrap_or_else(|| panic!("the start-up migration says what it applied: {lines:#?}"));
+    assert!(migrated["steps"].as_u64().unwrap() > 0, "{migrated}");
+    assert!(
+        migrated["applied"].as_str().unwrap().contains("botpipe v1"),
+        "{migrated}"
+    );
+}
+
+// Issue 16, item 3: readable logs written into a pipe carry no colour codes, and no field
+// appears twice on a line (`endpoint=east … endpoint=east` came from the pull span's field
+// plus the event's own).
+#[tokio::test]
+async fn issue_16_pretty_logs_on_a_pipe_have_no_colour_and_no_field_twice() {
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    push_mozi(&tc.collector, 0, 300);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = run_config(dir.path(), &addr.to_string(), &tc.url);
+    let mut run = crate::helpers::bin::spawn_run_pretty(&config, addr).await;
+    wait_until(Duration::from_secs(30), "every record stored", || {
+        let n = stored(dir.path());
+        async move { n == 300 }
+    })
+    .await;
+    assert!(run.terminate().await.success());
+    let lines = run.log_lines();
+    let coloured: Vec<&String> = lines.iter().filter(|l| l.contains("\x1b[")).collect();
+    assert!(coloured.is_empty(), "colour codes on a pipe: {coloured:#?}");
+    let mut twice = Vec::new();
+    for line in &lines {
+        let fields = pretty_fields(line);
+        let unique: std::collections::BTreeSet<&&str> = fields.iter().collect();
+        if unique.len() != fields.len() {
+            twice.push(line);
+        }
+    }
+    assert!(twice.is_empty(), "a field twice on a line: {twice:#?}");
+    let pulled = lines
+        .iter()
+        .find(|l| l.contains("Pulled batch."))
+        .unwrap_or_else(|| panic!("a Pulled batch. line: {lines:#?}"));
+    assert!(pretty_fields(pulled).contains(&"endpoint"), "{pulled}");
+}
+
+#[test]
+fn pretty_fields_finds_repeats() {
+    let line = "2026-12-01T10:00:00.000000Z  INFO botpipe::pull::protocol: Pulled batch. \
+                endpoint=east count=3 error=a b=c: d drift_ms=0.5 endpoint=east";
+    assert_eq!(
+        pretty_fields(line),
+        ["endpoint", "count", "error", "b", "drift_ms", "endpoint"]
+    );
+}
+
+// Issue 16, item 3: `botpipe migrate` on a fresh PostgreSQL database says what it applied, on
+// a current one that nothing was needed, and neither run lets the server's notices
+// (`relation … already exists, skipping`) into the log.
+#[tokio::test]
+async fn issue_16_migrate_on_postgres_says_what_it_did_without_server_notices() {
+    use crate::helpers::db::{Backend, TestDb};
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let db = TestDb::create(Backend::Postgres).await;
+    let first = migrate_on(&db.url).await;
+    let (stdout, stderr) = crate::helpers::bin::text(&first);
+    assert!(first.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Applied") && stdout.contains("botpipe v1"),
+        "{stdout}"
+    );
+    // Now every `CREATE … IF NOT EXISTS` finds its object: PostgreSQL answers each with a
+    // NOTICE.
+    let second = migrate_on(&db.url).await;
+    let (stdout2, stderr2) = crate::helpers::bin::text(&second);
+    assert!(second.status.success(), "{stdout2}\n{stderr2}");
+    assert!(stdout2.contains("Nothing to migrate"), "{stdout2}");
+    for err in [&stderr, &stderr2] {
+        assert!(
+            !err.contains("already exists") && !err.contains("skipping"),
+            "the server's notices reached the log:\n{err}"
+        );
+    }
+}
+
+/// `botpipe --log-level info migrate` on the store at `url`, allowing the type mozi.
+async fn migrate_on(url: &str) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_botpipe"))
+        .args(["--log-level", "info", "migrate"])
+        .env_remove("RUST_LOG")
+        .env("BOTPIPE_STORE__URL", url)
+        .env("BOTPIPE_BOTNET__ALLOWED_TYPES", r#"["mozi"]"#)
+        .output()
+        .await
+        .unwrap()
+}

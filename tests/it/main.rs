@@ -17,6 +17,7 @@ mod helpers;
 mod http;
 mod leases;
 mod logging;
+mod metrics;
 mod pull;
 mod push;
 mod queue_contract;

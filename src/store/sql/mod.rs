@@ -318,6 +318,7 @@ impl<D: Dialect> SqlStore<D> {
             opts = D::with_password(opts, p);
         }
         let (dialect, opts) = D::configure(opts, clock);
+        crate::store::recovery::register_metrics(D::BACKEND);
         let session: Arc<Vec<String>> = Arc::new(dialect.session_statements());
         let pool = PoolOptions::<D::Db>::new()
             .max_connections(max_connections.max(1))

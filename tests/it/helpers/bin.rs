@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// Writes `toml` as `botpipe.toml` in `dir`.
@@ -39,9 +39,16 @@ pub fn text(o: &Output) -> (String, String) {
 pub struct RunningBotpipe {
     pub child: Child,
     pub http: SocketAddr,
+    /// Every line it wrote to stderr so far.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl RunningBotpipe {
+    /// The lines it logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
     /// `kill -9`, and wait for the process to be gone.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
@@ -84,11 +91,49 @@ pub fn spawn_run(config: &Path) -> RunningBotpipe {
 
 /// [`spawn_run`] with extra environment variables (e.g. `BOTPIPE_NAME`).
 pub fn spawn_run_with(config: &Path, env: &[(&str, &str)]) -> RunningBotpipe {
+    let (child, log, addr) = start_run(config, "json", env);
+    let addr = addr
+        .recv_timeout(Duration::from_secs(60))
+        .expect("botpipe run did not report its HTTP address");
+    RunningBotpipe {
+        child,
+        http: addr.parse().unwrap(),
+        log,
+    }
+}
+
+/// Starts `botpipe --log-format pretty --config <config> run`, whose `[http] listen` must be
+/// `http` (a readable log gives no address to read back), and waits (up to 60 s) for its
+/// `/health` to answer.
+pub async fn spawn_run_pretty(config: &Path, http: SocketAddr) -> RunningBotpipe {
+    let (mut child, log, _no_address) = start_run(config, "pretty", &[]);
+    let url = format!("http://{http}/health");
+    let client = reqwest::Client::new();
+    super::wait_until(Duration::from_secs(60), "/health to answer", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("botpipe exited at start with {status}");
+        }
+        let request = client.get(&url).send();
+        async move { matches!(request.await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+    RunningBotpipe { child, http, log }
+}
+
+/// Spawns `botpipe --log-format <format> --log-level info --config <config> run`; a thread
+/// keeps every stderr line (echoed when `TEST_LOG` is set) and sends the address of the JSON
+/// "HTTP server listening." line.
+fn start_run(
+    config: &Path,
+    format: &str,
+    env: &[(&str, &str)],
+) -> (Child, Arc<Mutex<Vec<String>>>, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_botpipe"))
-        .args(["--log-format", "json", "--log-level", "info", "--config"])
+        .args(["--log-format", format, "--log-level", "info", "--config"])
         .arg(config)
         .arg("run")
         .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -96,7 +141,9 @@ pub fn spawn_run_with(config: &Path, env: &[(&str, &str)]) -> RunningBotpipe {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
+    let lines = Arc::clone(&log);
     std::thread::spawn(move || {
         let echo = std::env::var_os("TEST_LOG").is_some();
         let mut tx = Some(tx);
@@ -112,13 +159,8 @@ pub fn spawn_run_with(config: &Path, env: &[(&str, &str)]) -> RunningBotpipe {
                     }
                 }
             }
+            lines.lock().unwrap().push(line);
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("botpipe run did not report its HTTP address");
-    RunningBotpipe {
-        child,
-        http: addr.parse().unwrap(),
-    }
+    (child, log, rx)
 }
