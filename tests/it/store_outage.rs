@@ -4,7 +4,8 @@
 //! or black-holing them (accepted, swallowed, never answered; the connections that lived
 //! through it stay dead, as after a failover). Afterwards every record is stored exactly once,
 //! nothing is in the dead stream or table, and meanwhile `/ready` said the store was not ok and
-//! backpressure held the pullers back. Run for both queue backends.
+//! backpressure held the pullers back. The fault starts while a worker is inside a statement.
+//! Run for both queue backends.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use botpipe::demo::{DemoCollector, Flavor};
 use botpipe::queue::Queue;
 use botpipe::store::Store;
 use rstest::rstest;
+use sqlx::{Connection, Executor};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::db::{Backend, TestDb};
@@ -152,7 +154,37 @@ async fn ride_out_store_outage(kind: QueueKind, fault: Mode) {
     )
     .await;
 
+    // The fault must find the workers inside a statement, not between batches (a write takes
+    // milliseconds, so it usually would not): a session of the test's own, straight to the
+    // server, locks the nodes table, and the fault comes once a worker waits on that lock.
+    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    blocker
+        .execute("BEGIN; LOCK TABLE botnet_nodes_mozi IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // Polled here rather than with `wait_until`: the query needs the blocker mutably.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks
+             WHERE relation = 'botnet_nodes_mozi'::regclass AND NOT granted",
+        )
+        .fetch_one(&mut blocker)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no worker waited on the locked nodes table"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     proxy.set_mode(fault);
+    // The workers' statements go on at the server now; their answers meet the fault.
+    blocker.execute("ROLLBACK").await.unwrap();
+    blocker.close().await.unwrap();
     let outage_end = Instant::now() + OUTAGE;
     let http = app.http.unwrap();
     wait_until(OUTAGE, "/ready to say the store is not ok", || {
