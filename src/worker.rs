@@ -15,6 +15,12 @@
 //!   timeout, and after `max_deliveries` attempts the queue moves it to its dead letters (a
 //!   poison batch must not block the rest).
 //!
+//! A store that hangs (a black-holed network, a frozen server) returns no error at all, so the
+//! write is bounded: one that has not finished [`STORE_SHARE_OF_LEASE`] of `queue.lease_timeout`
+//! after the lease counts as a retryable failure ([`StoreError::NoAnswer`]). Without the bound
+//! the worker would sit in the write while the lease expired, the batch would be delivered again
+//! (and counted) to the next worker, which would hang likewise, and the gate would never close.
+//!
 //! Queue failures back off with full jitter; they log once when they start and once when they
 //! end, not once per attempt.
 //!
@@ -54,6 +60,10 @@ const FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Durati
 const PROBE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 /// Bound on one probe: a black-holed database must not hold the prober longer than this.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Share of `queue.lease_timeout`, counted from the lease, that enriching and storing a batch may
+/// take (numerator, denominator): a write still running then is abandoned and the batch given
+/// back without counting a delivery, within the rest of its lease.
+pub const STORE_SHARE_OF_LEASE: (u32, u32) = (3, 4);
 
 /// Whether the store is known to be down, shared by a worker pool: while it is, workers do not
 /// lease (a lease could only fail and hold the batch), and one of them probes the store.
@@ -294,6 +304,7 @@ impl Worker {
             Err(e) => return Outcome::QueueFailed(e),
         };
         let _busy = Counted::enter(&self.activity.busy);
+        let leased_at = Instant::now();
         let records = lease.batch.records.len();
         let Some((batch, geo)) = self.enrich(lease.batch.clone()).await else {
             return Outcome::Abandoned;
@@ -301,7 +312,22 @@ impl Worker {
 
         let started = Instant::now();
         let enriched = EnrichedBatch { batch, geo };
-        let applied = match self.store.apply(&enriched).await {
+        let (share, of) = STORE_SHARE_OF_LEASE;
+        let bound = self.queue.lease_timeout() * share / of;
+        // The losing branch: the write is dropped mid-way. Nothing is acked; whatever it
+        // committed is absorbed when the batch is stored again (the merge rules), and the SQL
+        // stores close a connection dropped mid-statement instead of pooling it.
+        let write = tokio::time::timeout(
+            bound.saturating_sub(leased_at.elapsed()),
+            self.store.apply(&enriched),
+        );
+        let result = write.await.unwrap_or_else(|_| {
+            Err(StoreError::NoAnswer {
+                op: format!("storing batch {}", enriched.batch.id),
+                after: bound,
+            })
+        });
+        let applied = match result {
             Ok(a) => a,
             Err(e) if e.is_retryable() => {
                 metrics::counter!(m::STORE_BATCHES_TOTAL, "outcome" => "retry").increment(1);

@@ -14,8 +14,14 @@
 //! 5. records are parsed one by one: bad ones become dead letters inside the batch, the rest go
 //!    on (invariant 5);
 //! 6. the batch goes through [`Handoff::handoff`], queue within the deadline or else spool; only
-//!    its `Ok` produces the 200 with the legacy response keys (invariant 2). Otherwise 503, and
-//!    the relay retries with a fresh nonce.
+//!    its `Ok` produces the 200 with the legacy response keys (invariant 2). Otherwise 503
+//!    `not_durable`, and the nonce is forgotten again, so the relay may retry with the same
+//!    request or a fresh nonce.
+//!
+//! A batch answered with 503 may still have become durable (a queue write that finished after
+//! the deadline, an `XADD` whose reply came late). Its id is derived from the relay, the type
+//! and the records, so the retry is the same batch: the store writes its rows and dead letters
+//! once (dead letters are keyed by batch id and position).
 
 pub mod auth;
 pub mod nonce;
@@ -453,10 +459,31 @@ impl PushIngest {
                 "nonce longer than {MAX_NONCE_LEN} bytes"
             )));
         }
-        if !self.nonces.check_and_insert(nonce, Instant::now()) {
+        let recorded_at = Instant::now();
+        if !self.nonces.check_and_insert(nonce, recorded_at) {
             return Err(Refusal::Replay);
         }
+        // Forgotten again unless the push is taken: after a 503 (or a relay that hung up while
+        // the hand-off ran) the relay may send the very same request again (issue 12).
+        let mut hold = NonceHold {
+            nonces: &self.nonces,
+            nonce,
+            at: recorded_at,
+            taken: false,
+        };
+        let answer = self.take(data, botnet_type, relay, started).await;
+        hold.taken = answer.is_ok();
+        answer
+    }
 
+    /// Steps 5 and 6 for a push whose signature, freshness and nonce checked out.
+    async fn take(
+        &self,
+        data: &[&RawValue],
+        botnet_type: &str,
+        relay: &str,
+        started: Instant,
+    ) -> Result<Response, Refusal> {
         // 5. Records, one by one.
         let source = format!("push:{relay}");
         let ctx = RecordContext {
@@ -540,6 +567,25 @@ impl PushIngest {
             "batch_id": batch.id.0,
         }))
         .into_response())
+    }
+}
+
+/// A nonce recorded for a push in progress: forgotten when dropped unless the push was taken.
+/// A drop guard rather than a call after the hand-off, so that a request cut short (the relay
+/// hung up and axum dropped the handler) frees its nonce too; resending it then is harmless,
+/// because the batch id is derived from the records and the store absorbs a second copy.
+struct NonceHold<'a> {
+    nonces: &'a NonceCache,
+    nonce: &'a str,
+    at: Instant,
+    taken: bool,
+}
+
+impl Drop for NonceHold<'_> {
+    fn drop(&mut self) {
+        if !self.taken {
+            self.nonces.forget(self.nonce, self.at);
+        }
     }
 }
 

@@ -3,6 +3,10 @@
 //! Only requests whose signature verified reach this cache, so an outsider cannot fill it. At the
 //! cap the oldest nonce is forgotten first; a replay of a forgotten nonce is still inside the
 //! ±300 s freshness window at worst, and the idempotent store absorbs the duplicate batch.
+//!
+//! A nonce is used up only by a request that was taken: one refused after the nonce was
+//! recorded (503 `not_durable`: neither queue nor spool took the batch in time) is forgotten
+//! again ([`NonceCache::forget`]), so a relay may resend the very same request.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -69,6 +73,26 @@ impl NonceCache {
         true
     }
 
+    /// Forgets `nonce` if it is still the one [`Self::check_and_insert`] recorded at `at`: the
+    /// request that used it was not taken (503 `not_durable`), so the relay may send the very
+    /// same request again. A later request that reused the nonce after it expired or was
+    /// evicted is left alone.
+    pub fn forget(&self, nonce: &str, at: Instant) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.seen.get(nonce) != Some(&at) {
+            return;
+        }
+        inner.seen.remove(nonce);
+        // Just inserted, so it is at the back or close to it.
+        if let Some(i) = inner
+            .order
+            .iter()
+            .rposition(|(t, n)| *t == at && n == nonce)
+        {
+            inner.order.remove(i);
+        }
+    }
+
     /// Nonces currently remembered.
     pub fn len(&self) -> usize {
         self.inner
@@ -99,6 +123,24 @@ mod tests {
         // "b" expired at 601 s too; only the renewed "a" remains.
         assert!(c.check_and_insert("c", t0 + Duration::from_secs(601)));
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn a_forgotten_nonce_is_accepted_again_and_only_its_own_entry_is_forgotten() {
+        let c = NonceCache::new(10, Duration::from_secs(600));
+        let t0 = Instant::now();
+        assert!(c.check_and_insert("a", t0));
+        c.forget("a", t0);
+        assert!(c.is_empty());
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(c.check_and_insert("a", t1));
+        // A stale forget (the entry of t0 is gone) leaves the newer entry alone.
+        c.forget("a", t0);
+        assert!(!c.check_and_insert("a", t1 + Duration::from_secs(1)));
+        assert_eq!(c.len(), 1);
+        // Expiry still works after a forget: the order queue matches the set.
+        assert!(c.check_and_insert("b", t1 + Duration::from_secs(600)));
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

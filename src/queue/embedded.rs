@@ -175,6 +175,11 @@ impl EmbeddedQueue {
         &self.inner.path
     }
 
+    /// How long a lease lasts before the entry is delivered again.
+    pub fn lease_timeout(&self) -> Duration {
+        self.inner.lease_timeout
+    }
+
     /// Runs `f` with the connection on the blocking pool.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, QueueError>
     where

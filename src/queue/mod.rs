@@ -429,6 +429,14 @@ impl AnyQueue {
         }
     }
 
+    /// How long a lease lasts before the batch is delivered again (`queue.lease_timeout`).
+    pub fn lease_timeout(&self) -> Duration {
+        match self {
+            Self::Embedded(q) => q.lease_timeout(),
+            Self::Redis(q) => q.lease_timeout(),
+        }
+    }
+
     /// The backend's name, for logs and status.
     pub fn backend_name(&self) -> &'static str {
         match self {

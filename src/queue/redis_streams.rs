@@ -524,6 +524,11 @@ impl RedisStreamsQueue {
         self.link.addr()
     }
 
+    /// How long an entry may stay pending before another consumer reclaims it.
+    pub fn lease_timeout(&self) -> Duration {
+        self.inner.opts.lease_timeout
+    }
+
     fn consumer_name(&self, worker: &str) -> String {
         if worker.is_empty() {
             self.inner.process.clone()

@@ -185,6 +185,15 @@ pub enum StoreError {
     /// The blocking thread serving the store is gone.
     #[error("store worker thread stopped")]
     Closed,
+    /// The store did not finish `op` in time: it hangs, or the network to it drops packets.
+    /// Nothing says the data is at fault.
+    #[error("{op}: no answer from the store within {after:?}")]
+    NoAnswer {
+        /// What was being done.
+        op: String,
+        /// How long it was given.
+        after: std::time::Duration,
+    },
 }
 
 /// MySQL/MariaDB error numbers that a retry may cure: deadlock, lock wait timeout, too many
@@ -217,7 +226,8 @@ impl StoreError {
             Self::Conflict { .. }
             | Self::PartitionBusy { .. }
             | Self::MigrationLockTimeout { .. }
-            | Self::Closed => true,
+            | Self::Closed
+            | Self::NoAnswer { .. } => true,
             Self::Schema { .. } | Self::Secret(_) => false,
         }
     }
@@ -592,6 +602,11 @@ mod tests {
         assert!(!e.is_retryable());
         assert!(StoreError::Conflict { table: "t".into() }.is_retryable());
         assert!(StoreError::PartitionBusy { partition: 3 }.is_retryable());
+        assert!(StoreError::NoAnswer {
+            op: "storing batch b".into(),
+            after: std::time::Duration::from_secs(1),
+        }
+        .is_retryable());
         assert!(!StoreError::Schema {
             table: "t".into(),
             problem: "p".into()

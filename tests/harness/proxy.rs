@@ -6,7 +6,14 @@
 //! - `Refuse`: Redis is dead. Existing connections are cut with a TCP reset; new ones are
 //!   accepted and reset at once, which a client sees like a refused connection.
 //! - `Hang`: a black hole. New connections are accepted but never connected upstream; bytes on
-//!   existing ones are held in both directions. Switching back to `Pass` releases what was held.
+//!   existing ones are held in both directions. Switching back to `Pass` releases what was held
+//!   (a frozen server that thaws, a partition healed before TCP gave up).
+//! - `BlackHole`: a black hole that swallows. Every connection open or accepted while it lasts
+//!   reads and discards what it is sent, never answers, and stays that way when the mode
+//!   changes: the server behind it is gone for those connections (a failover behind the
+//!   address, a lost NAT or firewall entry). The proxy still acknowledges at the TCP level, so
+//!   only a client-side timeout ever ends a wait on such a connection. Connections accepted
+//!   after the mode changed follow the new mode.
 //! - `Delay(d)`: every chunk from upstream reaches the client `d` after it arrived (requests go
 //!   up at once, so the server acts on them; only its replies are late).
 //!
@@ -14,7 +21,7 @@
 //! restart as the clients see it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +43,8 @@ pub enum Mode {
     Hang,
     /// Deliver each upstream chunk this long after it arrived.
     Delay(Duration),
+    /// Accept, swallow every byte, never answer; connections that saw it stay dead.
+    BlackHole,
 }
 
 /// A running proxy; stops and cuts its connections when dropped.
@@ -149,24 +158,47 @@ async fn cut(mut resets: watch::Receiver<u64>, seen: u64, stop: CancellationToke
     }
 }
 
+/// Reads and discards everything `client` sends until it closes: a connection that met a
+/// swallowing black hole.
+async fn swallow(mut client: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = client.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
 async fn serve(client: TcpStream, ctx: Ctx) {
     let seen = *ctx.resets.borrow();
     let cut = cut(ctx.resets.clone(), seen, ctx.stop.clone());
     tokio::pin!(cut);
     // A black hole holds the client without dialling upstream until the mode changes.
     let mut mode = ctx.mode.clone();
+    // `None`: drop the client; `Some(None)`: swallow it; `Some(Some(u))`: forward to `u`.
     let ready = async {
         let m = *mode.wait_for(|m| *m != Mode::Hang).await.ok()?;
-        if m == Mode::Refuse {
-            return None;
+        match m {
+            Mode::Refuse => None,
+            Mode::BlackHole => Some(None),
+            Mode::Pass | Mode::Hang | Mode::Delay(_) => {
+                TcpStream::connect(ctx.upstream).await.ok().map(Some)
+            }
         }
-        TcpStream::connect(ctx.upstream).await.ok()
     };
     let upstream = tokio::select! {
         () = &mut cut => return,
         u = ready => match u {
-            Some(u) => u,
             None => return,
+            Some(None) => {
+                // The losing branch: the swallowing stops with a reset or the proxy.
+                tokio::select! {
+                    () = &mut cut => {}
+                    () = swallow(client) => {}
+                }
+                return;
+            }
+            Some(Some(u)) => u,
         },
     };
     upstream.set_zero_linger().ok();
@@ -174,21 +206,34 @@ async fn serve(client: TcpStream, ctx: Ctx) {
     upstream.set_nodelay(true).ok();
     let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();
+    // Set by the first chunk either way that meets a `BlackHole`: from then on the connection
+    // swallows both ways, whatever the mode.
+    let dead = Arc::new(AtomicBool::new(false));
     // Whichever direction ends first (a close or an error) ends the connection; the halves
     // drop here and the sockets close with a reset.
     tokio::select! {
         () = &mut cut => {}
-        () = pump(cr, uw, ctx.mode.clone(), false) => {}
-        () = pump(ur, cw, ctx.mode.clone(), true) => {}
+        () = pump(cr, uw, ctx.mode.clone(), false, Arc::clone(&dead)) => {}
+        () = pump(ur, cw, ctx.mode.clone(), true, dead) => {}
     }
 }
 
-/// Copies `from` to `to`, honouring the mode at the moment each chunk is written.
+/// Whether a chunk is to be dropped: the connection met a `BlackHole` (now, or before).
+fn swallowed(dead: &AtomicBool, mode: &watch::Receiver<Mode>) -> bool {
+    if *mode.borrow() == Mode::BlackHole {
+        dead.store(true, Ordering::Release);
+    }
+    dead.load(Ordering::Acquire)
+}
+
+/// Copies `from` to `to`, honouring the mode at the moment each chunk is written; once the
+/// connection met a `BlackHole`, drops every chunk instead.
 async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mode: watch::Receiver<Mode>,
     replies: bool,
+    dead: Arc<AtomicBool>,
 ) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
     let reader = async move {
@@ -206,11 +251,36 @@ async fn pump(
     };
     let writer = async move {
         let mut mode = mode;
-        while let Some((at, chunk)) = rx.recv().await {
+        let mut watch_mode = mode.clone();
+        loop {
+            // An idle connection dies in a black hole too: watch the mode between chunks. Both
+            // branches are cancel-safe; the losing one is simply polled again next time.
+            let (at, chunk) = tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => c,
+                    None => return,
+                },
+                r = watch_mode.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if *watch_mode.borrow_and_update() == Mode::BlackHole {
+                        dead.store(true, Ordering::Release);
+                    }
+                    continue;
+                }
+            };
+            if swallowed(&dead, &mode) {
+                continue;
+            }
             loop {
                 let current = *mode.borrow_and_update();
                 match current {
                     Mode::Refuse => return,
+                    Mode::BlackHole => {
+                        dead.store(true, Ordering::Release);
+                        break;
+                    }
                     Mode::Hang => {
                         if mode.changed().await.is_err() {
                             return;
@@ -225,6 +295,9 @@ async fn pump(
                     }
                     Mode::Pass | Mode::Delay(_) => break,
                 }
+            }
+            if dead.load(Ordering::Acquire) {
+                continue;
             }
             if to.write_all(&chunk).await.is_err() {
                 return;

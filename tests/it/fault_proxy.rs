@@ -101,6 +101,33 @@ async fn hang_accepts_new_connections_without_answering() {
 }
 
 #[tokio::test]
+async fn black_hole_swallows_open_and_new_connections_and_they_stay_dead() {
+    let proxy = FaultProxy::start(echo_server().await).await;
+    let within = Duration::from_secs(5);
+    let mut busy = TcpStream::connect(proxy.addr()).await.unwrap();
+    round_trip(&mut busy, b"a", within).await.unwrap();
+    let mut idle = TcpStream::connect(proxy.addr()).await.unwrap();
+    round_trip(&mut idle, b"i", within).await.unwrap();
+    proxy.set_mode(Mode::BlackHole);
+    // Proving that nothing arrives needs a bounded wait; 200 ms is plenty on loopback.
+    let quiet = Duration::from_millis(200);
+    let swallowed = round_trip(&mut busy, b"b", quiet).await;
+    assert_eq!(swallowed.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    let mut during = TcpStream::connect(proxy.addr()).await.unwrap();
+    let swallowed = round_trip(&mut during, b"c", quiet).await;
+    assert_eq!(swallowed.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+
+    proxy.set_mode(Mode::Pass);
+    // Every connection that lived through it, idle or not, stays dead; nothing comes back.
+    for s in [&mut busy, &mut idle, &mut during] {
+        let dead = round_trip(s, b"d", quiet).await;
+        assert_eq!(dead.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    }
+    let mut after = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert_eq!(round_trip(&mut after, b"e", within).await.unwrap(), b"e");
+}
+
+#[tokio::test]
 async fn delay_holds_each_reply_for_the_delay() {
     let proxy = FaultProxy::start(echo_server().await).await;
     proxy.set_mode(Mode::Delay(Duration::from_millis(300)));

@@ -1,16 +1,20 @@
 //! Push ingest (`POST /api/data-push`) against the real app: authentication order, signature,
 //! freshness, replay, size limit, bad records, and 200 only after the batch is durable, down to a
-//! `kill -9` of the real binary right after the answer.
+//! `kill -9` of the real binary right after the answer; a push answered 503 and sent again is
+//! stored once.
 
 use std::time::Duration;
 
-use botpipe::config::SecretSource;
+use botpipe::config::{QueueBackend, SecretSource};
 use botpipe::push::sign;
+use botpipe::queue::Queue;
 use botpipe::store::Store;
 use chrono_tz::Tz;
 use serde_json::{json, Value};
 
 use crate::helpers::bin::{spawn_run, write_config};
+use crate::helpers::keyspace::{redis_addr, TestRedis};
+use crate::helpers::proxy::{FaultProxy, Mode};
 use crate::helpers::{spawn_app, wait_until, TestApp};
 
 const KEY: &str = "relay-key-1";
@@ -422,6 +426,166 @@ async fn push_is_503_and_not_claimed_while_the_batch_cannot_be_made_durable() {
     assert_eq!(code, 200, "{r}");
     wait_stored(&app, 1, "the retried batch stored").await;
     app.stop().await;
+}
+
+/// What the issue 12 resend tests push: 10 IPs seen online twice each (20 communications),
+/// one of them repeated, and two private addresses (dead letters).
+const RESEND_IPS: usize = 10;
+const RESEND_VALID: u64 = 20;
+const RESEND_REJECTS: u64 = 2;
+
+fn resend_records() -> Vec<Value> {
+    let mut records: Vec<Value> = (0..RESEND_IPS)
+        .flat_map(|i| {
+            let ip = format!("8.12.5.{}", i + 1);
+            [rec(&ip, i as i64), rec(&ip, 1000 + i as i64)]
+        })
+        .collect();
+    records.push(rec("8.12.5.1", 0)); // repeated within the push
+    records.push(rec("10.12.5.1", 1)); // private: bad_ip
+    records.push(rec("192.168.12.5", 2)); // private: bad_ip
+    records
+}
+
+/// Node rows and the sum of their `communication_count` in the embedded store.
+fn node_totals(app: &TestApp) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(app.dir.path().join("botpipe.sqlite")).unwrap();
+    conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(communication_count), 0) FROM botnet_nodes_mozi",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+/// Waits until the first copy of the resend batch is stored: rows and dead letters.
+async fn wait_first_copy(app: &TestApp, extra: u64, what: &str) {
+    wait_until(WAIT, what, || async {
+        let c = app.store.counts().await.unwrap();
+        c.communications.get("mozi") == Some(&(RESEND_VALID + extra))
+            && c.total_dead_letters() == RESEND_REJECTS
+    })
+    .await;
+}
+
+/// Waits until queue and spool are empty (every copy acked, so stored), then checks that the
+/// resend batch is stored exactly once: rows, node counts, dead letters. `extra` is the
+/// communications of other pushes of the test, one per node of its own.
+async fn assert_resend_stored_once(app: &TestApp, extra: u64) {
+    wait_until(WAIT, "every copy processed and acked", || async {
+        let queued = app.queue.depth().await.map(|d| d.total).unwrap_or(1);
+        let spooled = match app.handoff.spool() {
+            Some(s) => s.depth().await.map(|d| d.total).unwrap_or(1),
+            None => 0,
+        };
+        queued == 0 && spooled == 0
+    })
+    .await;
+    let c = app.store.counts().await.unwrap();
+    assert_eq!(
+        c.communications.get("mozi"),
+        Some(&(RESEND_VALID + extra)),
+        "each record once"
+    );
+    assert_eq!(
+        c.total_dead_letters(),
+        RESEND_REJECTS,
+        "each dead letter once: {:?}",
+        c.dead_letters
+    );
+    assert_eq!(c.dead_letters.get("bad_ip"), Some(&RESEND_REJECTS));
+    assert_eq!(
+        node_totals(app),
+        (
+            RESEND_IPS as i64 + extra as i64,
+            (RESEND_VALID + extra) as i64
+        ),
+        "node rows and their communication_count"
+    );
+}
+
+/// Issue 12, item 5: a push answered 503 `not_durable` whose batch became durable anyway (the
+/// queue write finished after the hand-off deadline), then sent again unchanged by its relay,
+/// same nonce: the resend is taken (200, not 400 `replayed_nonce`, which a relay takes as
+/// final although nothing may have been stored), and the records, node counts and dead letters
+/// are stored once.
+#[tokio::test]
+async fn issue_12_a_push_answered_503_and_sent_again_is_stored_once_embedded_queue() {
+    let app = push_app(|s| s.queue.handoff_deadline = Duration::from_millis(200)).await;
+    let body = envelope_json(resend_records(), "n-resend-embedded");
+    let blocker = rusqlite::Connection::open(app.dir.path().join("queue.sqlite")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 503, "{r}");
+    assert_eq!(r["error_type"], "not_durable", "{r}");
+    // The queue write that missed the deadline is still waiting on the lock; it commits once
+    // the lock is gone, so the batch answered 503 is durable after all, and stored.
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    wait_first_copy(&app, 0, "the batch answered 503 stored anyway").await;
+
+    // The relay sends the very same request again.
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 200, "the resend after a 503 must be taken: {r}");
+    assert_eq!(r["processed_count"], RESEND_VALID + 1);
+    assert_eq!(r["error_count"], RESEND_REJECTS);
+    assert_resend_stored_once(&app, 0).await;
+    // Taken once, the request is a replay again.
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(
+        (code, r["error_type"].as_str()),
+        (400, Some("replayed_nonce"))
+    );
+    app.stop().await;
+}
+
+/// Issue 12, item 5, on Redis: the `XADD` of a push reaches Redis but its reply comes after the
+/// hand-off deadline (a slow link), and the spool cannot take the batch either (locked), so the
+/// push is answered 503 `not_durable` although the batch is in the stream. The relay sends the
+/// same request again: it is taken, and the two copies (one straight from Redis, one through
+/// the spool or Redis) leave every record, node count and dead letter once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_a_push_answered_503_and_sent_again_is_stored_once_redis_queue() {
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
+    let proxy = FaultProxy::start(redis_addr()).await;
+    let app = push_app(|s| {
+        s.queue.handoff_deadline = Duration::from_millis(200);
+        s.queue.backend = QueueBackend::Redis(redis.settings(&proxy.redis_url()));
+        // A worker's ack lost to the slow link leaves its entry pending until reclaimed.
+        s.queue.lease_timeout = Duration::from_secs(2);
+    })
+    .await;
+    // A first push goes to Redis: the link is up before it turns slow.
+    let (code, r) = push(&app, vec![rec("8.12.6.1", 0)], "n-resend-warm").await;
+    assert_eq!(code, 200, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("durable in the queue."),
+        "{r}"
+    );
+
+    let body = envelope_json(resend_records(), "n-resend-redis");
+    let blocker = rusqlite::Connection::open(app.dir.path().join("spool.sqlite")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    proxy.set_mode(Mode::Delay(Duration::from_secs(2)));
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 503, "{r}");
+    assert_eq!(r["error_type"], "not_durable", "{r}");
+    proxy.set_mode(Mode::Pass);
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    // The XADD went up at once; only its reply was late: the batch is in Redis and is stored.
+    wait_first_copy(&app, 1, "the batch answered 503 stored from Redis anyway").await;
+
+    let (code, r) = post(&base(&app), &body, Some(KEY), SECRET).await;
+    assert_eq!(code, 200, "the resend after a 503 must be taken: {r}");
+    assert_resend_stored_once(&app, 1).await;
+    app.stop().await;
+    drop(redis);
 }
 
 #[tokio::test]

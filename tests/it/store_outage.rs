@@ -1,8 +1,11 @@
 //! Issue 12, item 2: a database outage longer than `lease_timeout × max_deliveries` must not
 //! move queued batches to the queue's dead letters. PostgreSQL sits behind the TCP fault proxy
-//! and refuses every connection for several times that product while a collector keeps
-//! producing; afterwards every record is stored exactly once, nothing is in the dead stream or
-//! table, and backpressure held the pullers back meanwhile. Run for both queue backends.
+//! for twice that product while a collector keeps producing, either refusing every connection
+//! or black-holing them (accepted, swallowed, never answered; the connections that lived
+//! through it stay dead, as after a failover). Afterwards every record is stored exactly once,
+//! nothing is in the dead stream or table, and meanwhile `/ready` said the store was not ok and
+//! backpressure held the pullers back. The fault starts while a worker is inside a statement.
+//! Run for both queue backends.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +14,7 @@ use botpipe::demo::{DemoCollector, Flavor};
 use botpipe::queue::Queue;
 use botpipe::store::Store;
 use rstest::rstest;
+use sqlx::{Connection, Executor};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::db::{Backend, TestDb};
@@ -18,11 +22,15 @@ use crate::helpers::keyspace::{redis_url, TestRedis};
 use crate::helpers::proxy::{FaultProxy, Mode};
 use crate::helpers::{endpoint, prom, spawn_app, spawn_collector, wait_until, wire};
 
-/// Shortened so that the outage below is several times `LEASE × MAX_DELIVERIES`.
-const LEASE: Duration = Duration::from_secs(1);
+/// Shortened so that the outage below is several times `LEASE × MAX_DELIVERIES`; long enough
+/// that a worker's bound on a write (three quarters of it) leaves room to give the batch back on
+/// a busy test machine.
+const LEASE: Duration = Duration::from_secs(2);
 const MAX_DELIVERIES: u32 = 2;
-/// How long PostgreSQL refuses connections: three times `LEASE × MAX_DELIVERIES`.
-const OUTAGE: Duration = Duration::from_secs(6);
+/// How long PostgreSQL is out: twice `LEASE × MAX_DELIVERIES`.
+const OUTAGE: Duration = Duration::from_secs(8);
+/// How long the pipeline has to catch up after the outage.
+const RECOVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy)]
 enum QueueKind {
@@ -58,6 +66,40 @@ fn spawn_producer(c: DemoCollector, stop: CancellationToken) -> tokio::task::Joi
 async fn issue_12_a_store_outage_longer_than_lease_times_deliveries_dead_letters_nothing(
     #[case] kind: QueueKind,
 ) {
+    ride_out_store_outage(kind, Mode::Refuse).await;
+}
+
+/// A store that hangs instead of refusing returns no error at all: a worker stuck in a write
+/// must not hold its batch past the lease (which would count a delivery), the workers must stop
+/// leasing (the store gate), and the connections stuck on the dead link must not keep the pool
+/// from reaching the store once it is back.
+#[rstest]
+#[case::embedded_queue(QueueKind::Embedded)]
+#[case::redis_queue(QueueKind::Redis)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_a_black_holed_store_for_longer_than_lease_times_deliveries_dead_letters_nothing(
+    #[case] kind: QueueKind,
+) {
+    ride_out_store_outage(kind, Mode::BlackHole).await;
+}
+
+/// `/ready` answers 503 with the store not ok.
+async fn store_not_ready(http: std::net::SocketAddr) -> bool {
+    let Ok(resp) = reqwest::Client::new()
+        .get(format!("http://{http}/ready"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let code = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    code == 503 && body["store"]["ok"] == false
+}
+
+/// The scenario of both tests: ingest, `fault` on PostgreSQL for [`OUTAGE`], then healed.
+async fn ride_out_store_outage(kind: QueueKind, fault: Mode) {
     if !Backend::Postgres.available() {
         return;
     }
@@ -112,8 +154,43 @@ async fn issue_12_a_store_outage_longer_than_lease_times_deliveries_dead_letters
     )
     .await;
 
-    proxy.set_mode(Mode::Refuse);
+    // The fault must find the workers inside a statement, not between batches (a write takes
+    // milliseconds, so it usually would not): a session of the test's own, straight to the
+    // server, locks the nodes table, and the fault comes once a worker waits on that lock.
+    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    blocker
+        .execute("BEGIN; LOCK TABLE botnet_nodes_mozi IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // Polled here rather than with `wait_until`: the query needs the blocker mutably.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks
+             WHERE relation = 'botnet_nodes_mozi'::regclass AND NOT granted",
+        )
+        .fetch_one(&mut blocker)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no worker waited on the locked nodes table"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.set_mode(fault);
+    // The workers' statements go on at the server now; their answers meet the fault.
+    blocker.execute("ROLLBACK").await.unwrap();
+    blocker.close().await.unwrap();
     let outage_end = Instant::now() + OUTAGE;
+    let http = app.http.unwrap();
+    wait_until(OUTAGE, "/ready to say the store is not ok", || {
+        store_not_ready(http)
+    })
+    .await;
     while Instant::now() < outage_end {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -130,49 +207,49 @@ async fn issue_12_a_store_outage_longer_than_lease_times_deliveries_dead_letters
     stop.cancel();
     let produced = producer.await.unwrap();
     let c = &tc.collector;
-    wait_until(
-        Duration::from_secs(90),
-        "every record stored after the outage",
-        || async {
-            c.unpulled() == 0
-                && app
-                    .queue
-                    .depth()
-                    .await
-                    .map(|d| d.total == 0)
-                    .unwrap_or(false)
-                && app
-                    .store
-                    .counts()
-                    .await
-                    .map(|n| n.total_communications() >= produced)
-                    .unwrap_or(false)
-        },
-    )
+    wait_until(RECOVERY, "every record stored after the outage", || async {
+        c.unpulled() == 0
+            && app
+                .queue
+                .depth()
+                .await
+                .map(|d| d.total == 0)
+                .unwrap_or(false)
+            && app
+                .store
+                .counts()
+                .await
+                .map(|n| n.total_communications() >= produced)
+                .unwrap_or(false)
+    })
     .await;
 
     let counts = app.store.counts().await.unwrap();
     assert_eq!(
         counts.total_communications(),
         produced,
-        "{kind:?}: every record exactly once"
+        "{kind:?} {fault:?}: every record exactly once"
     );
-    assert_eq!(counts.total_dead_letters(), 0, "{kind:?}: no dead records");
+    assert_eq!(
+        counts.total_dead_letters(),
+        0,
+        "{kind:?} {fault:?}: no dead records"
+    );
     let dead_batches = app.handoff.queue().dead_count().await.unwrap();
     assert_eq!(
         dead_batches, 0,
-        "{kind:?}: no batch in the dead stream/table"
+        "{kind:?} {fault:?}: no batch in the dead stream/table"
     );
     if let Some(spool) = app.handoff.spool() {
         assert_eq!(
             spool.dead_count().await.unwrap(),
             0,
-            "{kind:?}: spool dead table"
+            "{kind:?} {fault:?}: spool dead table"
         );
     }
     assert!(
         skipped > 0.0,
-        "{kind:?}: backpressure never held the puller back during the outage"
+        "{kind:?} {fault:?}: backpressure never held the puller back during the outage"
     );
     app.stop().await;
     drop(redis);

@@ -248,6 +248,47 @@ struct Round<'r, 'a> {
     letters: bool,
 }
 
+/// A pooled connection that goes back to the pool only once its user says the work on it
+/// finished ([`Checkout::done`]); dropped before that, it is closed instead. A caller's timeout
+/// (the worker's bound on a write, a probe's, a sampler's) drops the work mid-statement, and
+/// sqlx would test such a connection with a ping on its way back to the pool: on a black-holed
+/// server the ping never returns, and the pool slot with it (issue 12). Closing is bounded by
+/// sqlx (5 s) and frees the slot. A `?` between acquiring and `done` closes the connection too,
+/// which costs a reconnect on an error path only.
+struct Checkout<DB: Database> {
+    conn: PoolConnection<DB>,
+    done: bool,
+}
+
+impl<DB: Database> Checkout<DB> {
+    /// The work on the connection finished (either way): back to the pool with it.
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl<DB: Database> std::ops::Deref for Checkout<DB> {
+    type Target = PoolConnection<DB>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl<DB: Database> std::ops::DerefMut for Checkout<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+impl<DB: Database> Drop for Checkout<DB> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 /// A store on a network database. Cheap to clone; clones share the pool.
 #[derive(Debug)]
 pub struct SqlStore<D: Dialect> {
@@ -369,8 +410,10 @@ impl<D: Dialect> SqlStore<D> {
             })
     }
 
-    async fn acquire(&self, why: &str) -> Result<PoolConnection<D::Db>, StoreError> {
-        self.pool.acquire().await.map_err(self.err(why))
+    /// A connection from the pool, returned to it only through [`Checkout::done`].
+    async fn acquire(&self, why: &str) -> Result<Checkout<D::Db>, StoreError> {
+        let conn = self.pool.acquire().await.map_err(self.err(why))?;
+        Ok(Checkout { conn, done: false })
     }
 
     /// Migrates the types of `batch` that this process has not migrated yet: a type is created
@@ -439,8 +482,9 @@ impl<D: Dialect> SqlStore<D> {
     }
 
     async fn write_letters_only(&self, batch: &EnrichedBatch) -> Result<ApplyOutcome, StoreError> {
-        let mut tx = self
-            .pool
+        let mut conn = self.acquire("beginning dead-letter transaction").await?;
+        let pooled: &mut PoolConnection<D::Db> = &mut conn;
+        let mut tx = pooled
             .begin()
             .await
             .map_err(self.err("beginning dead-letter transaction"))?;
@@ -454,6 +498,7 @@ impl<D: Dialect> SqlStore<D> {
         tx.commit()
             .await
             .map_err(self.err(format_args!("committing batch {}", batch.batch.id)))?;
+        conn.done();
         Ok(ApplyOutcome {
             dead_letters: batch.batch.dead_letters.len() as u64,
             ..ApplyOutcome::default()
@@ -472,6 +517,7 @@ impl<D: Dialect> SqlStore<D> {
         if matches!(&result, Err(e) if e.is_row_rejection()) {
             result = self.attempt(&mut conn, round, true).await;
         }
+        conn.done();
         result
     }
 
@@ -698,6 +744,7 @@ impl<D: Dialect> SqlStore<D> {
             tracing::warn!(%error, "Releasing the migration lock failed; closing the connection.");
             conn.close_on_drop();
         }
+        conn.done();
         result
     }
 
@@ -763,14 +810,17 @@ impl<D: Dialect> Store for SqlStore<D> {
         before: Option<i64>,
     ) -> Result<Vec<StoredDeadLetter>, StoreError> {
         let mut conn = self.acquire("listing botpipe_dead_letters").await?;
-        conn.dead_letters(
-            D::DEAD_LETTER_PAGE,
-            before.unwrap_or(i64::MAX),
-            i64::from(limit),
-            self.dialect.clock(),
-        )
-        .await
-        .map_err(self.err("reading botpipe_dead_letters"))
+        let page = conn
+            .dead_letters(
+                D::DEAD_LETTER_PAGE,
+                before.unwrap_or(i64::MAX),
+                i64::from(limit),
+                self.dialect.clock(),
+            )
+            .await
+            .map_err(self.err("reading botpipe_dead_letters"));
+        conn.done();
+        page
     }
 
     async fn delete_dead_letters(&self, ids: &[i64]) -> Result<u64, StoreError> {
@@ -786,12 +836,15 @@ impl<D: Dialect> Store for SqlStore<D> {
                 .await
                 .map_err(self.err("deleting from botpipe_dead_letters"))?;
         }
+        conn.done();
         Ok(deleted)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.acquire("ping").await?;
-        conn.run("SELECT 1").await.map_err(self.err("ping"))
+        let answer = conn.run("SELECT 1").await.map_err(self.err("ping"));
+        conn.done();
+        answer
     }
 }
 
@@ -843,6 +896,7 @@ impl<D: Dialect> SqlStore<D> {
                 .map(|(reason, n)| (reason, n.max(0) as u64))
                 .collect();
         }
+        conn.done();
         Ok(out)
     }
 
