@@ -116,15 +116,22 @@ pub struct DlqArgs {
 /// What to do with dead letters.
 #[derive(Debug, Clone, Subcommand)]
 pub enum DlqCommand {
-    /// List dead letters, newest first.
+    /// Count dead letters by reason and by source, then list the newest, one line each.
     List {
-        /// How many.
+        /// How many rows (the counts cover every matching letter).
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Only this reason (e.g. bad_ip, unknown_botnet_type).
         #[arg(long)]
         reason: Option<String>,
-        /// JSON lines instead of a table.
+        /// Only this source: an endpoint name, or push:<relay>.
+        #[arg(long)]
+        source: Option<String>,
+        /// Print each row's whole detail and raw record under it, instead of a truncated
+        /// detail.
+        #[arg(long)]
+        detail: bool,
+        /// JSON lines, one whole letter each, instead of the counts and the table.
         #[arg(long)]
         json: bool,
     },
@@ -147,8 +154,10 @@ pub enum DlqCommand {
     /// Move dead batches back into the queue, where workers deliver them afresh (the store
     /// absorbs records it already holds).
     ReplayBatches {
-        /// Only these entries (the ENTRY column of `dlq batches`); all when omitted.
-        #[arg(long, value_delimiter = ',')]
+        /// Only these entries, comma-separated, as the ENTRY column of `dlq batches` shows them
+        /// (a row id such as `7` with the embedded queue, a stream id such as
+        /// `1712345678901-0` with Redis); all when omitted.
+        #[arg(long, value_delimiter = ',', value_name = "ENTRY,…")]
         ids: Vec<String>,
         /// Show what would be replayed without changing anything.
         #[arg(long)]
@@ -159,10 +168,15 @@ pub enum DlqCommand {
         /// Only this reason.
         #[arg(long)]
         reason: Option<String>,
-        /// Only these ids.
-        #[arg(long, value_delimiter = ',')]
+        /// Only this source: an endpoint name, or push:<relay>.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only these ids, comma-separated, as the ID column of `dlq list` shows them (e.g.
+        /// `--ids 12,15,40`); all matching letters when omitted.
+        #[arg(long, value_delimiter = ',', value_name = "ID,…")]
         ids: Vec<i64>,
-        /// Show what would be replayed without changing anything.
+        /// Change nothing: print, per letter, whether it would be stored or fail again and why
+        /// (the same checks as a replay), then the totals.
         #[arg(long)]
         dry_run: bool,
     },
