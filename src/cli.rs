@@ -5,29 +5,59 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::StoreKind;
 use crate::record::BotnetType;
 use crate::telemetry::LogFormat;
 
+/// Heading of the flags every command takes, listed apart from the command's own in `--help`.
+pub const GLOBAL_HEADING: &str = "Global options";
+/// Environment variable naming the collector's configuration file.
+pub const COLLECTOR_CONFIG_ENV: &str = "BOTPIPE_COLLECTOR_CONFIG";
+
 /// botpipe: pull botnet telemetry from collectors into the platform database.
 #[derive(Debug, Parser)]
 #[command(name = "botpipe", version, about, long_about = None)]
 pub struct Cli {
-    /// Configuration file (TOML). Without it botpipe runs on the embedded default under
-    /// ./botpipe-data (SQLite store, embedded queue).
-    #[arg(long, short = 'c', global = true, env = "BOTPIPE_CONFIG")]
+    /// botpipe's configuration file (TOML). Without it botpipe runs on the embedded default
+    /// under ./botpipe-data (SQLite store, embedded queue). `botpipe collector` takes its own
+    /// file instead (see `botpipe collector --help`).
+    #[arg(long, short = 'c', global = true, env = "BOTPIPE_CONFIG", value_name = "FILE", help_heading = GLOBAL_HEADING)]
     pub config: Option<PathBuf>,
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "BOTPIPE_LOG_FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "BOTPIPE_LOG_FORMAT", help_heading = GLOBAL_HEADING)]
     pub log_format: LogFormat,
     /// Default log level when RUST_LOG is not set (error, warn, info, debug, trace).
-    #[arg(long, global = true, default_value = "info", env = "BOTPIPE_LOG_LEVEL")]
+    #[arg(long, global = true, default_value = "info", env = "BOTPIPE_LOG_LEVEL", help_heading = GLOBAL_HEADING)]
     pub log_level: String,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments like [`Parser::parse`] (exiting with clap's message on a
+    /// usage error), except that `botpipe collector` never takes its file from
+    /// `BOTPIPE_CONFIG`: that names botpipe's configuration, and clap hands a global flag's
+    /// environment value to every subcommand, the collector's own `--config` included.
+    pub fn parse_process_args() -> Self {
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let from_botpipe_env = matches
+            .subcommand_matches("collector")
+            .and_then(|m| m.value_source("config"))
+            == Some(ValueSource::EnvVariable)
+            && std::env::var_os(COLLECTOR_CONFIG_ENV).is_none();
+        if let Command::Collector(args) = &mut cli.command {
+            if from_botpipe_env {
+                args.config = None;
+                cli.config = None;
+            }
+        }
+        cli
+    }
 }
 
 /// Subcommands.
@@ -80,6 +110,13 @@ pub struct RunArgs {
 /// Flags of `collector`.
 #[derive(Debug, Clone, Args)]
 pub struct CollectorArgs {
+    /// The collector's configuration file (TOML), required: its listen address, API key, cache
+    /// and sources (collector.example.toml, docs/collector.md). Not botpipe's configuration,
+    /// which `BOTPIPE_CONFIG` names and the collector does not read.
+    // The same id as the global `--config`, so clap gives the collector this one (with its own
+    // help) instead of botpipe's.
+    #[arg(long, short = 'c', env = COLLECTOR_CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// HTTP listen address (overrides the collector config's `listen`).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
@@ -302,5 +339,31 @@ fn ratio(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
         _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_collector_takes_its_own_config_before_or_after_its_name() {
+        for argv in [
+            ["botpipe", "collector", "--config", "c.toml"],
+            ["botpipe", "--config", "c.toml", "collector"],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Command::Collector(args) = cli.command else {
+                panic!("not the collector: {argv:?}");
+            };
+            assert_eq!(args.config, Some(PathBuf::from("c.toml")), "{argv:?}");
+        }
+        let run = Cli::try_parse_from(["botpipe", "run", "-c", "b.toml"]).unwrap();
+        assert_eq!(run.config, Some(PathBuf::from("b.toml")));
     }
 }

@@ -13,6 +13,7 @@ mod ha;
 mod handoff_faults;
 #[path = "../harness/mod.rs"]
 mod harness;
+mod help;
 mod helpers;
 mod http;
 mod leases;
