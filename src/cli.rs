@@ -78,8 +78,9 @@ pub enum Command {
     Migrate,
     /// Inspect and replay dead letters.
     Dlq(DlqArgs),
-    /// Self-contained demo: an in-process collector, the whole pipeline on the embedded default,
-    /// and a summary.
+    /// Self-contained demo: two in-process collectors, the whole pipeline on the embedded
+    /// default in a temporary directory (removed afterwards), the geodata `run` would use, and a
+    /// summary.
     Demo(DemoArgs),
     /// Print what each configured geo database says about IPs.
     Geoip(GeoipArgs),
@@ -225,16 +226,22 @@ pub struct DemoArgs {
     /// Records the demo collector generates (before duplicates and invalid ones are mixed in).
     #[arg(long, default_value_t = 20_000)]
     pub records: u64,
-    /// Directory for the demo's SQLite store and queue (default: a fresh `./botpipe-data/demo-<time>`).
+    /// Directory for the demo's SQLite store and queue, kept afterwards (default: a fresh
+    /// temporary directory, removed at the end unless --keep). Geodata is not looked for here
+    /// but as `run` finds it: `[geo]` of --config, else <data_dir>/geo of that configuration
+    /// (./botpipe-data/geo by default).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Keep the temporary data directory and print where it is.
+    #[arg(long)]
+    pub keep: bool,
     /// Pull interval of the demo endpoints.
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     pub interval: Duration,
     /// Records per pull.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: u32,
-    /// Print the summary as JSON (for scripts and CI).
+    /// Print the summary as JSON (for scripts and CI); progress still goes to stderr.
     #[arg(long)]
     pub json: bool,
 }

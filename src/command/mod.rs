@@ -171,7 +171,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CommandError> {
         Command::Status(args) => status::run(config, args).await,
         Command::Migrate => migrate::run(config).await,
         Command::Dlq(args) => dlq::run(config, args).await,
-        Command::Demo(args) => demo::run(args).await,
+        Command::Demo(args) => demo::run(config, args).await,
         Command::Geoip(args) => geoip::run(config, args).await,
         Command::Bench(args) => bench::run(config, args).await,
     }

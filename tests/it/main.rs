@@ -7,6 +7,7 @@ mod cli;
 mod collector;
 mod collector_e2e;
 mod crash;
+mod demo;
 mod enrich;
 mod fault_proxy;
 mod ha;
