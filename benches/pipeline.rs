@@ -21,9 +21,12 @@ fn main() {
         interval: Duration::from_millis(250),
         batch_size: 5000,
         json: true,
+        keep: false,
     };
+    // Geodata as `botpipe run` would find it without a configuration (./botpipe-data/geo).
+    let configured = botpipe::config::Settings::embedded_default();
     let summary = rt
-        .block_on(botpipe::demo::run_demo(&args))
+        .block_on(botpipe::demo::run_demo(&args, &configured))
         .expect("demo run");
     assert!(summary.matches_expected, "stored rows differ from expected");
     println!("pipeline (embedded SQLite store and queue, no geodata, 2 endpoints, batch 5000)");

@@ -5,29 +5,59 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::StoreKind;
 use crate::record::BotnetType;
 use crate::telemetry::LogFormat;
 
+/// Heading of the flags every command takes, listed apart from the command's own in `--help`.
+pub const GLOBAL_HEADING: &str = "Global options";
+/// Environment variable naming the collector's configuration file.
+pub const COLLECTOR_CONFIG_ENV: &str = "BOTPIPE_COLLECTOR_CONFIG";
+
 /// botpipe: pull botnet telemetry from collectors into the platform database.
 #[derive(Debug, Parser)]
 #[command(name = "botpipe", version, about, long_about = None)]
 pub struct Cli {
-    /// Configuration file (TOML). Without it botpipe runs on the embedded default under
-    /// ./botpipe-data (SQLite store, embedded queue).
-    #[arg(long, short = 'c', global = true, env = "BOTPIPE_CONFIG")]
+    /// botpipe's configuration file (TOML). Without it botpipe runs on the embedded default
+    /// under ./botpipe-data (SQLite store, embedded queue). `botpipe collector` takes its own
+    /// file instead (see `botpipe collector --help`).
+    #[arg(long, short = 'c', global = true, env = "BOTPIPE_CONFIG", value_name = "FILE", help_heading = GLOBAL_HEADING)]
     pub config: Option<PathBuf>,
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "BOTPIPE_LOG_FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "BOTPIPE_LOG_FORMAT", help_heading = GLOBAL_HEADING)]
     pub log_format: LogFormat,
     /// Default log level when RUST_LOG is not set (error, warn, info, debug, trace).
-    #[arg(long, global = true, default_value = "info", env = "BOTPIPE_LOG_LEVEL")]
+    #[arg(long, global = true, default_value = "info", env = "BOTPIPE_LOG_LEVEL", help_heading = GLOBAL_HEADING)]
     pub log_level: String,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments like [`Parser::parse`] (exiting with clap's message on a
+    /// usage error), except that `botpipe collector` never takes its file from
+    /// `BOTPIPE_CONFIG`: that names botpipe's configuration, and clap hands a global flag's
+    /// environment value to every subcommand, the collector's own `--config` included.
+    pub fn parse_process_args() -> Self {
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let from_botpipe_env = matches
+            .subcommand_matches("collector")
+            .and_then(|m| m.value_source("config"))
+            == Some(ValueSource::EnvVariable)
+            && std::env::var_os(COLLECTOR_CONFIG_ENV).is_none();
+        if let Command::Collector(args) = &mut cli.command {
+            if from_botpipe_env {
+                args.config = None;
+                cli.config = None;
+            }
+        }
+        cli
+    }
 }
 
 /// Subcommands.
@@ -49,8 +79,9 @@ pub enum Command {
     Migrate,
     /// Inspect and replay dead letters.
     Dlq(DlqArgs),
-    /// Self-contained demo: an in-process collector, the whole pipeline on the embedded default,
-    /// and a summary.
+    /// Self-contained demo: two in-process collectors, the whole pipeline on the embedded
+    /// default in a temporary directory (removed afterwards), the geodata `run` would use, and a
+    /// summary.
     Demo(DemoArgs),
     /// Print what each configured geo database says about IPs.
     Geoip(GeoipArgs),
@@ -81,6 +112,13 @@ pub struct RunArgs {
 /// Flags of `collector`.
 #[derive(Debug, Clone, Args)]
 pub struct CollectorArgs {
+    /// The collector's configuration file (TOML), required: its listen address, API key, cache
+    /// and sources (collector.example.toml, docs/collector.md). Not botpipe's configuration,
+    /// which `BOTPIPE_CONFIG` names and the collector does not read.
+    // The same id as the global `--config`, so clap gives the collector this one (with its own
+    // help) instead of botpipe's.
+    #[arg(long, short = 'c', env = COLLECTOR_CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// HTTP listen address (overrides the collector config's `listen`).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
@@ -122,15 +160,22 @@ pub struct DlqArgs {
 /// What to do with dead letters.
 #[derive(Debug, Clone, Subcommand)]
 pub enum DlqCommand {
-    /// List dead letters, newest first.
+    /// Count dead letters by reason and by source, then list the newest, one line each.
     List {
-        /// How many.
+        /// How many rows (the counts cover every matching letter).
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Only this reason (e.g. bad_ip, unknown_botnet_type).
         #[arg(long)]
         reason: Option<String>,
-        /// JSON lines instead of a table.
+        /// Only this source: an endpoint name, or push:<relay>.
+        #[arg(long)]
+        source: Option<String>,
+        /// Print each row's whole detail and raw record under it, instead of a truncated
+        /// detail.
+        #[arg(long)]
+        detail: bool,
+        /// JSON lines, one whole letter each, instead of the counts and the table.
         #[arg(long)]
         json: bool,
     },
@@ -153,8 +198,10 @@ pub enum DlqCommand {
     /// Move dead batches back into the queue, where workers deliver them afresh (the store
     /// absorbs records it already holds).
     ReplayBatches {
-        /// Only these entries (the ENTRY column of `dlq batches`); all when omitted.
-        #[arg(long, value_delimiter = ',')]
+        /// Only these entries, comma-separated, as the ENTRY column of `dlq batches` shows them
+        /// (a row id such as `7` with the embedded queue, a stream id such as
+        /// `1712345678901-0` with Redis); all when omitted.
+        #[arg(long, value_delimiter = ',', value_name = "ENTRY,…")]
         ids: Vec<String>,
         /// Show what would be replayed without changing anything.
         #[arg(long)]
@@ -165,10 +212,15 @@ pub enum DlqCommand {
         /// Only this reason.
         #[arg(long)]
         reason: Option<String>,
-        /// Only these ids.
-        #[arg(long, value_delimiter = ',')]
+        /// Only this source: an endpoint name, or push:<relay>.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only these ids, comma-separated, as the ID column of `dlq list` shows them (e.g.
+        /// `--ids 12,15,40`); all matching letters when omitted.
+        #[arg(long, value_delimiter = ',', value_name = "ID,…")]
         ids: Vec<i64>,
-        /// Show what would be replayed without changing anything.
+        /// Change nothing: print, per letter, whether it would be stored or fail again and why
+        /// (the same checks as a replay), then the totals.
         #[arg(long)]
         dry_run: bool,
     },
@@ -180,16 +232,22 @@ pub struct DemoArgs {
     /// Records the demo collector generates (before duplicates and invalid ones are mixed in).
     #[arg(long, default_value_t = 20_000)]
     pub records: u64,
-    /// Directory for the demo's SQLite store and queue (default: a fresh `./botpipe-data/demo-<time>`).
+    /// Directory for the demo's SQLite store and queue, kept afterwards (default: a fresh
+    /// temporary directory, removed at the end unless --keep). Geodata is not looked for here
+    /// but as `run` finds it: `[geo]` of --config, else <data_dir>/geo of that configuration
+    /// (./botpipe-data/geo by default).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Keep the temporary data directory and print where it is.
+    #[arg(long)]
+    pub keep: bool,
     /// Pull interval of the demo endpoints.
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     pub interval: Duration,
     /// Records per pull.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: u32,
-    /// Print the summary as JSON (for scripts and CI).
+    /// Print the summary as JSON (for scripts and CI); progress still goes to stderr.
     #[arg(long)]
     pub json: bool,
 }
@@ -294,5 +352,31 @@ fn ratio(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
         _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_collector_takes_its_own_config_before_or_after_its_name() {
+        for argv in [
+            ["botpipe", "collector", "--config", "c.toml"],
+            ["botpipe", "--config", "c.toml", "collector"],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Command::Collector(args) = cli.command else {
+                panic!("not the collector: {argv:?}");
+            };
+            assert_eq!(args.config, Some(PathBuf::from("c.toml")), "{argv:?}");
+        }
+        let run = Cli::try_parse_from(["botpipe", "run", "-c", "b.toml"]).unwrap();
+        assert_eq!(run.config, Some(PathBuf::from("b.toml")));
     }
 }

@@ -4,11 +4,10 @@
 use std::process::ExitCode;
 
 use botpipe::cli::Cli;
-use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_process_args();
     botpipe::telemetry::init_logging(cli.log_format, botpipe::command::log_level(&cli));
     match botpipe::command::dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,8 @@
-//! `botpipe demo`: run [`crate::demo::run_demo`], print its summary (a table, or JSON with
-//! `--json`), and fail when the store differs from what the generator expects.
+//! `botpipe demo`: load the configuration (for its geodata only), run
+//! [`crate::demo::run_demo`], print its summary (a table, or JSON with `--json`), and fail when
+//! the store differs from what the generator expects.
+
+use std::path::Path;
 
 use crate::cli::DemoArgs;
 use crate::demo::{run_demo, Summary};
@@ -9,10 +12,12 @@ use super::CommandError;
 /// `botpipe demo`.
 ///
 /// # Errors
-/// When the pipeline cannot start or does not drain in time ([`CommandError::Demo`]), or
-/// stores something other than what the generator expects ([`CommandError::DemoMismatch`]).
-pub async fn run(args: DemoArgs) -> Result<(), CommandError> {
-    let summary = run_demo(&args).await?;
+/// A configuration that does not load (exit 2); when the pipeline cannot start or does not
+/// drain in time ([`CommandError::Demo`]), or stores something other than what the generator
+/// expects ([`CommandError::DemoMismatch`]).
+pub async fn run(config: Option<&Path>, args: DemoArgs) -> Result<(), CommandError> {
+    let configured = crate::config::load(config)?;
+    let summary = run_demo(&args, &configured).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -53,7 +58,10 @@ fn print_summary(s: &Summary) {
         "  throughput           {:>10.0} records/s",
         s.records_per_second
     );
-    println!("  data                 {}", s.data_dir.display());
+    match &s.data_dir {
+        Some(dir) => println!("  data                 {}", dir.display()),
+        None => println!("  data                 removed (a temporary directory; --keep keeps it)"),
+    }
     println!("  geodata              {}", s.geodata);
     println!(
         "  check                {}",

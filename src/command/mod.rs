@@ -175,12 +175,12 @@ pub async fn dispatch(cli: Cli) -> Result<(), CommandError> {
     match cli.command {
         Command::Run(args) => run::run(config, args).await,
         Command::Worker(args) => run::worker(config, args).await,
-        Command::Collector(args) => collector::run(config, args).await,
+        Command::Collector(args) => collector::run(args).await,
         Command::Validate(args) => validate::run(config, args).await,
         Command::Status(args) => status::run(config, args).await,
         Command::Migrate => migrate::run(config).await,
         Command::Dlq(args) => dlq::run(config, args).await,
-        Command::Demo(args) => demo::run(args).await,
+        Command::Demo(args) => demo::run(config, args).await,
         Command::Geoip(args) => geoip::run(config, args).await,
         Command::Bench(args) => bench::run(config, args).await,
     }

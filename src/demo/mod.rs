@@ -3,6 +3,14 @@
 //! records); the real pipeline pulls them on the embedded default; a summary compares what was
 //! stored with what the generator knows must be stored. [`run_demo`] returns that [`Summary`];
 //! printing it and failing on a mismatch is the `demo` command's part.
+//!
+//! The demo leaves nothing behind unless asked: its store and queue live in a fresh temporary
+//! directory, removed at the end (kept with `--keep`; a `--data-dir` is the operator's and always
+//! kept). It enriches with the geodata `run` would use with the operator's configuration, found
+//! by the one rule of [`crate::enrich::geo_files`] from that configuration's `[geo]` and data
+//! directory, not the demo's own directory, which never holds any. Progress goes to stderr: a
+//! redrawn line on a terminal, else one line every [`PROGRESS_EVERY`], so a log or CI sees the
+//! demo is moving; stdout carries only the summary.
 
 pub mod collector;
 
@@ -51,6 +59,15 @@ pub enum DemoError {
     /// The pipeline task panicked or was cancelled.
     #[error("demo pipeline task")]
     Task(#[source] tokio::task::JoinError),
+    /// The temporary data directory could not be created.
+    #[error("creating the demo's temporary data directory in {}", dir.display())]
+    TempDir {
+        /// Where it was to be created.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The pipeline did not pull and store everything in time.
     #[error("demo did not drain within {0:?}")]
     NotDrained(Duration),
@@ -65,6 +82,13 @@ pub const DEMO_TYPES: [&str; 4] = ["mozi", "ramnit", "utg_q_008", "fodcha"];
 const DEMO_TZ: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
 /// Longest the demo waits for the pipeline to drain before giving up.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a progress line is printed when stderr is not a terminal (a terminal's line is
+/// redrawn every poll instead).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How often the demo looks at the collectors and the queue.
+const POLL: Duration = Duration::from_millis(100);
+/// Prefix of the temporary data directory.
+const TEMP_PREFIX: &str = "botpipe-demo-";
 
 /// What the generator produced and therefore what the store must end up with.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -100,8 +124,9 @@ pub struct Summary {
     pub elapsed_seconds: f64,
     /// `records_pulled / elapsed_seconds`.
     pub records_per_second: f64,
-    /// Where the data is.
-    pub data_dir: PathBuf,
+    /// Where the data is: the `--data-dir`, or the temporary directory kept with `--keep`;
+    /// `None` when the temporary directory was removed.
+    pub data_dir: Option<PathBuf>,
     /// The geodata files used (found where `scripts/fetch-geodata.sh` installs by default), or
     /// where none was found.
     pub geodata: String,
@@ -232,20 +257,80 @@ fn endpoint(
     })
 }
 
+/// When a progress line is due on a stderr that is not a terminal: the first look, then every
+/// [`PROGRESS_EVERY`], and the last (`done`), so a log shows the start, the pace and the end.
+#[derive(Debug, Default)]
+struct LineTicker {
+    last: Option<Instant>,
+}
+
+impl LineTicker {
+    /// Whether to print a line `now`; if so, counts it as printed.
+    fn due(&mut self, now: Instant, done: bool) -> bool {
+        let due = done
+            || self
+                .last
+                .is_none_or(|t| now.saturating_duration_since(t) >= PROGRESS_EVERY);
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+}
+
 /// Runs the demo: starts the collectors and the pipeline, waits until everything generated is
 /// pulled and the queue is empty, stops, and compares the store with what was generated.
+/// Geodata is what `run` would use with `configured` (its `[geo]` and data directory); the
+/// demo's data goes to `args.data_dir`, else to a temporary directory that is removed at the
+/// end unless `args.keep` (then its path is printed on stderr at once).
 ///
 /// # Errors
-/// When the pipeline cannot start, stops with an error or does not drain in time. A store that
-/// differs from the expectation is not an error: see [`Summary::matches_expected`].
-pub async fn run_demo(args: &DemoArgs) -> Result<Summary, DemoError> {
+/// When the temporary directory cannot be created, the pipeline cannot start, stops with an
+/// error or does not drain in time. A store that differs from the expectation is not an error:
+/// see [`Summary::matches_expected`].
+pub async fn run_demo(args: &DemoArgs, configured: &Settings) -> Result<Summary, DemoError> {
+    let (data_dir, temp) = match &args.data_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let parent = std::env::temp_dir();
+            let temp = tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .tempdir_in(&parent)
+                .map_err(|source| DemoError::TempDir {
+                    dir: parent,
+                    source,
+                })?;
+            if args.keep {
+                let kept = temp.keep();
+                crate::telemetry::eprint_line(&format!(
+                    "demo: data in {} (kept: --keep)",
+                    kept.display()
+                ));
+                (kept, None)
+            } else {
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        }
+    };
+    let mut summary = run_in(args, configured, &data_dir).await;
+    if let Some(temp) = temp {
+        let path = temp.path().display().to_string();
+        if let Err(error) = temp.close() {
+            tracing::warn!(path, %error, "Could not remove the demo's temporary data directory.");
+        }
+        if let Ok(s) = &mut summary {
+            s.data_dir = None;
+        }
+    }
+    summary
+}
+
+async fn run_in(
+    args: &DemoArgs,
+    configured: &Settings,
+    data_dir: &std::path::Path,
+) -> Result<Summary, DemoError> {
     let started = Instant::now();
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
-        PathBuf::from("botpipe-data").join(format!(
-            "demo-{}",
-            chrono::Utc::now().format("%Y%m%d-%H%M%S")
-        ))
-    });
     let collectors = [
         DemoCollector::new(Flavor::Botpipe, None),
         DemoCollector::new(Flavor::Legacy, None),
@@ -263,14 +348,14 @@ pub async fn run_demo(args: &DemoArgs) -> Result<Summary, DemoError> {
         servers.push(tokio::spawn(c.clone().serve(l, token.clone())));
     }
 
-    let mut settings = Settings::embedded_default().with_data_dir(&data_dir);
-    // Geodata: where `scripts/fetch-geodata.sh` installs by default (`./botpipe-data/geo`), not
-    // the demo's fresh directory, which never holds any.
-    settings.geo.dir = Some(
-        Settings::embedded_default()
-            .data_dir
-            .join(crate::enrich::GEO_DIR),
-    );
+    let mut settings = Settings::embedded_default().with_data_dir(data_dir);
+    // Geodata as `run` finds it with the operator's configuration (`[geo]`, else
+    // `<data_dir>/geo` of *that* data directory), not in the demo's fresh directory.
+    settings.geo = configured.geo.clone();
+    settings.geo.dir = Some(crate::enrich::discovery_dir(
+        &configured.geo,
+        &configured.data_dir,
+    ));
     settings.http_listen = ([127, 0, 0, 1], 0).into();
     settings.endpoints = vec![
         endpoint("demo-botpipe", ports[0], args.interval, args.batch_size)?,
@@ -297,20 +382,25 @@ pub async fn run_demo(args: &DemoArgs) -> Result<Summary, DemoError> {
     let tty = std::io::stderr().is_terminal();
     let total = expected.records;
     let drained = async {
+        let mut lines = LineTicker::default();
         loop {
             let unpulled: usize = collectors.iter().map(DemoCollector::unpulled).sum();
-            let depth = queue.depth().await.map(|d| d.total).unwrap_or(u64::MAX);
+            let depth = queue.depth().await.ok().map(|d| d.total);
             let pulled = total - unpulled as u64;
+            let done = unpulled == 0 && depth == Some(0);
+            let depth = depth.map_or_else(|| "?".to_owned(), |d| d.to_string());
+            let secs = started.elapsed().as_secs_f64();
             if tty {
-                eprint!(
-                    "\r  pulled {pulled:>8}/{total}   queue {depth:>5} batches   {:>5.1}s",
-                    started.elapsed().as_secs_f64()
-                );
+                eprint!("\r  pulled {pulled:>8}/{total}   queue {depth:>5} batches   {secs:>5.1}s");
+            } else if lines.due(Instant::now(), done) {
+                crate::telemetry::eprint_line(&format!(
+                    "demo: pulled {pulled}/{total} records, queue {depth} batches, {secs:.1} s"
+                ));
             }
-            if unpulled == 0 && depth == 0 {
+            if done {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL).await;
         }
     };
     let finished = tokio::time::timeout(DEMO_TIMEOUT, drained).await.is_ok();
@@ -359,7 +449,26 @@ pub async fn run_demo(args: &DemoArgs) -> Result<Summary, DemoError> {
         expected,
         elapsed_seconds: elapsed,
         records_per_second: records_pulled as f64 / elapsed.max(1e-9),
-        data_dir,
+        data_dir: Some(data_dir.to_path_buf()),
         matches_expected,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_a_terminal_progress_is_the_first_look_one_line_every_interval_and_the_last() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut lines = LineTicker::default();
+        let printed: Vec<u64> = (0..=5_000)
+            .step_by(100)
+            .filter(|ms| lines.due(at(*ms), false))
+            .collect();
+        assert_eq!(printed, [0, 2_000, 4_000]);
+        // The end is printed whenever it comes.
+        assert!(lines.due(at(4_100), true));
+    }
 }

@@ -299,6 +299,17 @@ fn sqlx_is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// How many dead letters one source has for one reason (`botpipe dlq list`'s summary).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct DeadLetterCount {
+    /// Endpoint name or `push:<relay>`.
+    pub source: String,
+    /// The reason as stored.
+    pub reason: String,
+    /// Letters with both.
+    pub count: u64,
+}
+
 /// A dead letter as stored, for `botpipe dlq`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredDeadLetter {
@@ -394,6 +405,12 @@ pub trait Store: Send + Sync {
         limit: u32,
         before: Option<i64>,
     ) -> impl Future<Output = Result<Vec<StoredDeadLetter>, StoreError>> + Send;
+
+    /// Dead letters counted per source and reason, in no particular order; none when the
+    /// table does not exist yet.
+    fn dead_letter_counts(
+        &self,
+    ) -> impl Future<Output = Result<Vec<DeadLetterCount>, StoreError>> + Send;
 
     /// Deletes the dead letters with these ids (after `botpipe dlq replay` re-queued them, so a
     /// second replay finds nothing to duplicate); returns how many rows went. Unknown ids are
@@ -525,6 +542,16 @@ impl AnyStore {
         }
     }
 
+    /// Why this store would refuse `record` whatever its other rows (a MySQL `TIMESTAMP` cannot
+    /// hold its time), or `None`; the store applies the same rule when it writes. For
+    /// `botpipe dlq replay`, which leaves such letters where they are.
+    pub fn refusal(&self, record: &crate::record::Record) -> Option<String> {
+        match self {
+            Self::Sqlite(_) | Self::Postgres(_) => None,
+            Self::Mysql(_) => mysql::unstorable_time(&record.timestamp),
+        }
+    }
+
     /// Closes the connections of a network store (waiting for those in use to come back);
     /// nothing to do for SQLite.
     pub async fn close(&self) {
@@ -569,6 +596,9 @@ impl Store for AnyStore {
         before: Option<i64>,
     ) -> Result<Vec<StoredDeadLetter>, StoreError> {
         dispatch!(self, s => s.dead_letters(limit, before).await)
+    }
+    async fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, StoreError> {
+        dispatch!(self, s => s.dead_letter_counts().await)
     }
     async fn delete_dead_letters(&self, ids: &[i64]) -> Result<u64, StoreError> {
         dispatch!(self, s => s.delete_dead_letters(ids).await)

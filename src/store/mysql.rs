@@ -840,30 +840,42 @@ async fn write_rows(
     Ok(fresh.len() as u64)
 }
 
+/// Why a `TIMESTAMP` column cannot hold `t`, or `None` when it can. Also what `botpipe dlq
+/// replay` asks before it queues a record ([`super::AnyStore::refusal`]).
+pub(crate) fn unstorable_time(t: &DateTime<Utc>) -> Option<String> {
+    (!TIMESTAMP_RANGE.contains(&t.timestamp())).then(|| {
+        format!(
+            "timestamp {t} is outside the range of a MySQL TIMESTAMP (1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC)"
+        )
+    })
+}
+
 /// `batch` without the records whose time a `TIMESTAMP` cannot hold, which become dead letters
 /// of the returned batch; `None` when every record fits.
 fn without_unstorable_times(batch: &EnrichedBatch) -> Option<EnrichedBatch> {
-    let fits = |t: &DateTime<Utc>| TIMESTAMP_RANGE.contains(&t.timestamp());
-    if batch.batch.records.iter().all(|r| fits(&r.timestamp)) {
+    if batch
+        .batch
+        .records
+        .iter()
+        .all(|r| unstorable_time(&r.timestamp).is_none())
+    {
         return None;
     }
     let mut kept = recovery::sub_batch(batch, &[]);
     kept.batch.dead_letters = batch.batch.dead_letters.clone();
     let mut refused = 0u64;
     for (i, r) in batch.batch.records.iter().enumerate() {
-        if fits(&r.timestamp) {
-            kept.batch.records.push(r.clone());
-            kept.geo.push(batch.geo.get(i).cloned().unwrap_or_default());
-        } else {
-            refused += 1;
-            kept.batch.dead_letters.push(recovery::rejected_letter(
-                batch,
-                i,
-                &format!(
-                    "timestamp {} is outside the range of a MySQL TIMESTAMP (1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC)",
-                    r.timestamp
-                ),
-            ));
+        match unstorable_time(&r.timestamp) {
+            None => {
+                kept.batch.records.push(r.clone());
+                kept.geo.push(batch.geo.get(i).cloned().unwrap_or_default());
+            }
+            Some(why) => {
+                refused += 1;
+                kept.batch
+                    .dead_letters
+                    .push(recovery::rejected_letter(batch, i, &why));
+            }
         }
     }
     metrics::counter!(DEAD_LETTERS_TOTAL, "reason" => RejectReason::StoreRejected.as_str())

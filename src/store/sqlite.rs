@@ -28,8 +28,8 @@ use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use super::clock::WallClock;
 use super::merge::{place_assignments, plan, stored_coordinates, TypePlan};
 use super::{
-    ApplyOutcome, CountSample, EnrichedBatch, MigrationReport, Store, StoreCounts, StoreError,
-    StoredDeadLetter,
+    ApplyOutcome, CountSample, DeadLetterCount, EnrichedBatch, MigrationReport, Store, StoreCounts,
+    StoreError, StoredDeadLetter,
 };
 use crate::enrich::Geo;
 use crate::record::{BotnetType, DeadLetter, LogType};
@@ -786,6 +786,38 @@ impl Store for SqliteStore {
                 .map_err(sqlite_err(path, "listing botpipe_dead_letters"))?;
             rows.collect::<Result<Vec<_>, _>>()
                 .map_err(sqlite_err(path, "reading botpipe_dead_letters"))
+        })
+        .await
+    }
+
+    async fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, StoreError> {
+        self.with_reader(|path, conn| {
+            let exists: bool = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'botpipe_dead_letters'",
+                    [],
+                    |r| r.get::<_, i64>(0).map(|n| n > 0),
+                )
+                .map_err(sqlite_err(path, "looking for botpipe_dead_letters"))?;
+            if !exists {
+                return Ok(Vec::new());
+            }
+            let mut stmt = conn
+                .prepare(
+                    "SELECT source, reason, COUNT(*) FROM botpipe_dead_letters GROUP BY source, reason",
+                )
+                .map_err(sqlite_err(path, "counting botpipe_dead_letters per source"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(DeadLetterCount {
+                        source: r.get(0)?,
+                        reason: r.get(1)?,
+                        count: r.get::<_, i64>(2)?.max(0) as u64,
+                    })
+                })
+                .map_err(sqlite_err(path, "counting botpipe_dead_letters per source"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(sqlite_err(path, "counting botpipe_dead_letters per source"))
         })
         .await
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use botpipe::demo::Flavor;
 use botpipe::http::StatusSnapshot;
 use botpipe::queue::Queue;
-use botpipe::record::BotnetType;
-use botpipe::store::Store;
+use botpipe::record::{Batch, BotnetType, DeadLetter, RejectReason};
+use botpipe::store::{EnrichedBatch, Store};
 
 use crate::helpers::bin::{run_botpipe, text, write_config};
 use crate::helpers::{endpoint, spawn_app_with, spawn_collector, test_settings, wait_until, wire};
@@ -426,4 +426,206 @@ async fn dlq_replay_moves_fixed_records_into_the_store_once() {
     assert_eq!(c.communications.get("mozi"), Some(&20));
     assert_eq!(c.total_dead_letters(), 1);
     app.stop().await;
+}
+
+/// Stores `letters` (source, reason, detail, raw) as dead letters in a fresh embedded botpipe
+/// under `data`, in this order (so the last gets the highest id), and stops it.
+async fn with_dead_letters(data: &std::path::Path, letters: &[(&str, RejectReason, &str, String)]) {
+    let app = spawn_app_with(tempfile::tempdir().unwrap(), test_settings(data)).await;
+    // botpipe migrates its store once running; make sure its own tables are there first.
+    app.store
+        .migrate(&std::collections::BTreeSet::new())
+        .await
+        .unwrap();
+    for (source, reason, detail, raw) in letters {
+        let letter = DeadLetter {
+            source: (*source).to_owned(),
+            reason: *reason,
+            detail: (*detail).to_owned(),
+            raw: raw.clone(),
+            rejected_at: chrono::Utc::now(),
+        };
+        let batch = EnrichedBatch {
+            batch: Batch::new(*source, Vec::new(), vec![letter]),
+            geo: Vec::new(),
+        };
+        app.store.apply(&batch).await.unwrap();
+    }
+    app.stop().await;
+}
+
+/// Issue 16: `dlq list` printed rows only. It now counts every matching letter by reason and by
+/// source first, then the newest rows one line each, with whole details on request.
+#[tokio::test]
+async fn issue_16_dlq_list_counts_by_reason_and_source_before_one_line_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let raw = |ip: &str| wire(ip, "2026-03-03T10:00:00", "mozi", "online").to_string();
+    let mut letters = Vec::new();
+    for i in 0..3 {
+        letters.push((
+            "east",
+            RejectReason::BadIp,
+            "not public",
+            raw(&format!("10.0.0.{i}")),
+        ));
+    }
+    for _ in 0..2 {
+        letters.push((
+            "east",
+            RejectReason::UnknownBotnetType,
+            "botnet type conficker is not in botnet.allowed_types",
+            wire("8.8.8.8", "2026-03-03T10:00:00", "conficker", "online").to_string(),
+        ));
+    }
+    letters.push((
+        "push:relay",
+        RejectReason::StoreRejected,
+        "the database said:\nvalue too long\tfor column",
+        raw("8.8.4.4"),
+    ));
+    with_dead_letters(&data, &letters).await;
+    let config = write_config(
+        dir.path(),
+        &format!("data_dir = {:?}\n", data.display().to_string()),
+    );
+
+    let out = run_botpipe(Some(&config), &["dlq", "list", "--limit", "2"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = |want: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(want))
+            .unwrap_or_else(|| panic!("{want:?} missing from\n{stdout}"))
+    };
+    let count_of = |from: usize, name: &str| -> u64 {
+        let line = lines[from..]
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no count for {name} in\n{stdout}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert!(lines[0].contains("Dead letters: 6"), "{stdout}");
+    let (by_reason, by_source, rows) = (at("BY REASON"), at("BY SOURCE"), at("REJECTED (UTC)"));
+    assert!(by_reason < by_source && by_source < rows, "{stdout}");
+    assert_eq!(count_of(by_reason, "bad_ip"), 3);
+    assert_eq!(count_of(by_reason, "unknown_botnet_type"), 2);
+    assert_eq!(count_of(by_reason, "store_rejected"), 1);
+    assert_eq!(count_of(by_source, "east"), 5);
+    assert_eq!(count_of(by_source, "push:relay"), 1);
+    // Two rows, newest first, each on one line whatever its detail holds.
+    assert_eq!(lines.len(), rows + 3, "{stdout}");
+    assert!(lines[rows + 1].contains("push:relay"), "{stdout}");
+    assert!(
+        lines[rows + 1].contains("the database said: value too long for column"),
+        "{stdout}"
+    );
+    assert!(lines[rows + 2].contains("unknown_botnet_type"), "{stdout}");
+
+    // The whole detail and the raw record on request.
+    let out = run_botpipe(Some(&config), &["dlq", "list", "--limit", "1", "--detail"]).await;
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("value too long\tfor column"), "{stdout}");
+    assert!(stdout.contains("8.8.4.4"), "{stdout}");
+
+    // The counts follow the filters.
+    let out = run_botpipe(
+        Some(&config),
+        &["dlq", "list", "--source", "east", "--reason", "bad_ip"],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.starts_with("Dead letters: 3\n"), "{stdout}");
+    assert!(!stdout.contains("push:relay"), "{stdout}");
+}
+
+/// Issue 16: `dlq replay --dry-run` printed totals only. It now says, per letter, whether the
+/// replay would store it or it would fail again and why, and still changes nothing.
+#[tokio::test]
+async fn issue_16_dlq_replay_dry_run_says_per_letter_what_would_happen() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let letters = [
+        (
+            "east",
+            RejectReason::UnknownBotnetType,
+            "botnet type conficker is not in botnet.allowed_types",
+            wire("8.8.8.8", "2026-03-03T10:00:00", "conficker", "online").to_string(),
+        ),
+        (
+            "east",
+            RejectReason::BadIp,
+            "not public",
+            wire("10.0.0.1", "2026-03-03T10:00:00", "mozi", "online").to_string(),
+        ),
+        (
+            "retired",
+            RejectReason::UnknownBotnetType,
+            "botnet type conficker is not in botnet.allowed_types",
+            wire("8.8.4.4", "2026-03-03T10:00:00", "conficker", "online").to_string(),
+        ),
+        (
+            "east",
+            RejectReason::UnknownBotnetType,
+            "botnet type wannacry is not in botnet.allowed_types",
+            wire("1.1.1.1", "2026-03-03T10:00:00", "wannacry", "online").to_string(),
+        ),
+    ];
+    with_dead_letters(&data, &letters).await;
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "data_dir = {:?}\n[botnet]\nallowed_types = [\"mozi\", \"conficker\"]\n[endpoints.east]\nurl = \"http://127.0.0.1:9/\"\ntimezone = \"UTC\"\n",
+            data.display().to_string()
+        ),
+    );
+
+    let out = run_botpipe(Some(&config), &["dlq", "list", "--json"]).await;
+    let ids: Vec<i64> = text(&out)
+        .0
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 4);
+    // Newest first: wannacry, retired, bad ip, conficker.
+    let (wannacry, retired, bad_ip, conficker) = (ids[0], ids[1], ids[2], ids[3]);
+
+    let out = run_botpipe(Some(&config), &["dlq", "replay", "--dry-run"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let line = |id: i64| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id.to_string().as_str()))
+            .unwrap_or_else(|| panic!("no line for letter {id} in\n{stdout}"))
+            .to_owned()
+    };
+    assert!(line(conficker).ends_with("would be stored"), "{stdout}");
+    assert!(line(bad_ip).contains("fails again: bad_ip: "), "{stdout}");
+    assert!(
+        line(wannacry).contains("fails again: unknown_botnet_type: botnet type wannacry"),
+        "{stdout}"
+    );
+    let retired = line(retired);
+    assert!(retired.contains("would be stored"), "{stdout}");
+    assert!(retired.contains("not a configured endpoint"), "{stdout}");
+    assert!(
+        stdout.contains("Would replay 2 of 4 dead letters"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 still invalid (bad_ip 1, unknown_botnet_type 1)"),
+        "{stdout}"
+    );
+
+    // Nothing changed.
+    let out = run_botpipe(Some(&config), &["dlq", "list", "--json"]).await;
+    assert_eq!(text(&out).0.lines().count(), 4);
 }

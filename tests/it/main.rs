@@ -7,12 +7,14 @@ mod cli;
 mod collector;
 mod collector_e2e;
 mod crash;
+mod demo;
 mod enrich;
 mod fault_proxy;
 mod ha;
 mod handoff_faults;
 #[path = "../harness/mod.rs"]
 mod harness;
+mod help;
 mod helpers;
 mod http;
 mod leases;

@@ -184,8 +184,11 @@ async fn demo_summary_matches_what_the_generator_expects() {
         interval: Duration::from_millis(50),
         batch_size: 500,
         json: true,
+        keep: false,
     };
-    let s = botpipe::demo::run_demo(&args).await.unwrap();
+    // Geodata from a data directory with none: the summary does not depend on the machine.
+    let configured = botpipe::config::Settings::embedded_default().with_data_dir(dir.path());
+    let s = botpipe::demo::run_demo(&args, &configured).await.unwrap();
     assert!(s.matches_expected, "{s:#?}");
     assert_eq!(s.records_pulled, 3000);
     assert_eq!(s.dead_lettered, s.expected.invalid);

@@ -1519,3 +1519,56 @@ async fn issue_12_replayed_batch_writes_its_dead_letters_once(backend: Backend) 
     store.apply(&other).await.unwrap();
     assert_eq!(store.dead_letters(100, None).await.unwrap().len(), 6);
 }
+
+on_backends!(issue_16_dead_letters_are_counted_per_source_and_reason: sqlite => Sqlite, postgres => Postgres, mysql => Mysql);
+
+/// `botpipe dlq list` counts every dead letter by source and reason in the database, and
+/// `dlq replay` asks the store first whether it could hold a record at all.
+async fn issue_16_dead_letters_are_counted_per_source_and_reason(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_migrated(&["mozi"]).await;
+    assert_eq!(store.dead_letter_counts().await.unwrap(), Vec::new());
+    for (source, reason, n) in [
+        ("east", RejectReason::BadIp, 3),
+        ("east", RejectReason::UnknownBotnetType, 2),
+        ("push:relay", RejectReason::BadIp, 1),
+    ] {
+        let mut batch = enriched(Vec::new());
+        batch.batch.source = source.into();
+        for i in 0..n {
+            batch.batch.dead_letters.push(DeadLetter {
+                source: source.into(),
+                reason,
+                detail: format!("letter {i}"),
+                raw: "{}".into(),
+                rejected_at: Utc::now(),
+            });
+        }
+        store.apply(&batch).await.unwrap();
+    }
+    let mut counts: Vec<(String, String, u64)> = store
+        .dead_letter_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.source, c.reason, c.count))
+        .collect();
+    counts.sort();
+    let want = |s: &str, r: &str, n: u64| (s.to_owned(), r.to_owned(), n);
+    assert_eq!(
+        counts,
+        [
+            want("east", "bad_ip", 3),
+            want("east", "unknown_botnet_type", 2),
+            want("push:relay", "bad_ip", 1),
+        ]
+    );
+
+    let late = rec("mozi", "1.0.0.1", 20 * 365 * 86_400, LogType::Online);
+    let refusal = store.refusal(&late);
+    assert_eq!(refusal.is_some(), backend == Backend::Mysql, "{refusal:?}");
+    assert_eq!(
+        store.refusal(&rec("mozi", "1.0.0.1", 0, LogType::Online)),
+        None
+    );
+}

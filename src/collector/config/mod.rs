@@ -27,7 +27,7 @@ use crate::config::{extract_all, ExtractProblems, Problem};
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorConfigError {
     /// No `--config` was given.
-    #[error("botpipe collector needs --config <collector.toml>; see collector.example.toml")]
+    #[error("botpipe collector needs --config <collector.toml> (or BOTPIPE_COLLECTOR_CONFIG); see collector.example.toml")]
     Missing,
     /// The file does not exist.
     #[error("reading collector configuration: {} does not exist", .0.display())]

@@ -41,6 +41,9 @@ pub struct IndexInfo {
     pub comment: Option<String>,
 }
 
+/// A row of `(text, text, count)`, as [`SqlConn::text_pair_counts`] returns them.
+pub type TextPairCount = (String, String, i64);
+
 /// The generic store's queries on one connection.
 pub trait SqlConn: Send {
     /// Runs `sql` without parameters (DDL, session settings, several statements).
@@ -54,6 +57,12 @@ pub trait SqlConn: Send {
 
     /// The first column of every row, as text.
     fn texts<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<Vec<String>, sqlx::Error>>;
+
+    /// Rows of `(text, text, count)`.
+    fn text_pair_counts<'a>(
+        &'a mut self,
+        sql: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<TextPairCount>, sqlx::Error>>;
 
     /// Executes `sql` with the text and number parameters given, in order; returns rows affected.
     fn execute_with<'a>(
@@ -130,6 +139,26 @@ where
                 .await?
                 .iter()
                 .map(|r| r.try_get::<String, _>(0))
+                .collect()
+        })
+    }
+
+    fn text_pair_counts<'a>(
+        &'a mut self,
+        sql: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<TextPairCount>, sqlx::Error>> {
+        Box::pin(async move {
+            sqlx::query(sql)
+                .fetch_all(self)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get::<String, _>(0)?,
+                        r.try_get::<String, _>(1)?,
+                        r.try_get::<i64, _>(2)?,
+                    ))
+                })
                 .collect()
         })
     }

@@ -48,8 +48,8 @@ use super::columns::fit_batch;
 use super::merge::{plan, TypePlan};
 use super::recovery::{self, Isolation};
 use super::{
-    Accuracy, ApplyOutcome, CountSample, EnrichedBatch, MigrationReport, Store, StoreCounts,
-    StoreError, StoredDeadLetter,
+    Accuracy, ApplyOutcome, CountSample, DeadLetterCount, EnrichedBatch, MigrationReport, Store,
+    StoreCounts, StoreError, StoredDeadLetter,
 };
 use crate::record::{BotnetType, DeadLetter, NodeIp, RejectReason};
 use crate::telemetry::metrics::DEAD_LETTERS_TOTAL;
@@ -821,6 +821,33 @@ impl<D: Dialect> Store for SqlStore<D> {
             .map_err(self.err("reading botpipe_dead_letters"));
         conn.done();
         page
+    }
+
+    async fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, StoreError> {
+        let op = "counting botpipe_dead_letters per source";
+        let mut conn = self.acquire(op).await?;
+        let tables = conn
+            .texts(D::LIST_TABLES)
+            .await
+            .map_err(self.err("listing tables"))?;
+        if !tables.iter().any(|t| t == "botpipe_dead_letters") {
+            return Ok(Vec::new());
+        }
+        // The same text on both dialects: `reason` is a VARCHAR and COUNT(*) a 64-bit integer.
+        let rows = conn
+            .text_pair_counts(
+                "SELECT source, reason, COUNT(*) FROM botpipe_dead_letters GROUP BY source, reason",
+            )
+            .await
+            .map_err(self.err(op))?;
+        Ok(rows
+            .into_iter()
+            .map(|(source, reason, n)| DeadLetterCount {
+                source,
+                reason,
+                count: n.max(0) as u64,
+            })
+            .collect())
     }
 
     async fn delete_dead_letters(&self, ids: &[i64]) -> Result<u64, StoreError> {
