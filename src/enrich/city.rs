@@ -262,19 +262,18 @@ impl CityDb {
         let reader = match &self.source {
             Source::Mmdb(reader) => reader,
             Source::Ipdb(reader, fields) => {
-                // Decoded afresh, not kept in the decoded-record cache: an IPDB record is a
-                // short line of text that decodes in well under the cost of a cache miss, and
-                // its many records (one per small range) would only evict the MaxMind-DB
-                // records asked for next, whose decode is the expensive one.
+                // The record number plays the part of the data offset.
                 let record = reader.find(ip)?;
-                let Some(text) = reader.fields(record) else {
-                    if !self.warned.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(path = %self.path.display(), %ip,
-                            "Geo database has a record it cannot decode; such IPs stay unknown.");
-                    }
-                    return None;
-                };
-                return Some(ipdb_geo(text, fields)).filter(Geo::is_known);
+                return self.cached(record as usize, || {
+                    let Some(text) = reader.fields(record) else {
+                        if !self.warned.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(path = %self.path.display(), %ip,
+                                "Geo database has a record it cannot decode; such IPs stay unknown.");
+                        }
+                        return None;
+                    };
+                    Some(ipdb_geo(text, fields)).filter(Geo::is_known)
+                });
             }
         };
         let found = match reader.lookup(ip) {
