@@ -427,8 +427,9 @@ impl App {
             // threads, and dropping the pull runtime leaves the workers' connections alone.
             let pull_handoff = self.handoff.with_own_link();
             let holder = Holder::this_process(self.name.clone());
-            // Several processes may share a Redis: each endpoint is pulled by its lease holder.
-            // These leases use the pullers' link: only the pre-confirm check runs on them.
+            // Several processes may share a Redis: each endpoint is pulled by its lease holder
+            // (on by default with Redis; `queue.endpoint_leases = false` turns it off). These
+            // leases use the pullers' link: only the pre-confirm check runs on them.
             let leases = match pull_handoff.queue() {
                 AnyQueue::Redis(q) if self.settings.queue.endpoint_leases => {
                     Some(q.endpoint_leases(self.settings.queue.lease_ttl, holder.clone()))

@@ -138,7 +138,6 @@ async fn a_running_botpipe_holds_its_endpoints_and_releases_them_on_shutdown() {
         .collect();
     let app = spawn_app(eps, |s| {
         s.queue.backend = QueueBackend::Redis(redis.settings(&redis_url()));
-        s.queue.endpoint_leases = true;
         s.queue.lease_ttl = Duration::from_secs(3);
     })
     .await;
@@ -276,7 +275,6 @@ async fn issue_14_a_holder_cut_off_from_redis_pulls_until_its_lease_would_expire
         |s| {
             s.queue.backend = QueueBackend::Redis(redis.settings(&proxy.redis_url()));
             s.queue.handoff_deadline = Duration::from_millis(100);
-            s.queue.endpoint_leases = true;
             s.queue.lease_ttl = ttl;
         },
     )
@@ -576,4 +574,46 @@ async fn issue_14_a_cycle_does_not_wait_for_the_keeper_releasing_the_lease_to_a_
     );
     assert!(!keeper.is_finished(), "the release was still in flight");
     keeper.await.unwrap();
+}
+
+/// Issue 14 with leases on by default: `botpipe status` beside a running botpipe on Redis names
+/// the process holding each endpoint, read from the leases in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_status_names_the_holder_of_each_endpoint_with_the_default_leases() {
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let mut settings = crate::helpers::test_settings(&data);
+    settings.endpoints = vec![endpoint("east", &tc.url, Duration::from_millis(100), 100)];
+    settings.queue.backend = QueueBackend::Redis(redis.settings(&redis_url()));
+    assert!(settings.queue.endpoint_leases, "leases are on by default");
+    let app = crate::helpers::spawn_app_with(dir, settings).await;
+    wait_until(Duration::from_secs(10), "the endpoint is held", || async {
+        current(&redis, "east").await.is_some()
+    })
+    .await;
+    let config = crate::helpers::bin::write_config(
+        &data,
+        &format!(
+            "data_dir = {:?}\n[queue]\nbackend = \"redis\"\nredis_url = {:?}\nredis_prefix = {:?}\ngroup = {:?}\n\
+             [endpoints.east]\nurl = {:?}\ntimezone = \"UTC\"\n",
+            data.display().to_string(),
+            redis_url(),
+            redis.prefix,
+            redis.group,
+            tc.url,
+        ),
+    );
+    let out = crate::helpers::bin::run_botpipe(Some(&config), &["status", "--json"]).await;
+    let (stdout, stderr) = crate::helpers::bin::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let owner = &status["endpoints"][0]["owner"];
+    assert_eq!(owner["pid"], std::process::id(), "{status}");
+    assert_eq!(owner["this_process"], false, "{status}");
+    assert!(owner["token"].as_u64().is_some_and(|t| t >= 1), "{status}");
+    app.stop().await;
 }
