@@ -432,7 +432,9 @@ impl App {
             // threads, and dropping the pull runtime leaves the workers' connections alone.
             let pull_handoff = self.handoff.with_own_link();
             let holder = Holder::this_process(self.name.clone());
-            // Several processes may share a Redis: each endpoint is pulled by its lease holder.
+            // Several processes may share a Redis: each endpoint is pulled by its lease holder
+            // (on by default with Redis; `queue.endpoint_leases = false` turns it off). These
+            // leases use the pullers' link: only the pre-confirm check runs on them.
             let leases = match pull_handoff.queue() {
                 AnyQueue::Redis(q) if self.settings.queue.endpoint_leases => {
                     Some(q.endpoint_leases(self.settings.queue.lease_ttl, holder.clone()))
@@ -506,9 +508,13 @@ impl App {
             }
             if let Some(leases) = leases {
                 tracing::info!(process = %holder.name, ttl_ms = self.settings.queue.lease_ttl.as_millis() as u64, "Endpoints are shared through Redis leases: this process pulls those it holds.");
-                keeper.spawn_on(
-                    LeaseKeeper::new(leases, owned).run_until_stopped(keeper_token.clone()),
-                    pull_runtime.handle(),
+                // The keeper runs off the pull path: on this (main) runtime, on a Redis link of
+                // its own, so that a round waiting on a hanging or slow Redis (up to the command
+                // timeout) holds neither the pull thread nor the pullers' connection, and its
+                // failed dials do not put the pullers' link into its fail-fast window.
+                keeper.spawn(
+                    LeaseKeeper::new(leases.with_own_link(), owned)
+                        .run_until_stopped(keeper_token.clone()),
                 );
             }
         }

@@ -259,8 +259,8 @@ pub async fn read_direct(settings: &Settings) -> Result<StatusSnapshot, CommandE
         }
         endpoints.push(s);
     }
-    // Who holds each endpoint, from the leases themselves (Redis backend).
-    if let AnyQueue::Redis(q) = handoff.queue() {
+    // Who holds each endpoint, from the leases themselves (Redis backend, leases on).
+    if let (AnyQueue::Redis(q), true) = (handoff.queue(), settings.queue.endpoint_leases) {
         let names: Vec<String> = settings
             .enabled_endpoints()
             .map(|e| e.name.clone())

@@ -136,9 +136,11 @@ pub struct QueueConfig {
     #[serde(default, with = "humantime_serde::option")]
     pub lease_ttl: Option<Duration>,
     /// Redis backend only: share the endpoints between processes through leases, one puller
-    /// per endpoint (see `docs/operations.md`, "Running several processes"). Default `false`
-    /// for now: with leases on, a hanging Redis still costs pull cycles (the cadence proof
-    /// fails), which is being fixed. Turn it on before running several processes.
+    /// per endpoint (see `docs/operations.md`, "Running several processes"). Default `true`.
+    /// `false` makes every process pull every endpoint: only for a single `botpipe run` that
+    /// must pull while Redis is down at its start (it cannot know who else pulls), never for
+    /// several processes against legacy collectors (their confirm is positional, so two
+    /// processes pulling one endpoint lose records). Ignored with the embedded queue.
     pub endpoint_leases: Option<bool>,
     /// Deliveries after which a batch is moved to the dead-letter stream. Default 5. A delivery
     /// that failed only because the store was unreachable does not count.

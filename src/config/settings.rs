@@ -205,7 +205,8 @@ pub struct QueueSettings {
     pub lease_timeout: Duration,
     /// How long an endpoint lease lives without renewal (Redis backend).
     pub lease_ttl: Duration,
-    /// Whether processes on one Redis share the endpoints through leases (opt-in for now).
+    /// Whether processes on one Redis share the endpoints through leases (default on; the
+    /// embedded queue has no leases, whatever this says).
     pub endpoint_leases: bool,
     /// Deliveries before dead-lettering a batch.
     pub max_deliveries: u32,
@@ -582,7 +583,7 @@ fn validate_queue(
         handoff_deadline,
         lease_timeout: raw.lease_timeout.unwrap_or(Duration::from_secs(60)),
         lease_ttl: raw.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
-        endpoint_leases: raw.endpoint_leases.unwrap_or(false),
+        endpoint_leases: raw.endpoint_leases.unwrap_or(true),
         max_deliveries,
         high_watermark: high,
         low_watermark: low,
@@ -1026,6 +1027,16 @@ mod tests {
             assert!(r.url.contains("redis-pw"));
             assert_eq!(s.endpoints[0].url.password(), Some("url-pw"));
         }
+    }
+
+    #[test]
+    fn issue_14_endpoint_leases_are_on_by_default_and_can_be_turned_off() {
+        let parse = |text: &str| Settings::try_from(toml::from_str::<RawConfig>(text).unwrap());
+        let redis = "[queue]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1/\"\n";
+        assert!(parse(redis).unwrap().queue.endpoint_leases);
+        assert!(Settings::embedded_default().queue.endpoint_leases);
+        let off = format!("{redis}endpoint_leases = false\n");
+        assert!(!parse(&off).unwrap().queue.endpoint_leases);
     }
 
     #[test]

@@ -6,12 +6,18 @@
 //! Two parts share one [`EndpointOwnership`] per endpoint:
 //! - the [`LeaseKeeper`], one task per process, runs a round every third of the TTL: heartbeat,
 //!   renew held leases, notice lost ones, and balance (take free endpoints up to a fair share,
-//!   give surplus back). It is the only place that takes or gives up a lease;
+//!   give surplus back). It is the only place that takes or gives up a lease, and on taking one
+//!   it reads the endpoint's shared cursor for the puller to resume from. It runs off the pull
+//!   path: on the main runtime, on a Redis link of its own (`App` gives it
+//!   [`EndpointLeases::with_own_link`]), so a round stuck on a hanging Redis holds neither the
+//!   pull thread nor the pullers' connection;
 //! - the puller asks [`EndpointOwnership::gate`] at each tick (no I/O), holds the endpoint's
-//!   cycle lock for the whole cycle ([`EndpointOwnership::begin_cycle`]), and just before the
-//!   confirm spends its one Redis round trip on [`EndpointOwnership::check_before_confirm`],
-//!   which renews the lease and says whether it is still ours. The cursor is then written
-//!   fenced by the same lease value.
+//!   cycle lock for the whole cycle ([`EndpointOwnership::begin_cycle`], which never waits), and
+//!   just before the confirm spends its one Redis round trip on
+//!   [`EndpointOwnership::check_before_confirm`], which renews the lease and says whether it is
+//!   still ours. That round trip gets what is left of the hand-off's deadline (hand-off and check
+//!   together wait on Redis for at most one deadline) and is skipped while the hand-off bypasses
+//!   Redis. The cursor is then written fenced by the same lease value.
 //!
 //! Clocks: the keeper records, per lease, the monotonic instant its last successful renewal was
 //! *sent* plus the TTL: Redis cannot have expired the lease before then. While Redis does not
@@ -32,7 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::status::{LeaseOwner, StatusBoard};
-use crate::queue::{Acquire, EndpointLeases, Fence, LeaseInfo, Member};
+use crate::queue::{Acquire, Cursor, EndpointLeases, Fence, LeaseInfo, Member};
 use crate::telemetry::metrics as m;
 
 /// Rounds an endpoint this process released is not taken back by it, so that a balancing
@@ -97,9 +103,34 @@ impl LeaseLoss {
     }
 }
 
+/// What the pre-confirm check found ([`EndpointOwnership::check_before_confirm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseCheck {
+    /// `Ok` when the confirm may go ahead.
+    pub verdict: Result<(), LeaseLoss>,
+    /// Redis did not answer within the time it was given: the caller's hand-off should stop
+    /// trying Redis for now (its bypass), as after a hand-off that timed out.
+    pub timed_out: bool,
+}
+
+/// Where a puller resumes after its process took the endpoint: the shared cursor as the keeper
+/// read it right after the acquisition (so taking an endpoint over costs the pull path no Redis
+/// round trip). The previous holder cannot move it after that instant (the cursor write is
+/// fenced), so it is the cursor to go on from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// The shared cursor (`None`: the endpoint has none yet).
+    From(Option<Cursor>),
+    /// It could not be read: the puller goes on from its own (a stale cursor only re-pulls
+    /// records the collector still has; the store absorbs duplicates).
+    Unknown,
+}
+
 #[derive(Debug)]
 struct LeaseState {
     fence: Option<Fence>,
+    /// Where the puller resumes under `fence`.
+    resume: Resume,
     /// Redis cannot have expired `fence` before this instant.
     expires: Instant,
     /// The keeper is giving the lease back: no new cycle may start.
@@ -115,8 +146,8 @@ struct Shared {
     cycle: Arc<tokio::sync::Mutex<()>>,
     /// The longest a confirm can take (the endpoint's request timeout).
     confirm_budget: Duration,
-    /// Bound on the pre-confirm check and on a release.
-    check_deadline: Duration,
+    /// Bound on a release (the keeper's, off the pull path).
+    release_deadline: Duration,
     board: StatusBoard,
 }
 
@@ -130,6 +161,7 @@ pub struct EndpointOwnership {
 #[derive(Debug)]
 pub struct CycleGuard {
     fence: Fence,
+    resume: Resume,
     _lock: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -138,16 +170,22 @@ impl CycleGuard {
     pub fn fence(&self) -> &Fence {
         &self.fence
     }
+
+    /// Where to resume when the lease's token is new to the puller.
+    pub fn resume(&self) -> &Resume {
+        &self.resume
+    }
 }
 
 impl EndpointOwnership {
-    /// Ownership of `endpoint` through `leases`; `confirm_budget` is the endpoint's request
-    /// timeout and `check_deadline` bounds the pre-confirm check (the hand-off deadline).
+    /// Ownership of `endpoint` through `leases` (the pullers' link: the pre-confirm check runs
+    /// on it); `confirm_budget` is the endpoint's request timeout and `release_deadline` bounds
+    /// the keeper's release of the lease (at least 500 ms).
     pub fn new(
         endpoint: &str,
         leases: EndpointLeases,
         confirm_budget: Duration,
-        check_deadline: Duration,
+        release_deadline: Duration,
         board: StatusBoard,
     ) -> Self {
         Self {
@@ -156,12 +194,13 @@ impl EndpointOwnership {
                 leases,
                 state: Mutex::new(LeaseState {
                     fence: None,
+                    resume: Resume::Unknown,
                     expires: Instant::now(),
                     releasing: false,
                 }),
                 cycle: Arc::new(tokio::sync::Mutex::new(())),
                 confirm_budget,
-                check_deadline,
+                release_deadline,
                 board,
             }),
         }
@@ -198,41 +237,56 @@ impl EndpointOwnership {
     }
 
     /// Starts a cycle: takes the cycle lock and returns the lease to run under, or `None` when
-    /// the gate is closed.
-    pub async fn begin_cycle(&self) -> Option<CycleGuard> {
-        let lock = Arc::clone(&self.shared.cycle).lock_owned().await;
+    /// the gate is closed. Never waits: the only other holder of the lock is the keeper giving
+    /// the lease back, and then no cycle may start anyway.
+    pub fn begin_cycle(&self) -> Option<CycleGuard> {
+        let lock = Arc::clone(&self.shared.cycle).try_lock_owned().ok()?;
         if self.gate() != Gate::Pull {
             return None;
         }
-        let fence = self.fence()?;
-        Some(CycleGuard { fence, _lock: lock })
+        let st = self.lock();
+        let fence = st.fence.clone()?;
+        let resume = st.resume.clone();
+        drop(st);
+        Some(CycleGuard {
+            fence,
+            resume,
+            _lock: lock,
+        })
     }
 
     /// The pull path's one Redis round trip, just before the confirm: renews the lease if it is
-    /// still `fence`, bounded by the check deadline. When Redis does not answer, the confirm is
-    /// allowed only if it can finish before the lease could expire by our clock. When Redis is
-    /// already known not to answer in time (`redis_down`: the hand-off bypasses it), the round
-    /// trip is skipped and only our clock decides, so an outage costs one slow cycle, not one
-    /// per tick.
-    ///
-    /// # Errors
-    /// The [`LeaseLoss`] that forbids the confirm.
+    /// still `fence`, waiting at most `within`: what is left of the hand-off's deadline, so that
+    /// the hand-off and this check together wait on Redis for at most one deadline. `None`
+    /// skips the round trip: Redis is already known not to answer in time (the hand-off
+    /// bypasses it), so an outage costs one slow cycle, not one per tick. Without an answer the
+    /// confirm is allowed only if it can finish before the lease could expire by our clock.
     pub async fn check_before_confirm(
         &self,
         fence: &Fence,
-        redis_down: bool,
-    ) -> Result<(), LeaseLoss> {
+        within: Option<Duration>,
+    ) -> LeaseCheck {
         let sent = Instant::now();
+        let mut timed_out = false;
         // `None`: no answer (skipped, failed or too late).
-        let answer = if redis_down {
-            None
-        } else {
-            tokio::time::timeout(self.shared.check_deadline, self.shared.leases.renew(fence))
-                .await
-                .ok()
-                .and_then(Result::ok)
+        let answer = match within {
+            None => None,
+            Some(within) => {
+                match tokio::time::timeout(within, self.shared.leases.renew(fence)).await {
+                    Ok(Ok(held)) => Some(held),
+                    Ok(Err(error)) => {
+                        timed_out = matches!(error, crate::queue::QueueError::Timeout { .. });
+                        tracing::debug!(endpoint = %self.endpoint(), %error, "The pre-confirm lease check failed; the lease is judged by this process's clock.");
+                        None
+                    }
+                    Err(_) => {
+                        timed_out = true;
+                        None
+                    }
+                }
+            }
         };
-        match answer {
+        let verdict = match answer {
             Some(true) => {
                 self.renewed(fence, sent);
                 Ok(())
@@ -249,7 +303,8 @@ impl EndpointOwnership {
                     Err(LeaseLoss::Expired)
                 }
             }
-        }
+        };
+        LeaseCheck { verdict, timed_out }
     }
 
     fn renewed(&self, fence: &Fence, sent: Instant) {
@@ -259,11 +314,12 @@ impl EndpointOwnership {
         }
     }
 
-    fn won(&self, fence: Fence, sent: Instant) {
+    fn won(&self, fence: Fence, sent: Instant, resume: Resume) {
         let owner = owner_of(&fence.info, true);
         {
             let mut st = self.lock();
             st.fence = Some(fence);
+            st.resume = resume;
             st.expires = sent + self.shared.leases.ttl();
             st.releasing = false;
         }
@@ -293,9 +349,11 @@ impl EndpointOwnership {
         was_current
     }
 
-    /// Gives the lease back: waits for a cycle in flight to finish, then deletes the lease in
-    /// Redis (bounded), so another process can take it without waiting for the TTL.
-    async fn release(&self) {
+    /// Gives the lease back through `via` (the keeper's link): waits for a cycle in flight to
+    /// finish, forgets the lease, then deletes it in Redis (bounded), so another process can take
+    /// it without waiting for the TTL. The cycle lock is held only while forgetting: a cycle
+    /// cannot start under a forgotten lease, and a tick never waits on this Redis call.
+    async fn release(&self, via: &EndpointLeases) {
         let Some(fence) = ({
             let mut st = self.lock();
             st.releasing = true;
@@ -304,18 +362,17 @@ impl EndpointOwnership {
             self.lock().releasing = false;
             return;
         };
-        let lock = Arc::clone(&self.shared.cycle).lock_owned().await;
         {
+            let _cycle = self.shared.cycle.lock().await;
             let mut st = self.lock();
             st.fence = None;
             st.releasing = false;
         }
         let released = tokio::time::timeout(
-            self.shared.check_deadline.max(Duration::from_millis(500)),
-            self.shared.leases.release(&fence),
+            self.shared.release_deadline.max(Duration::from_millis(500)),
+            via.release(&fence),
         )
         .await;
-        drop(lock);
         match released {
             Ok(Ok(_)) => {
                 metrics::counter!(m::PULL_LEASE_RELEASES_TOTAL, "endpoint" => self.endpoint().to_owned())
@@ -450,6 +507,24 @@ impl LeaseKeeper {
             .collect()
     }
 
+    /// The shared cursor of `endpoint`, read right after taking its lease (bounded: a round
+    /// must not hang on it). Here, not in the puller, so that a takeover costs the pull path no
+    /// Redis round trip.
+    async fn shared_cursor(&self, endpoint: &str) -> Resume {
+        let bound = round_period(self.leases.ttl());
+        match tokio::time::timeout(bound, self.leases.load_cursor(endpoint)).await {
+            Ok(Ok(cursor)) => Resume::From(cursor),
+            Ok(Err(error)) => {
+                tracing::warn!(endpoint, %error, "Could not load the shared cursor after taking the endpoint; its puller goes on from its own.");
+                Resume::Unknown
+            }
+            Err(_) => {
+                tracing::warn!(endpoint, "Loading the shared cursor after taking the endpoint timed out; its puller goes on from its own.");
+                Resume::Unknown
+            }
+        }
+    }
+
     /// One round: heartbeat and renewals in one round trip, then at most one release or a few
     /// acquisitions.
     pub async fn try_round_one(&mut self) {
@@ -521,7 +596,7 @@ impl LeaseKeeper {
         let plan = plan(&me, &members, self.endpoints.len(), &held, &free);
         for i in plan.release {
             tracing::info!(endpoint = %names[i], live_processes = members.len(), "Giving an endpoint back to balance the processes.");
-            self.endpoints[i].release().await;
+            self.endpoints[i].release(&self.leases).await;
             self.cooldown
                 .insert(names[i].clone(), RELEASE_COOLDOWN_ROUNDS);
         }
@@ -530,7 +605,8 @@ impl LeaseKeeper {
             match self.leases.try_acquire(&names[i]).await {
                 Ok(Acquire::Won(fence)) => {
                     tracing::info!(endpoint = %names[i], token = fence.token(), "Acquired the endpoint's lease.");
-                    self.endpoints[i].won(fence, sent);
+                    let resume = self.shared_cursor(&names[i]).await;
+                    self.endpoints[i].won(fence, sent, resume);
                     self.free_rounds.insert(names[i].clone(), 0);
                 }
                 Ok(Acquire::Held(info)) => self.endpoints[i].observe(info.as_ref()),
@@ -563,7 +639,7 @@ impl LeaseKeeper {
             }
         }
         for ep in &self.endpoints {
-            ep.release().await;
+            ep.release(&self.leases).await;
         }
         metrics::gauge!(m::PULL_ENDPOINTS_HELD).set(0.0);
         if let Err(error) = tokio::time::timeout(Duration::from_secs(1), self.leases.leave())

@@ -20,7 +20,7 @@ use crate::telemetry::metrics as m;
 use crate::telemetry::Chain;
 
 use super::client::{ClientError, PullClient, PullResponse};
-use super::ownership::{EndpointOwnership, Gate, LeaseLoss};
+use super::ownership::{EndpointOwnership, Gate, LeaseLoss, Resume};
 use super::status::StatusBoard;
 
 /// What one cycle did.
@@ -268,30 +268,21 @@ impl Puller {
     }
 
     /// After taking the endpoint under a new token: resume from the shared cursor, which the
-    /// previous holder moved. On failure the in-memory cursor stays (a stale cursor only
-    /// re-pulls records the collector still has; the store absorbs duplicates).
-    async fn adopt_shared_cursor(&mut self, token: u64) {
-        let bound = self.handoff.deadline().max(Duration::from_millis(100)) * 4;
-        match tokio::time::timeout(bound, self.handoff.load_cursor(&self.name)).await {
-            Ok(Ok(cursor)) => {
-                tracing::info!(endpoint = %self.name, token, cursor = cursor.as_ref().map_or(0, |c| c.seq), "Holding the endpoint; resuming from the shared cursor.");
-                self.board.update(&self.name, |s| {
-                    s.cursor = cursor.as_ref().map(|c| c.seq);
-                    s.epoch = cursor.as_ref().and_then(|c| c.epoch.clone());
-                });
-                self.cursor = cursor;
-                self.cursor_token = Some(token);
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(endpoint = %self.name, %error, "Could not load the shared cursor after taking the endpoint; going on from this process's.");
-                // Not again every cycle: each attempt would cost its bound while Redis is out.
-                self.cursor_token = Some(token);
-            }
-            Err(_) => {
-                tracing::warn!(endpoint = %self.name, "Loading the shared cursor after taking the endpoint timed out; going on from this process's.");
-                self.cursor_token = Some(token);
-            }
-        }
+    /// previous holder moved and the keeper read when it took the lease (no I/O here). When the
+    /// keeper could not read it, the in-memory cursor stays (a stale cursor only re-pulls
+    /// records the collector still has; the store absorbs duplicates).
+    fn adopt(&mut self, token: u64, resume: &Resume) {
+        self.cursor_token = Some(token);
+        let Resume::From(cursor) = resume else {
+            tracing::info!(endpoint = %self.name, token, cursor = self.cursor.as_ref().map_or(0, |c| c.seq), "Holding the endpoint; the shared cursor could not be read, going on from this process's.");
+            return;
+        };
+        tracing::info!(endpoint = %self.name, token, cursor = cursor.as_ref().map_or(0, |c| c.seq), "Holding the endpoint; resuming from the shared cursor.");
+        self.board.update(&self.name, |s| {
+            s.cursor = cursor.as_ref().map(|c| c.seq);
+            s.epoch = cursor.as_ref().and_then(|c| c.epoch.clone());
+        });
+        self.cursor = cursor.clone();
     }
 
     /// Records how late the current tick started; the next pulls log it.
@@ -347,7 +338,7 @@ impl Puller {
     pub async fn try_pull_one(&mut self) -> PullOutcome {
         let guard = match &self.ownership {
             None => None,
-            Some(o) => match o.begin_cycle().await {
+            Some(o) => match o.begin_cycle() {
                 Some(g) => Some(g),
                 None => return PullOutcome::NotOwner,
             },
@@ -355,7 +346,7 @@ impl Puller {
         if let Some(g) = &guard {
             let token = g.fence().token();
             if self.cursor_token != Some(token) {
-                self.adopt_shared_cursor(token).await;
+                self.adopt(token, g.resume());
             }
             self.fence = Some(g.fence().clone());
         }
@@ -491,6 +482,7 @@ impl Puller {
         );
 
         // Step 4: durable hand-off.
+        let handoff_started = Instant::now();
         let target = match self.handoff.handoff(&batch).await {
             Ok(t) => t,
             Err(e) => {
@@ -502,10 +494,17 @@ impl Puller {
             }
         };
 
-        // Step 5: confirm, only while the lease is still ours (the pull path's one Redis round
-        // trip; deadline-bounded).
+        // Step 5: confirm, only while the lease is still ours: the pull path's one Redis round
+        // trip for the lease, within what the hand-off left of its deadline, and none while
+        // the hand-off bypasses Redis.
         if let (Some(o), Some(f)) = (&self.ownership, &self.fence) {
-            if let Err(loss) = o.check_before_confirm(f, self.handoff.bypassing()).await {
+            let within = self.handoff.remaining(handoff_started);
+            let check = o.check_before_confirm(f, within).await;
+            if check.timed_out {
+                self.handoff
+                    .redis_timed_out("lease_check", within.unwrap_or_default());
+            }
+            if let Err(loss) = check.verdict {
                 let error = LeaseLostError {
                     endpoint: self.name.clone(),
                     token: f.token(),

@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 
-use super::{QueueError, RedisStreamsQueue};
+use super::{Cursor, QueueError, RedisStreamsQueue};
 
 /// Takes a free lease: `{1, value}` when taken, `{0, current}` when someone holds it.
 const ACQUIRE_LUA: &str = r"
@@ -458,6 +458,15 @@ impl EndpointLeases {
             .iter()
             .map(|v| v.as_deref().and_then(LeaseInfo::parse))
             .collect())
+    }
+
+    /// The shared cursor of `endpoint`, as a new holder resumes from it (reconciled with a
+    /// cursor this process's spool may hold; see [`RedisStreamsQueue::load_cursor`]).
+    ///
+    /// # Errors
+    /// When neither Redis nor the spool could be read.
+    pub async fn load_cursor(&self, endpoint: &str) -> Result<Option<Cursor>, QueueError> {
+        self.queue.load_cursor(endpoint).await
     }
 
     /// Removes this process's heartbeat (graceful shutdown), so the others rebalance at once.

@@ -6,8 +6,9 @@
 //! durable, and a failure there is returned so the puller does not confirm.
 //!
 //! One slow cycle per outage, not one per tick: once a hand-off to Redis has timed out (or a
-//! cursor save has), the hand-off goes into *bypass*: further batches and cursors go straight to
-//! the spool without trying Redis, and a background probe pings Redis with backoff until it
+//! cursor save has, or the pull cycle's lease check: [`Handoff::redis_timed_out`]), the
+//! hand-off goes into *bypass*: further batches and cursors go straight to the spool without
+//! trying Redis, and a background probe pings Redis with backoff until it
 //! answers, which ends the bypass. Without it, a hanging or slow Redis would cost every cycle
 //! its whole deadline, and at short intervals the ticks would drift and be missed. A Redis that
 //! refuses connections fails fast anyway (`redis_link`), so only timeouts start a bypass. The
@@ -135,6 +136,25 @@ impl Handoff {
         self.bypass.is_on()
     }
 
+    /// What is left of one hand-off's deadline `since` it started, for the pull cycle's one
+    /// other Redis round trip before its confirm (the lease check): the two together wait on
+    /// Redis for at most one deadline. `None` while hand-offs bypass Redis: do not ask it.
+    pub fn remaining(&self, since: Instant) -> Option<Duration> {
+        if self.bypass.is_on() {
+            None
+        } else {
+            Some(self.deadline.saturating_sub(since.elapsed()))
+        }
+    }
+
+    /// Reports that a Redis call of the pull cycle other than the hand-off itself (`op`, the
+    /// lease check) did not answer within `after`, what was left of the deadline: like a
+    /// hand-off that timed out, this starts the bypass, so the cursor save that follows and
+    /// the next cycles do not wait on Redis again.
+    pub fn redis_timed_out(&self, op: &'static str, after: Duration) {
+        self.start_bypass(&QueueError::Timeout { op, after });
+    }
+
     /// Starts a bypass after `cause` timed out, unless one is on; spawns its probe on the
     /// current runtime. Only with Redis and a spool: there is nowhere else to go otherwise.
     fn start_bypass(&self, cause: &QueueError) {
@@ -145,7 +165,7 @@ impl Handoff {
             return;
         }
         metrics::gauge!(m::HANDOFF_BYPASS).set(1.0);
-        tracing::warn!(addr = %redis.addr(), error = %cause, deadline_ms = self.deadline.as_millis() as u64, "Redis did not take a hand-off in time: batches and cursors go straight to the spool until a probe sees Redis answer.");
+        tracing::warn!(addr = %redis.addr(), error = %cause, deadline_ms = self.deadline.as_millis() as u64, "Redis did not answer within the hand-off deadline: batches and cursors go straight to the spool until a probe sees Redis answer.");
         let redis = redis.clone();
         let bypass: Weak<Bypass> = Arc::downgrade(&self.bypass);
         // Redis is back when it answers within a hand-off's deadline: a slow Redis that answers

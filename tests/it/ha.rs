@@ -47,7 +47,7 @@ impl Cluster {
              [botnet]\nallowed_types = [\"mozi\", \"ramnit\"]\n\
              [store]\nurl = {store:?}\nmigrate_on_start = {}\n\
              [queue]\nbackend = \"redis\"\nredis_url = {:?}\nredis_prefix = {:?}\ngroup = {:?}\n\
-             endpoint_leases = true\nlease_ttl = \"{}ms\"\nhandoff_deadline = \"100ms\"\n",
+             lease_ttl = \"{}ms\"\nhandoff_deadline = \"100ms\"\n",
             self.store_url.is_empty(),
             redis_url(),
             self.redis.prefix,

@@ -12,10 +12,11 @@ use botpipe::demo::Flavor;
 use botpipe::pull::ownership::safety_margin;
 use botpipe::pull::{EndpointOwnership, LeaseKeeper, PullClient, PullOutcome, Puller, StatusBoard};
 use botpipe::queue::{
-    Acquire, AnyQueue, Cursor, EndpointLeases, Fence, Handoff, Holder, LeaseInfo, QueueError,
-    RedisStreamsQueue,
+    Acquire, AnyQueue, Cursor, EmbeddedQueue, EndpointLeases, Fence, Handoff, HandoffTarget,
+    Holder, LeaseInfo, QueueError, RedisQueueOptions, RedisStreamsQueue,
 };
 use botpipe::record::RecordContext;
+use rstest::rstest;
 
 use crate::helpers::keyspace::{fast_options, redis_addr, redis_url, TestRedis};
 use crate::helpers::proxy::{FaultProxy, Mode};
@@ -137,7 +138,6 @@ async fn a_running_botpipe_holds_its_endpoints_and_releases_them_on_shutdown() {
         .collect();
     let app = spawn_app(eps, |s| {
         s.queue.backend = QueueBackend::Redis(redis.settings(&redis_url()));
-        s.queue.endpoint_leases = true;
         s.queue.lease_ttl = Duration::from_secs(3);
     })
     .await;
@@ -275,7 +275,6 @@ async fn issue_14_a_holder_cut_off_from_redis_pulls_until_its_lease_would_expire
         |s| {
             s.queue.backend = QueueBackend::Redis(redis.settings(&proxy.redis_url()));
             s.queue.handoff_deadline = Duration::from_millis(100);
-            s.queue.endpoint_leases = true;
             s.queue.lease_ttl = ttl;
         },
     )
@@ -392,4 +391,229 @@ async fn issue_14_a_second_run_on_the_same_embedded_queue_refuses_to_start() {
     botpipe::app::App::build(settings, botpipe::app::Mode::Full)
         .await
         .unwrap();
+}
+
+/// The hand-off deadline of the cycle-budget tests below: long, so that a cycle that waited on
+/// Redis for one deadline and one that waited for two are far apart even on a loaded machine.
+const CYCLE_DEADLINE: Duration = Duration::from_millis(500);
+/// What a cycle may take above one deadline for its own work: the request, the spool's durable
+/// write (an fsync) and the confirm, on a busy 2-core machine.
+const CYCLE_SLACK: Duration = Duration::from_millis(300);
+
+/// A hand-driven puller holding its lease on a Redis behind `proxy`, with a spool, hand-off
+/// deadline [`CYCLE_DEADLINE`] and production-like Redis timeouts (dials and commands longer than
+/// the deadline, so only the deadline bounds what a cycle waits). Its keeper has its own link,
+/// as in `App`, and has run one round: the puller holds the endpoint.
+async fn leased_puller_behind(
+    redis: &TestRedis,
+    proxy: &FaultProxy,
+    dir: &std::path::Path,
+    url: &str,
+) -> (Puller, LeaseKeeper, EndpointOwnership) {
+    let spool = EmbeddedQueue::open(&dir.join("spool.sqlite"), Duration::from_secs(60), 5).unwrap();
+    let opts = RedisQueueOptions {
+        lease_timeout: Duration::from_secs(60),
+        max_deliveries: 5,
+        connect_timeout: Duration::from_secs(2),
+        command_timeout: Duration::from_secs(2),
+        cursor_deadline: CYCLE_DEADLINE,
+    };
+    let q = redis.queue(&proxy.redis_url(), opts, Some(spool.clone()));
+    let handoff = Handoff::new(AnyQueue::Redis(q.clone()), Some(spool), CYCLE_DEADLINE);
+    let leases = q.endpoint_leases(
+        Duration::from_secs(30),
+        Holder::this_process(Some("solo".into())),
+    );
+    let e = endpoint("east", url, Duration::from_secs(10), 100);
+    let board = StatusBoard::default();
+    let ownership = EndpointOwnership::new(
+        "east",
+        leases.clone(),
+        e.timeout,
+        CYCLE_DEADLINE,
+        board.clone(),
+    );
+    let ctx = RecordContext {
+        source: "east".into(),
+        tz: chrono_tz::UTC,
+        allowed: Arc::new(crate::helpers::db::type_set(&["mozi"])),
+    };
+    let puller = Puller::new(
+        PullClient::new(&e, None).unwrap(),
+        ctx,
+        handoff,
+        None,
+        100,
+        board,
+    )
+    .with_ownership(ownership.clone());
+    let mut keeper = LeaseKeeper::new(leases.with_own_link(), vec![ownership.clone()]);
+    keeper.try_round_one().await;
+    assert!(ownership.fence().is_some(), "the keeper took the lease");
+    (puller, keeper, ownership)
+}
+
+/// Issue 14, "Performance": with leases on, a hanging or slow Redis (every connection cut, as
+/// in the cadence proof) costs a pull cycle at most one hand-off deadline of waiting on Redis:
+/// the hand-off and the pre-confirm lease check share it, and once the check has timed out the
+/// cursor save and the next cycles do not ask Redis again. Before, the check had a deadline of
+/// its own and the cursor save waited out another: one cycle of three deadlines' worth at a
+/// 200 ms interval, the cadence proof's missed ticks.
+#[rstest]
+#[case::hanging(Mode::Hang)]
+#[case::slow(Mode::Delay(Duration::from_secs(2)))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_a_leased_cycle_waits_on_a_hanging_or_slow_redis_for_one_handoff_deadline_at_most(
+    #[case] fault: Mode,
+) {
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
+    let proxy = FaultProxy::start(redis_addr()).await;
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    let c = &tc.collector;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut puller, _keeper, ownership) =
+        leased_puller_behind(&redis, &proxy, dir.path(), &tc.url).await;
+    let mut n = 0u32;
+    let mut push3 = || {
+        for _ in 0..3 {
+            n += 1;
+            c.push(wire(
+                &format!("7.7.{}.{}", n / 200 + 1, n % 200 + 1),
+                "2026-01-16T00:00:00",
+                "mozi",
+                "online",
+            ));
+        }
+    };
+    push3();
+    assert!(
+        matches!(
+            puller.try_pull_one().await,
+            PullOutcome::Confirmed {
+                target: HandoffTarget::Queue,
+                ..
+            }
+        ),
+        "a healthy cycle goes to Redis"
+    );
+
+    proxy.set_mode(fault);
+    proxy.reset();
+    let mut took = Vec::new();
+    for _ in 0..6 {
+        push3();
+        let started = std::time::Instant::now();
+        let outcome = puller.try_pull_one().await;
+        took.push(started.elapsed());
+        assert!(
+            matches!(
+                outcome,
+                PullOutcome::Confirmed {
+                    target: HandoffTarget::Spool,
+                    ..
+                }
+            ),
+            "{fault:?}: the lease still holds by this process's clock, so the spooled batch is confirmed: {outcome:?}"
+        );
+    }
+    eprintln!("{fault:?}: leased cycles took {took:?}");
+    assert!(
+        took.iter().all(|t| *t < CYCLE_DEADLINE + CYCLE_SLACK),
+        "{fault:?}: a leased cycle waited on Redis for more than one hand-off deadline ({CYCLE_DEADLINE:?}): {took:?}"
+    );
+    assert_eq!(c.unpulled(), 0, "every record pulled and confirmed");
+    assert!(ownership.fence().is_some(), "the lease is still held");
+    assert_eq!(
+        puller.cursor().map(|c| c.seq),
+        Some(u64::from(n)),
+        "the cursor moved with every confirm"
+    );
+}
+
+/// Issue 14: a tick never waits on the keeper's Redis calls. While the keeper gives a lease
+/// back (balance, shutdown) to a Redis that hangs, a cycle that starts meanwhile ends at once
+/// as `not_owner` instead of waiting for the release's round trip to time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_a_cycle_does_not_wait_for_the_keeper_releasing_the_lease_to_a_hanging_redis() {
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
+    let proxy = FaultProxy::start(redis_addr()).await;
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut puller, keeper, ownership) =
+        leased_puller_behind(&redis, &proxy, dir.path(), &tc.url).await;
+    assert_eq!(puller.try_pull_one().await, PullOutcome::Empty);
+
+    // Redis hangs (open connections stay open, nothing comes back).
+    proxy.set_mode(Mode::Hang);
+    let token = tokio_util::sync::CancellationToken::new();
+    token.cancel();
+    // A stopped keeper runs a last round (it times out), then releases every lease it holds:
+    // here into the hanging Redis, which takes the release's whole bound (500 ms) to give up on.
+    let keeper = tokio::spawn(keeper.run_until_stopped(token));
+    // Polled closely (not with `wait_until`'s backoff), so the cycle below starts while the
+    // release is still in flight.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while ownership.fence().is_some() {
+        assert!(
+            std::time::Instant::now() < end,
+            "the keeper did not forget the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(puller.try_pull_one().await, PullOutcome::NotOwner);
+    let took = started.elapsed();
+    eprintln!("a cycle during the keeper's release took {took:?}");
+    assert!(
+        took < Duration::from_millis(250),
+        "the cycle waited {took:?} for the keeper's Redis call"
+    );
+    assert!(!keeper.is_finished(), "the release was still in flight");
+    keeper.await.unwrap();
+}
+
+/// Issue 14 with leases on by default: `botpipe status` beside a running botpipe on Redis names
+/// the process holding each endpoint, read from the leases in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_status_names_the_holder_of_each_endpoint_with_the_default_leases() {
+    let Some(redis) = TestRedis::require() else {
+        return;
+    };
+    let tc = spawn_collector(Flavor::Botpipe, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let mut settings = crate::helpers::test_settings(&data);
+    settings.endpoints = vec![endpoint("east", &tc.url, Duration::from_millis(100), 100)];
+    settings.queue.backend = QueueBackend::Redis(redis.settings(&redis_url()));
+    assert!(settings.queue.endpoint_leases, "leases are on by default");
+    let app = crate::helpers::spawn_app_with(dir, settings).await;
+    wait_until(Duration::from_secs(10), "the endpoint is held", || async {
+        current(&redis, "east").await.is_some()
+    })
+    .await;
+    let config = crate::helpers::bin::write_config(
+        &data,
+        &format!(
+            "data_dir = {:?}\n[queue]\nbackend = \"redis\"\nredis_url = {:?}\nredis_prefix = {:?}\ngroup = {:?}\n\
+             [endpoints.east]\nurl = {:?}\ntimezone = \"UTC\"\n",
+            data.display().to_string(),
+            redis_url(),
+            redis.prefix,
+            redis.group,
+            tc.url,
+        ),
+    );
+    let out = crate::helpers::bin::run_botpipe(Some(&config), &["status", "--json"]).await;
+    let (stdout, stderr) = crate::helpers::bin::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let owner = &status["endpoints"][0]["owner"];
+    assert_eq!(owner["pid"], std::process::id(), "{status}");
+    assert_eq!(owner["this_process"], false, "{status}");
+    assert!(owner["token"].as_u64().is_some_and(|t| t >= 1), "{status}");
+    app.stop().await;
 }
