@@ -26,10 +26,7 @@ use crate::telemetry::metrics::{self as m, zero_counters, zero_histograms};
 /// tick, so that its counters and histograms are exported from the start (`docs/metrics.md`).
 pub fn register_metrics(endpoint: &str) {
     let ep: &[&str] = &[endpoint];
-    let outcomes: Vec<&str> = PullOutcomeLabel::ALL
-        .iter()
-        .map(|l| l.as_str())
-        .collect();
+    let outcomes: Vec<&str> = PullOutcomeLabel::ALL.iter().map(|l| l.as_str()).collect();
     zero_counters(
         m::PULLS_TOTAL,
         &[("endpoint", ep), ("outcome", outcomes.as_slice())],
