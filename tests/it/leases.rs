@@ -180,25 +180,19 @@ async fn a_running_botpipe_holds_its_endpoints_and_releases_them_on_shutdown() {
     assert_eq!(members, 0, "the heartbeat is removed");
 }
 
-/// A puller on `url` with its lease on `redis`, driven by hand (no scheduler, no keeper task).
-async fn hand_driven_puller(
-    redis: &TestRedis,
+/// A puller of endpoint "east" at `url` whose pulls go through `handoff` and whose lease is in
+/// `leases`, with a keeper working through `keeper_leases` (no scheduler, no keeper task).
+fn leased_puller(
+    handoff: Handoff,
+    leases: &EndpointLeases,
+    keeper_leases: EndpointLeases,
+    deadline: Duration,
     url: &str,
-    name: &str,
-    ttl: Duration,
 ) -> (Puller, LeaseKeeper, EndpointOwnership) {
-    let q = queue(redis);
-    let handoff = Handoff::new(AnyQueue::Redis(q.clone()), None, Duration::from_millis(500));
-    let leases = q.endpoint_leases(ttl, Holder::this_process(Some(name.to_owned())));
     let e = endpoint("east", url, Duration::from_secs(10), 100);
     let board = StatusBoard::default();
-    let ownership = EndpointOwnership::new(
-        "east",
-        leases.clone(),
-        e.timeout,
-        Duration::from_millis(500),
-        board.clone(),
-    );
+    let ownership =
+        EndpointOwnership::new("east", leases.clone(), e.timeout, deadline, board.clone());
     let ctx = RecordContext {
         source: "east".into(),
         tz: chrono_tz::UTC,
@@ -213,8 +207,22 @@ async fn hand_driven_puller(
         board,
     )
     .with_ownership(ownership.clone());
-    let keeper = LeaseKeeper::new(leases, vec![ownership.clone()]);
+    let keeper = LeaseKeeper::new(keeper_leases, vec![ownership.clone()]);
     (puller, keeper, ownership)
+}
+
+/// A puller on `url` with its lease on `redis`, driven by hand (no scheduler, no keeper task).
+async fn hand_driven_puller(
+    redis: &TestRedis,
+    url: &str,
+    name: &str,
+    ttl: Duration,
+) -> (Puller, LeaseKeeper, EndpointOwnership) {
+    let q = queue(redis);
+    let deadline = Duration::from_millis(500);
+    let handoff = Handoff::new(AnyQueue::Redis(q.clone()), None, deadline);
+    let leases = q.endpoint_leases(ttl, Holder::this_process(Some(name.to_owned())));
+    leased_puller(handoff, &leases, leases.clone(), deadline, url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,30 +432,13 @@ async fn leased_puller_behind(
         Duration::from_secs(30),
         Holder::this_process(Some("solo".into())),
     );
-    let e = endpoint("east", url, Duration::from_secs(10), 100);
-    let board = StatusBoard::default();
-    let ownership = EndpointOwnership::new(
-        "east",
-        leases.clone(),
-        e.timeout,
-        CYCLE_DEADLINE,
-        board.clone(),
-    );
-    let ctx = RecordContext {
-        source: "east".into(),
-        tz: chrono_tz::UTC,
-        allowed: Arc::new(crate::helpers::db::type_set(&["mozi"])),
-    };
-    let puller = Puller::new(
-        PullClient::new(&e, None).unwrap(),
-        ctx,
+    let (puller, mut keeper, ownership) = leased_puller(
         handoff,
-        None,
-        100,
-        board,
-    )
-    .with_ownership(ownership.clone());
-    let mut keeper = LeaseKeeper::new(leases.with_own_link(), vec![ownership.clone()]);
+        &leases,
+        leases.with_own_link(),
+        CYCLE_DEADLINE,
+        url,
+    );
     keeper.try_round_one().await;
     assert!(ownership.fence().is_some(), "the keeper took the lease");
     (puller, keeper, ownership)
