@@ -97,10 +97,7 @@ async fn validate_reports_unknown_fields_and_unreadable_secrets_with_exit_2() {
 async fn validate_checks_connectivity_and_exits_1_when_a_dependency_is_down() {
     let good = spawn_collector(Flavor::Legacy, Some("k3y")).await;
     // A port nothing listens on.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = crate::helpers::free_addr();
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         "data_dir = {dd:?}\n\
@@ -221,10 +218,7 @@ async fn status_reads_the_files_directly_or_asks_a_running_botpipe() {
     let dir = tempfile::tempdir().unwrap();
     // Without --url, status asks the botpipe at [http] listen first: a port nobody listens on
     // here, so that this test reads the files whatever else runs on the machine.
-    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let nobody = crate::helpers::free_addr();
     let config = write_config(
         dir.path(),
         &format!(

@@ -65,10 +65,7 @@ async fn a_dead_endpoint_logs_once_when_it_fails_and_once_when_it_recovers() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     // A port nothing listens on yet.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = crate::helpers::free_addr();
     let url = format!("http://{addr}/");
     let ep = endpoint("log-east", &url, Duration::from_millis(500), 100);
     let dir = tempfile::tempdir().unwrap();
@@ -139,19 +136,7 @@ impl Drop for KillOnDrop {
 
 /// Records `first..first + n` of type mozi, distinct by IP and time.
 fn push_mozi(c: &DemoCollector, first: u32, n: u32) {
-    for i in first..first + n {
-        let ip = format!(
-            "5.{}.{}.{}",
-            i / 10_000 + 1,
-            (i / 100) % 100 + 1,
-            i % 100 + 1
-        );
-        let ts = chrono::DateTime::from_timestamp(1_772_000_000 + i64::from(i), 0)
-            .unwrap()
-            .format("%Y-%m-%dT%H:%M:%S")
-            .to_string();
-        c.push(wire(&ip, &ts, "mozi", "online"));
-    }
+    crate::helpers::push_online_mozi(c, 5, first, n);
 }
 
 /// Communication rows in the embedded store under `data_dir` (0 before the tables exist).
@@ -297,11 +282,7 @@ async fn issue_12_stderr_on_dev_full_starts_stores_and_stops_on_sigterm() {
     push_mozi(&tc.collector, 0, 1500);
     let dir = tempfile::tempdir().unwrap();
     // No log to read the address from: pick a free port first.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let addr = crate::helpers::free_addr().to_string();
     let config = run_config(dir.path(), &addr, &tc.url);
     let full = std::fs::OpenOptions::new()
         .write(true)
@@ -448,10 +429,7 @@ async fn issue_16_pretty_logs_on_a_pipe_have_no_colour_and_no_field_twice() {
     let tc = spawn_collector(Flavor::Botpipe, None).await;
     push_mozi(&tc.collector, 0, 300);
     let dir = tempfile::tempdir().unwrap();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = crate::helpers::free_addr();
     let config = run_config(dir.path(), &addr.to_string(), &tc.url);
     let mut run = crate::helpers::bin::spawn_run_pretty(&config, addr).await;
     wait_until(Duration::from_secs(30), "every record stored", || {

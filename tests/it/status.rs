@@ -239,10 +239,7 @@ async fn issue_16_status_finds_the_running_botpipe_and_falls_back_to_the_files()
 async fn issue_16_status_json_is_null_where_unknown_and_speaks_the_metrics_outcomes() {
     // A collector nobody listens for, and a legacy collector (no global_max_seq_id; its lag
     // comes from its cache statistics).
-    let dead: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead: SocketAddr = crate::helpers::free_addr();
     let dead_url = format!("http://{dead}/");
     let legacy = spawn_collector(Flavor::Legacy, None).await;
     for i in 0..30 {

@@ -1240,11 +1240,7 @@ on_backends!(no_server an_unreachable_server_is_a_retryable_error: postgres => P
 
 async fn an_unreachable_server_is_a_retryable_error(backend: Backend) {
     // A port nothing listens on: bind one, then close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_addr().port();
     let settings = botpipe::config::StoreSettings {
         kind: match backend {
             Backend::Postgres => botpipe::config::StoreKind::Postgres(

@@ -13,25 +13,13 @@ use crate::helpers::bin::{spawn_run, write_config, RunningBotpipe};
 use crate::helpers::db::{Backend, TestDb};
 use crate::helpers::proxy::{FaultProxy, Mode};
 use crate::helpers::services::Service;
-use crate::helpers::{spawn_collector, wait_until, wire};
+use crate::helpers::{spawn_collector, wait_until};
 
 /// Records pushed to the collector: three pulls of the default batch size.
 const RECORDS: u32 = 2500;
 
 fn push_mozi(c: &DemoCollector, n: u32) {
-    for i in 0..n {
-        let ip = format!(
-            "6.{}.{}.{}",
-            i / 10_000 + 1,
-            (i / 100) % 100 + 1,
-            i % 100 + 1
-        );
-        let ts = chrono::DateTime::from_timestamp(1_772_000_000 + i64::from(i), 0)
-            .unwrap()
-            .format("%Y-%m-%dT%H:%M:%S")
-            .to_string();
-        c.push(wire(&ip, &ts, "mozi", "online"));
-    }
+    crate::helpers::push_online_mozi(c, 6, 0, n);
 }
 
 async fn get_json(bp: &RunningBotpipe, path: &str) -> (u16, Value) {
